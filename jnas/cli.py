@@ -1,0 +1,255 @@
+"""The ``jnas`` command line: ``search``, ``train`` and ``info``.
+
+Config fields can be overridden with ``--config.KEY=VALUE`` (or
+``--config.KEY VALUE``), e.g.::
+
+    jnas search --config configs/darts_digits.py --workdir runs/d1 \\
+        --config.search.epochs=4 --config.retrain.enabled=false
+
+Heavy modules (jax, the run functions) are imported inside the handlers so
+that ``jnas --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+__all__ = ["main", "build_parser", "split_overrides"]
+
+logger = logging.getLogger("jnas.cli")
+
+PROG = "jnas"
+_OVERRIDE_PREFIX = "--config."
+_EXIT_USAGE = 2
+_EXIT_INTERNAL = 1
+_EXIT_INTERRUPTED = 130
+
+_EPILOG = (
+    "Override config fields with --config.KEY=VALUE (or --config.KEY VALUE), "
+    "e.g. --config.search.epochs=4 --config.retrain.enabled=false."
+)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """Build the argument parser; returns it and its subparsers by name.
+
+    Example:
+        >>> parser, subs = build_parser()
+        >>> sorted(subs)
+        ['info', 'search', 'train']
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Neural architecture search in JAX.",
+        epilog="Run 'jnas COMMAND --help' for a command's options.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subs: dict[str, argparse.ArgumentParser] = {}
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=_EPILOG,
+            # Abbreviations would let "--conf" silently mean "--config" and
+            # make typos in override names harder to diagnose.
+            allow_abbrev=False,
+        )
+        sub.add_argument(
+            "--config", required=True, metavar="FILE",
+            help="Python config file defining get_config() (FILE.py or FILE.py:ARG)",
+        )
+        subs[name] = sub
+        return sub
+
+    search = add("search", "Run an architecture search.")
+    search.add_argument("--workdir", required=True, metavar="DIR",
+                        help="run directory for checkpoints, metrics and results")
+
+    train = add("train", "Retrain a genotype from scratch.")
+    train.add_argument("--workdir", required=True, metavar="DIR",
+                       help="run directory for checkpoints, metrics and results")
+    train.add_argument("--genotype", default=None, metavar="NAME_OR_FILE",
+                       help="genotype name or JSON file (default: chosen by the run)")
+
+    info = add("info", "Describe a genotype under a config (size, cost, ...).")
+    info.add_argument("--genotype", required=True, metavar="NAME_OR_FILE",
+                      help="genotype name or JSON file")
+    info.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser, subs
+
+
+def split_overrides(extras: list[str]) -> tuple[list[str], list[str]]:
+    """Split leftover argv into ``KEY=VALUE`` overrides and unrecognised args.
+
+    Accepts ``--config.a.b=v`` and ``--config.a.b v``; the value of the second
+    form may start with a single dash (``--config.optim.lr -0.1``).
+
+    Example:
+        >>> split_overrides(["--config.a.b=1", "--config.c", "x", "--bogus"])
+        (['a.b=1', 'c=x'], ['--bogus'])
+    """
+    overrides: list[str] = []
+    unknown: list[str] = []
+    i = 0
+    while i < len(extras):
+        arg = extras[i]
+        if arg.startswith(_OVERRIDE_PREFIX) and len(arg) > len(_OVERRIDE_PREFIX):
+            body = arg[len(_OVERRIDE_PREFIX):]
+            if "=" in body:
+                overrides.append(body)
+            elif i + 1 < len(extras) and not extras[i + 1].startswith("--"):
+                overrides.append(f"{body}={extras[i + 1]}")
+                i += 1
+            else:
+                unknown.append(f"{arg} (missing value)")
+        else:
+            unknown.append(arg)
+        i += 1
+    return overrides, unknown
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=_json_default)
+    return str(value)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    return str(obj)
+
+
+def _print_items(result: Any) -> None:
+    if result is None:
+        return
+    if not isinstance(result, dict):
+        print(_format_value(result))
+        return
+    if not result:
+        return
+    width = max(len(str(k)) for k in result)
+    for key, value in result.items():
+        print(f"{str(key) + ':':<{width + 1}} {_format_value(value)}")
+
+
+def _load(args: argparse.Namespace, overrides: list[str]):
+    from jnas.config import apply_overrides, config_hash, load_config
+
+    config = apply_overrides(load_config(args.config), overrides)
+    logger.info("config: %s (hash %s)%s", args.config, config_hash(config),
+                f", overrides: {' '.join(overrides)}" if overrides else "")
+    return config
+
+
+def _run_module():
+    import jnas.run as run
+
+    return run
+
+
+def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
+    config = _load(args, overrides)
+    result = _run_module().search(config, args.workdir)
+    _print_items(result)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    config = _load(args, overrides)
+    result = _run_module().train(config, args.workdir, args.genotype)
+    _print_items(result)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace, overrides: list[str]) -> int:
+    config = _load(args, overrides)
+    result = _run_module().info(config, args.genotype)
+    if args.json:
+        print(json.dumps(result, indent=2, default=_json_default))
+    else:
+        _print_items(result)
+    return 0
+
+
+_COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {_one_line(message)}\n")
+    sys.stderr.flush()
+
+
+def _debug() -> bool:
+    return os.environ.get("JNAS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``jnas`` command line and return the process exit code.
+
+    Exit codes: 0 success, 2 usage/config/run errors (``ValueError``,
+    ``FileNotFoundError``; one line on stderr, traceback only with
+    ``JNAS_DEBUG=1``), 1 when ``jnas.run`` is missing, 130 on Ctrl-C.
+
+    Args:
+        argv: arguments without the program name; ``sys.argv[1:]`` if None.
+
+    Example:
+        >>> main(["info", "--config", "configs/darts_digits.py",
+        ...       "--genotype", "darts_v2", "--json"])     # doctest: +SKIP
+        0
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, subs = build_parser()
+    try:
+        args, extras = parser.parse_known_args(argv)
+        overrides, unknown = split_overrides(extras)
+        if unknown:
+            subs[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as e:
+        # argparse exits for --help and usage errors; main returns codes instead.
+        code = e.code
+        return code if isinstance(code, int) else (0 if code is None else _EXIT_USAGE)
+
+    try:
+        return _COMMANDS[args.command](args, overrides)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\n{PROG}: interrupted\n")
+        return _EXIT_INTERRUPTED
+    except ModuleNotFoundError as e:
+        if e.name not in ("jnas.run",):
+            raise
+        if _debug():
+            traceback.print_exc()
+        _error(f"cannot import {e.name}: {e}")
+        return _EXIT_INTERNAL
+    except (ValueError, FileNotFoundError) as e:
+        if _debug():
+            traceback.print_exc()
+        _error(str(e) or type(e).__name__)
+        return _EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

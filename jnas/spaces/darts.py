@@ -1,0 +1,259 @@
+"""The DARTS cell search space (Liu, Simonyan & Yang, ICLR 2019).
+
+A cell has two inputs (the outputs of the two previous cells) and
+``num_nodes`` intermediate nodes; node ``j`` may read from every earlier state
+(``j + 2`` candidates), so a cell has ``sum(j + 2)`` edges (14 for 4 nodes),
+ordered node by node and, within a node, by input index. Each edge picks one of
+the eight DARTS operations. The network has two cell types, ``normal`` and
+``reduce``, so the encoding is ``{"normal": [14, 8], "reduce": [14, 8]}``.
+
+A derived (discrete) cell keeps two inputs per node. Its encoding has a one-hot
+row for each kept edge and a zero row for every dropped edge, so passing it
+through the supernet computes exactly the derived cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from jnas.spaces.base import Choice, Encoding, SearchSpace
+
+PRIMITIVES: tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+CELL_TYPES = ("normal", "reduce")
+
+
+@dataclasses.dataclass(frozen=True)
+class Genotype:
+  """A derived DARTS architecture: for each cell type, ``(op, input)`` pairs.
+
+  ``normal`` and ``reduce`` list two ``(op_name, input_index)`` pairs per node,
+  node by node; input 0 and 1 are the cell inputs, ``k >= 2`` is node ``k - 2``.
+  ``*_concat`` name the states concatenated into the cell output.
+
+  Example:
+    >>> g = GENOTYPES["DARTS_V2"]
+    >>> g.normal[0]
+    ('sep_conv_3x3', 0)
+  """
+
+  normal: tuple[tuple[str, int], ...]
+  normal_concat: tuple[int, ...]
+  reduce: tuple[tuple[str, int], ...]
+  reduce_concat: tuple[int, ...]
+
+  def cell(self, cell_type: str) -> tuple[tuple[str, int], ...]:
+    return getattr(self, cell_type)
+
+
+def _g(normal, reduce, concat=(2, 3, 4, 5)) -> Genotype:
+  return Genotype(tuple(normal), tuple(concat), tuple(reduce), tuple(concat))
+
+
+# The cells published with DARTS (first- and second-order search on CIFAR-10).
+GENOTYPES: dict[str, Genotype] = {
+    "DARTS_V1": _g(
+        normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0),
+                ("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 1),
+                ("sep_conv_3x3", 0), ("skip_connect", 2)],
+        reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2),
+                ("max_pool_3x3", 0), ("max_pool_3x3", 0), ("skip_connect", 2),
+                ("skip_connect", 2), ("avg_pool_3x3", 0)]),
+    "DARTS_V2": _g(
+        normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0),
+                ("sep_conv_3x3", 1), ("sep_conv_3x3", 1), ("skip_connect", 0),
+                ("skip_connect", 0), ("dil_conv_3x3", 2)],
+        reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2),
+                ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("skip_connect", 2),
+                ("skip_connect", 2), ("max_pool_3x3", 1)]),
+}
+GENOTYPES["DARTS"] = GENOTYPES["DARTS_V2"]
+
+
+def edge_index(node: int, inp: int) -> int:
+  """Position of the edge ``inp -> node`` in the encoding's rows.
+
+  Example:
+    >>> edge_index(1, 0), edge_index(3, 4)
+    (2, 13)
+  """
+  return node * (node + 3) // 2 + inp
+
+
+class DartsSpace(SearchSpace):
+  """The DARTS cell space with ``num_nodes`` intermediate nodes.
+
+  Args:
+    num_nodes: intermediate nodes per cell (4 in DARTS).
+    primitives: candidate op names; must include ``none`` first, as DARTS's
+      derivation rule excludes it.
+    inputs_per_node: edges kept per node in a derived cell (2 in DARTS).
+
+  Example:
+    >>> space = DartsSpace()
+    >>> space.encoding_shape()
+    {'normal': (14, 8), 'reduce': (14, 8)}
+    >>> g = space.encoding_to_genotype(space.genotype_to_encoding(GENOTYPES["DARTS_V2"]))
+    >>> g == GENOTYPES["DARTS_V2"]
+    True
+  """
+
+  name = "darts"
+
+  def __init__(self, num_nodes: int = 4, primitives: Sequence[str] = PRIMITIVES,
+               inputs_per_node: int = 2):
+    if num_nodes < 1:
+      raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+    self.num_nodes = num_nodes
+    self.primitives = tuple(primitives)
+    if len(set(self.primitives)) != len(self.primitives):
+      raise ValueError(f"duplicate op names in {self.primitives}")
+    from jnas.ops.modules import OPS  # local: spaces stay importable without flax
+    unknown = [p for p in self.primitives if p not in OPS]
+    if unknown:
+      raise ValueError(f"unknown op {unknown[0]!r} (known: {', '.join(OPS)})")
+    self.inputs_per_node = inputs_per_node
+    self.num_edges = sum(j + 2 for j in range(num_nodes))
+    self.concat = tuple(range(2, num_nodes + 2))
+
+  # Choice points ----------------------------------------------------------
+
+  def edges(self) -> list[tuple[int, int]]:
+    """``(node, input)`` for every edge, in encoding-row order."""
+    return [(j, i) for j in range(self.num_nodes) for i in range(j + 2)]
+
+  def choices(self) -> dict[str, list[Choice]]:
+    return {
+        ct: [Choice(f"{ct}/node{j}<-{i}", self.primitives) for j, i in self.edges()]
+        for ct in CELL_TYPES
+    }
+
+  def _op_index(self, name: str) -> int:
+    if name not in self.primitives:
+      raise ValueError(f"unknown op {name!r} in genotype (this space's ops: "
+                       f"{', '.join(self.primitives)})")
+    return self.primitives.index(name)
+
+  # Genotype <-> encoding ----------------------------------------------------
+
+  def validate(self, genotype: Genotype) -> None:
+    """Raises ``ValueError`` with one line naming what does not fit the space."""
+    for ct in CELL_TYPES:
+      cell = genotype.cell(ct)
+      want = self.num_nodes * self.inputs_per_node
+      if len(cell) != want:
+        raise ValueError(f"genotype's {ct} cell has {len(cell)} (op, input) pairs, this space "
+                         f"needs {want} ({self.inputs_per_node} per node x {self.num_nodes} nodes)")
+      for k, (op, inp) in enumerate(cell):
+        self._op_index(op)
+        node = k // self.inputs_per_node
+        if not 0 <= int(inp) < node + 2:
+          raise ValueError(f"genotype's {ct} cell: node {node} reads input {inp}, "
+                           f"which must be in [0, {node + 1}]")
+      concat = genotype.normal_concat if ct == "normal" else genotype.reduce_concat
+      if any(not 0 <= c < self.num_nodes + 2 for c in concat):
+        raise ValueError(f"genotype's {ct}_concat {tuple(concat)} names states outside "
+                         f"[0, {self.num_nodes + 1}]")
+
+  def genotype_to_encoding(self, genotype: Genotype) -> dict[str, np.ndarray]:
+    self.validate(genotype)
+    enc = {}
+    for ct in CELL_TYPES:
+      m = np.zeros((self.num_edges, len(self.primitives)), np.float32)
+      for k, (op, inp) in enumerate(genotype.cell(ct)):
+        node = k // self.inputs_per_node
+        m[edge_index(node, int(inp)), self._op_index(op)] += 1.0
+      enc[ct] = m
+    return enc
+
+  def encoding_to_genotype(self, encoding: Encoding) -> Genotype:
+    """The DARTS derivation rule.
+
+    Each edge's strength is its largest non-``none`` weight; each node keeps
+    its ``inputs_per_node`` strongest incoming edges, each with its strongest
+    non-``none`` op. ``encoding`` may hold logits or probabilities (the rule
+    is invariant to softmax within rows).
+    """
+    self.check_encoding(encoding)
+    allowed = [k for k, p in enumerate(self.primitives) if p != "none"]
+    cells = {}
+    for ct in CELL_TYPES:
+      w = np.asarray(encoding[ct], np.float64)
+      # Softmax per row so logits and probabilities derive the same cell.
+      w = np.exp(w - w.max(axis=-1, keepdims=True))
+      w = w / w.sum(axis=-1, keepdims=True)
+      pairs = []
+      for j in range(self.num_nodes):
+        rows = [edge_index(j, i) for i in range(j + 2)]
+        strength = [max(w[r, k] for k in allowed) for r in rows]
+        # Stable sort: ties go to the lower input index.
+        best = sorted(range(j + 2), key=lambda i: -strength[i])[: self.inputs_per_node]
+        for i in sorted(best):
+          r = edge_index(j, i)
+          k = max(allowed, key=lambda a: w[r, a])
+          pairs.append((self.primitives[k], i))
+      cells[ct] = tuple(pairs)
+    return Genotype(cells["normal"], self.concat, cells["reduce"], self.concat)
+
+  def random_genotype(self, rng: np.random.Generator) -> Genotype:
+    ops = [p for p in self.primitives if p != "none"]
+    cells = {}
+    for ct in CELL_TYPES:
+      pairs = []
+      for j in range(self.num_nodes):
+        inputs = sorted(rng.choice(j + 2, size=min(self.inputs_per_node, j + 2), replace=False))
+        pairs += [(ops[rng.integers(len(ops))], int(i)) for i in inputs]
+      cells[ct] = tuple(pairs)
+    return Genotype(cells["normal"], self.concat, cells["reduce"], self.concat)
+
+  # JSON ---------------------------------------------------------------------
+
+  def genotype_to_json(self, genotype: Genotype) -> dict:
+    return {
+        "space": self.name,
+        "normal": [[op, int(i)] for op, i in genotype.normal],
+        "normal_concat": list(genotype.normal_concat),
+        "reduce": [[op, int(i)] for op, i in genotype.reduce],
+        "reduce_concat": list(genotype.reduce_concat),
+    }
+
+  def genotype_from_json(self, data: Mapping) -> Genotype:
+    if not isinstance(data, Mapping):
+      raise ValueError("a DARTS genotype must be a JSON object with 'normal' and 'reduce'")
+    if data.get("space", self.name) != self.name:
+      raise ValueError(f"genotype is for space {data['space']!r}, not {self.name!r}")
+    missing = [k for k in CELL_TYPES if k not in data]
+    if missing:
+      raise ValueError(f"genotype JSON lacks {missing[0]!r} (needs 'normal' and 'reduce')")
+    try:
+      g = Genotype(
+          normal=tuple((str(op), int(i)) for op, i in data["normal"]),
+          normal_concat=tuple(int(c) for c in data.get("normal_concat", self.concat)),
+          reduce=tuple((str(op), int(i)) for op, i in data["reduce"]),
+          reduce_concat=tuple(int(c) for c in data.get("reduce_concat", self.concat)),
+      )
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"genotype JSON is malformed: each cell entry must be [op, input] ({e})"
+                       ) from None
+    self.validate(g)
+    return g
+
+  def genotype_by_name(self, name: str) -> Genotype:
+    """A published genotype by name (``DARTS_V1``, ``DARTS_V2``, ``DARTS``)."""
+    if name not in GENOTYPES:
+      raise ValueError(f"unknown genotype {name!r} (known: {', '.join(GENOTYPES)})")
+    g = GENOTYPES[name]
+    self.validate(g)
+    return g

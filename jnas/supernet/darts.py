@@ -1,0 +1,192 @@
+"""The DARTS supernet as Flax NNX modules: mixed ops, cells and the network.
+
+The forward pass takes the architecture encoding as an argument
+(``{"normal": [14, num_ops], "reduce": [14, num_ops]}``): ``softmax(alpha)``
+for DARTS, Gumbel samples for GDAS/SNAS, one-hot rows for discrete
+architectures. The module owns only weights and batch statistics; the
+architecture parameters live outside it.
+
+Edges are computed in groups that share an input: the edges leaving the two
+cell inputs (``2 * num_nodes`` of them) run as one batched computation, then
+the edges leaving node 0, node 1, and so on. This gives XLA ``num_nodes``
+computations per cell instead of one per edge, which keeps compilation short
+and the work per kernel large.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jnas.ops import primitives as P
+from jnas.ops.modules import EdgeBatchNorm, FactorizedReduce, ReLUConvBN, make_op
+from jnas.spaces.darts import DartsSpace, edge_index
+
+
+class MixedEdges(nnx.Module):
+  """A group of ``num_edges`` mixed ops: each edge's output is ``sum_o w[o] * op_o(x)``.
+
+  Example:
+    >>> m = MixedEdges(("none", "skip_connect", "sep_conv_3x3"), 3, 8, stride=1, ndim=1,
+    ...                rngs=nnx.Rngs(0))
+    >>> m(jnp.ones((3, 2, 10, 8)), jnp.ones((3, 3)) / 3, train=True).shape
+    (3, 2, 10, 8)
+  """
+
+  def __init__(self, primitives: tuple[str, ...], num_edges: int, channels: int, *, stride: int,
+               ndim: int, affine: bool = False, impl: P.DepthwiseImpl | None = None,
+               rngs: nnx.Rngs):
+    self.primitives = tuple(primitives)
+    self.stride = stride
+    # "none" contributes exactly zero, so it gets no module and no compute.
+    self.ops = nnx.Dict({
+        name: make_op(name, num_edges, channels, stride=stride, ndim=ndim, affine=affine,
+                      impl=impl, rngs=rngs)
+        for name in self.primitives if name != "none"
+    })
+
+  def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool) -> jax.Array:
+    out = None
+    for k, name in enumerate(self.primitives):
+      if name == "none":
+        continue
+      y = self.ops[name](x, train=train)
+      term = weights[:, k].reshape((-1,) + (1,) * (y.ndim - 1)).astype(y.dtype) * y
+      out = term if out is None else out + term
+    if out is None:  # a space of only "none"
+      nd = P.spatial_ndim(x)
+      out = jnp.zeros_like(x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * nd])
+    return out
+
+
+class SearchCell(nnx.Module):
+  """A DARTS cell whose every edge is a mixed op."""
+
+  def __init__(self, space: DartsSpace, c_prev_prev: int, c_prev: int, channels: int, *,
+               reduction: bool, reduction_prev: bool, ndim: int,
+               impl: P.DepthwiseImpl | None = None, rngs: nnx.Rngs):
+    self.reduction = reduction
+    self.num_nodes = space.num_nodes
+    if reduction_prev:
+      self.pre0 = FactorizedReduce(1, c_prev_prev, channels, affine=False, rngs=rngs)
+    else:
+      self.pre0 = ReLUConvBN(1, c_prev_prev, channels, affine=False, rngs=rngs)
+    self.pre1 = ReLUConvBN(1, c_prev, channels, affine=False, rngs=rngs)
+    n = space.num_nodes
+    # Group 0: edges from the two cell inputs, ordered (input 0 -> nodes 0..n-1,
+    # input 1 -> nodes 0..n-1). Group g >= 1: edges from node g-1 to nodes g..n-1.
+    groups = [[edge_index(j, i) for i in (0, 1) for j in range(n)]]
+    groups += [[edge_index(j, g + 1) for j in range(g, n)] for g in range(1, n)]
+    self.groups = tuple(tuple(g) for g in groups)
+    self.edges = nnx.List([
+        MixedEdges(space.primitives, len(g), channels, stride=2 if (reduction and k == 0) else 1,
+                   ndim=ndim, impl=impl, rngs=rngs)
+        for k, g in enumerate(self.groups)
+    ])
+
+  def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array, *, train: bool
+               ) -> jax.Array:
+    """Maps cell inputs ``[B, *S, C]`` to ``[B, *S', num_nodes * channels]``."""
+    n = self.num_nodes
+    s0 = self.pre0(s0[None], train=train)[0]
+    s1 = self.pre1(s1[None], train=train)[0]
+    x = jnp.concatenate([jnp.broadcast_to(s0, (n,) + s0.shape),
+                         jnp.broadcast_to(s1, (n,) + s1.shape)])
+    y = self.edges[0](x, weights[jnp.array(self.groups[0])], train=train)
+    # pending[j]: running sum of the edges already computed into node j.
+    pending = [y[j] + y[n + j] for j in range(n)]
+    nodes = []
+    for g in range(1, n + 1):
+      node = pending[g - 1]
+      nodes.append(node)
+      if g == n:
+        break
+      idx = jnp.array(self.groups[g])
+      x = jnp.broadcast_to(node, (len(self.groups[g]),) + node.shape)
+      y = self.edges[g](x, weights[idx], train=train)
+      for k, j in enumerate(range(g, n)):
+        pending[j] = pending[j] + y[k]
+    return jnp.concatenate(nodes, axis=-1)
+
+
+class Stem(nnx.Module):
+  """3x3 (or length-3) convolution and batch norm."""
+
+  def __init__(self, c_in: int, c_out: int, *, ndim: int, kernel: int = 3, rngs: nnx.Rngs):
+    fan_in = c_in * kernel**ndim
+    bound = 1.0 / fan_in**0.5
+    self.w = nnx.Param(jax.random.uniform(rngs.params(), (kernel,) * ndim + (c_in, c_out),
+                                          minval=-bound, maxval=bound))
+    self.bn = EdgeBatchNorm(1, c_out, affine=True)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    y = P.dense_conv(x, self.w[...].astype(x.dtype))
+    return self.bn(y[None], train=train)[0]
+
+
+class Classifier(nnx.Module):
+  """Global average pooling and a linear layer."""
+
+  def __init__(self, c_in: int, num_classes: int, *, rngs: nnx.Rngs):
+    self.fc = nnx.Linear(c_in, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    pooled = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    return self.fc(pooled.astype(jnp.float32))
+
+
+def reduction_layers(layers: int) -> tuple[int, ...]:
+  """Cells that halve the resolution: at 1/3 and 2/3 of the depth, as in DARTS."""
+  return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+class DartsSupernet(nnx.Module):
+  """The DARTS search network: stem, ``layers`` mixed cells, classifier.
+
+  Args:
+    space: the cell search space.
+    in_channels: input channels (1 for MNIST-1D, 3 for CIFAR).
+    num_classes: classifier outputs.
+    ndim: spatial dimensions of the input (1 or 2).
+    channels: ``C``, initial cell width (16 in DARTS search).
+    layers: number of cells (8 in DARTS search).
+    stem_multiplier: stem width is ``stem_multiplier * C``.
+    impl: depthwise-convolution implementation.
+    rngs: NNX random streams.
+
+  Example:
+    >>> space = DartsSpace()
+    >>> net = DartsSupernet(space, 1, 10, ndim=1, channels=4, layers=3, rngs=nnx.Rngs(0))
+    >>> enc = {k: jnp.ones(s) / s[1] for k, s in space.encoding_shape().items()}
+    >>> net(jnp.ones((2, 40, 1)), enc, train=True).shape
+    (2, 10)
+  """
+
+  def __init__(self, space: DartsSpace, in_channels: int, num_classes: int, *, ndim: int,
+               channels: int = 16, layers: int = 8, stem_multiplier: int = 3,
+               impl: P.DepthwiseImpl | None = None, rngs: nnx.Rngs):
+    self.space = space
+    c_curr = stem_multiplier * channels
+    self.stem = Stem(in_channels, c_curr, ndim=ndim, rngs=rngs)
+    c_pp, c_p, c_curr = c_curr, c_curr, channels
+    reductions = reduction_layers(layers)
+    cells = []
+    reduction_prev = False
+    for i in range(layers):
+      reduction = i in reductions
+      if reduction:
+        c_curr *= 2
+      cells.append(SearchCell(space, c_pp, c_p, c_curr, reduction=reduction,
+                              reduction_prev=reduction_prev, ndim=ndim, impl=impl, rngs=rngs))
+      reduction_prev = reduction
+      c_pp, c_p = c_p, space.num_nodes * c_curr
+    self.cells = nnx.List(cells)
+    self.classifier = Classifier(c_p, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array, encoding, *, train: bool) -> jax.Array:
+    s0 = s1 = self.stem(x, train=train)
+    for cell in self.cells:
+      w = encoding["reduce"] if cell.reduction else encoding["normal"]
+      s0, s1 = s1, cell(s0, s1, w, train=train)
+    return self.classifier(s1)
