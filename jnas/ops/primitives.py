@@ -21,6 +21,7 @@ Depthwise convolution has two implementations, chosen per backend:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Literal, Sequence
 
@@ -158,7 +159,11 @@ def pointwise_conv(x: jax.Array, w: jax.Array) -> jax.Array:
     >>> pointwise_conv(jnp.ones((2, 3, 5, 4)), jnp.ones((2, 4, 6))).shape
     (2, 3, 5, 6)
   """
-  return jnp.einsum("e...c,ecd->e...d", x, w)
+  # Flattening to [E, N, C] first makes the weight gradient a plain batched
+  # matmul; contracting several middle axes is ~3x slower on XLA:CPU.
+  e, c = x.shape[0], x.shape[-1]
+  y = jnp.einsum("enc,ecd->end", x.reshape(e, -1, c), w)
+  return y.reshape(x.shape[:-1] + (w.shape[-1],))
 
 
 def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Array:
@@ -172,11 +177,9 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
     (1, 1, 4, 4, 2)
   """
   if kind == "max":
-    views, _ = _shifted_views(x, kernel, 1, stride, pad_value=-jnp.inf)
-    out = views[0]
-    for v in views[1:]:
-      out = jnp.maximum(out, v)
-    return out
+    if stride == 1:
+      return _max_pool_s1(x, kernel)
+    return _max_pool_fwd_only(x, kernel, stride)
   if kind == "avg":
     views, _ = _shifted_views(x, kernel, 1, stride)
     total = views[0]
@@ -189,6 +192,47 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
       count = count + v
     return total / count
   raise ValueError(f"unknown pool kind {kind!r} (known: avg, max)")
+
+
+def _max_pool_fwd_only(x, kernel, stride):
+  views, _ = _shifted_views(x, kernel, 1, stride, pad_value=-jnp.inf)
+  out = views[0]
+  for v in views[1:]:
+    out = jnp.maximum(out, v)
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_s1(x, kernel):
+  return _max_pool_fwd_only(x, kernel, 1)
+
+
+def _max_pool_s1_fwd(x, kernel):
+  out = _max_pool_fwd_only(x, kernel, 1)
+  return out, (x, out)
+
+
+def _max_pool_s1_bwd(kernel, res, g):
+  # "Pull" form: each input gathers the gradient of every window whose max it
+  # is. Unlike autodiff of a chain of maxima (one padded scatter per tap), this
+  # is one fused loop, ~20x faster on XLA:CPU. Exact ties share the gradient
+  # (each tied input receives it), which only matters for equal activations.
+  x, out = res
+  nd = spatial_ndim(x)
+  pad = (kernel - 1) // 2
+  widths = [(0, 0), (0, 0)] + [(pad, pad)] * nd + [(0, 0)]
+  gp = jnp.pad(g, widths)
+  op = jnp.pad(out, widths, constant_values=jnp.inf)
+  dx = None
+  for offs in itertools.product(range(kernel), repeat=nd):
+    start = (0, 0) + tuple(2 * pad - o for o in offs) + (0,)
+    limit = tuple(st + n for st, n in zip(start, x.shape))
+    term = jnp.where(x == lax.slice(op, start, limit), lax.slice(gp, start, limit), 0.0)
+    dx = term if dx is None else dx + term
+  return (dx,)
+
+
+_max_pool_s1.defvjp(_max_pool_s1_fwd, _max_pool_s1_bwd)
 
 
 def batch_norm(

@@ -20,12 +20,33 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jnas.ops import primitives as P
-from jnas.ops.modules import EdgeBatchNorm, FactorizedReduce, ReLUConvBN, make_op
+from jnas.ops.modules import EdgeBatchNorm, FactorizedReduce, ReLUConvBN
 from jnas.spaces.darts import DartsSpace, edge_index
+
+
+# (kernel, dilation, number of ReLU-depthwise-1x1-BN stages) of the conv candidates.
+CONV_SPECS: dict[str, tuple[int, int, int]] = {
+    "sep_conv_3x3": (3, 1, 2),
+    "sep_conv_5x5": (5, 1, 2),
+    "dil_conv_3x3": (3, 2, 1),
+    "dil_conv_5x5": (5, 2, 1),
+}
+POOL_KINDS: dict[str, str] = {"max_pool_3x3": "max", "avg_pool_3x3": "avg"}
+
+
+def _stack(ys: list[jax.Array]) -> jax.Array:
+  return ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=0)
 
 
 class MixedEdges(nnx.Module):
   """A group of ``num_edges`` mixed ops: each edge's output is ``sum_o w[o] * op_o(x)``.
+
+  The candidates are computed *stacked*: the depthwise convolutions of the
+  conv candidates run separately (their kernels differ), but their 1x1
+  convolutions and batch norms run as one batched computation over
+  ``(op, edge)``, and so do the BNs after the pools. This cuts the number of
+  kernels XLA compiles and launches several-fold compared to one module per
+  op, with no extra arithmetic.
 
   Example:
     >>> m = MixedEdges(("none", "skip_connect", "sep_conv_3x3"), 3, 8, stride=1, ndim=1,
@@ -37,21 +58,62 @@ class MixedEdges(nnx.Module):
   def __init__(self, primitives: tuple[str, ...], num_edges: int, channels: int, *, stride: int,
                ndim: int, affine: bool = False, impl: P.DepthwiseImpl | None = None,
                rngs: nnx.Rngs):
+    from jnas.ops.modules import DepthwiseConv, PointwiseConv, make_op
     self.primitives = tuple(primitives)
-    self.stride = stride
-    # "none" contributes exactly zero, so it gets no module and no compute.
-    self.ops = nnx.Dict({
-        name: make_op(name, num_edges, channels, stride=stride, ndim=ndim, affine=affine,
-                      impl=impl, rngs=rngs)
-        for name in self.primitives if name != "none"
-    })
+    unknown = [p for p in self.primitives
+               if p not in CONV_SPECS and p not in POOL_KINDS and p not in ("none", "skip_connect")]
+    if unknown:
+      raise ValueError(f"the DARTS supernet has no stacked form for op {unknown[0]!r}")
+    self.stride, self.num_edges, self.impl = stride, num_edges, impl
+    e = num_edges
+    self.conv_ops = tuple(p for p in self.primitives if p in CONV_SPECS)
+    self.sep_ops = tuple(p for p in self.conv_ops if CONV_SPECS[p][2] == 2)
+    self.pool_ops = tuple(p for p in self.primitives if p in POOL_KINDS)
+    nc, ns, npool = len(self.conv_ops), len(self.sep_ops), len(self.pool_ops)
+    self.dw1 = nnx.List([DepthwiseConv(e, channels, CONV_SPECS[p][0], ndim=ndim, stride=stride,
+                                       dilation=CONV_SPECS[p][1], impl=impl, rngs=rngs)
+                         for p in self.conv_ops])
+    self.pw1 = PointwiseConv(nc * e, channels, channels, rngs=rngs) if nc else None
+    self.bn1 = EdgeBatchNorm(nc * e, channels, affine=affine) if nc else None
+    self.dw2 = nnx.List([DepthwiseConv(e, channels, CONV_SPECS[p][0], ndim=ndim, impl=impl,
+                                       rngs=rngs) for p in self.sep_ops])
+    self.pw2 = PointwiseConv(ns * e, channels, channels, rngs=rngs) if ns else None
+    self.bn2 = EdgeBatchNorm(ns * e, channels, affine=affine) if ns else None
+    self.pool_bn = EdgeBatchNorm(npool * e, channels, affine=False) if npool else None
+    self.skip = (make_op("skip_connect", e, channels, stride=stride, ndim=ndim, affine=affine,
+                         rngs=rngs) if "skip_connect" in self.primitives else None)
+
+  def candidate_outputs(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    """Every non-``none`` candidate's output ``[E, B, *S_out, C]``, by op name."""
+    e = self.num_edges
+    outs: dict[str, jax.Array] = {}
+    if self.conv_ops:
+      r = jax.nn.relu(x)
+      h = _stack([dw(r) for dw in self.dw1])
+      h = self.bn1(self.pw1(h), train=train)
+      for k, name in enumerate(self.conv_ops):
+        outs[name] = h[k * e:(k + 1) * e]
+      if self.sep_ops:
+        h2 = _stack([dw(jax.nn.relu(outs[name])) for dw, name in zip(self.dw2, self.sep_ops)])
+        h2 = self.bn2(self.pw2(h2), train=train)
+        for k, name in enumerate(self.sep_ops):
+          outs[name] = h2[k * e:(k + 1) * e]
+    if self.pool_ops:
+      h = _stack([P.pool(x, POOL_KINDS[p], stride=self.stride) for p in self.pool_ops])
+      h = self.pool_bn(h, train=train)
+      for k, name in enumerate(self.pool_ops):
+        outs[name] = h[k * e:(k + 1) * e]
+    if self.skip is not None:
+      outs["skip_connect"] = self.skip(x, train=train)
+    return outs
 
   def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool) -> jax.Array:
+    outs = self.candidate_outputs(x, train=train)
     out = None
     for k, name in enumerate(self.primitives):
-      if name == "none":
+      if name == "none":  # contributes exactly zero
         continue
-      y = self.ops[name](x, train=train)
+      y = outs[name]
       term = weights[:, k].reshape((-1,) + (1,) * (y.ndim - 1)).astype(y.dtype) * y
       out = term if out is None else out + term
     if out is None:  # a space of only "none"
@@ -121,7 +183,7 @@ class Stem(nnx.Module):
     self.bn = EdgeBatchNorm(1, c_out, affine=True)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    y = P.dense_conv(x, self.w[...].astype(x.dtype))
+    y = P.dense_conv(x, self.w.value.astype(x.dtype))
     return self.bn(y[None], train=train)[0]
 
 

@@ -54,6 +54,9 @@ def make_apply(graphdef: Any) -> ApplyFn:
   """
 
   def apply(params, state, encoding, x, train):
+    # Rebuild the Variables in the current trace: NNX refuses to update
+    # Variables made under another trace (e.g. outside a jax.grad).
+    params, state = jax.tree.map(lambda a: a, (params, state))
     model = nnx.merge(graphdef, params, state)
     if encoding is None:
       logits = model(x, train=train)

@@ -1,0 +1,321 @@
+"""Library entry points behind the CLI: ``search``, ``train`` and ``info``.
+
+Each takes a config (see ``experiments/``) and returns a small summary dict,
+so that a notebook can call them as well as ``jnas`` on the command line.
+
+Example:
+  >>> from jnas.config import load_config
+  >>> from jnas import run
+  >>> cfg = load_config("experiments/darts_mnist1d.py")  # doctest: +SKIP
+  >>> run.search(cfg, "/tmp/jnas-run")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jnas.config import config_to_dict
+from jnas.data import epoch_batches, eval_batches, load_dataset, split_train_val
+from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
+from jnas.ops.primitives import set_depthwise_impl
+from jnas.spaces.darts import GENOTYPES, DartsSpace, Genotype
+from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
+from jnas.supernet.darts import DartsSupernet
+from jnas.supernet.functional import count_params, cross_entropy, make_apply, split_model
+from jnas.train.network import DiscreteNetwork
+from jnas.utils.metrics import MetricWriter, write_json_atomic
+from jnas.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+def enable_compilation_cache(path: str | None = None) -> None:
+  """Turns on JAX's persistent compilation cache so reruns skip compilation."""
+  path = path or os.environ.get("JNAS_XLA_CACHE") or str(
+      Path(os.environ.get("JNAS_CACHE_DIR", Path.home() / ".cache" / "jnas")) / "xla")
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def build_space(config) -> DartsSpace:
+  """The search space a config names."""
+  if config.space.name != "darts":
+    raise ValueError(f"unknown search space {config.space.name!r} (known: darts)")
+  return DartsSpace(num_nodes=config.space.num_nodes)
+
+
+def resolve_genotype(space: DartsSpace, genotype: str | None, workdir: str | None = None
+                     ) -> Genotype:
+  """A genotype from a published name, a JSON file, or ``WORKDIR/genotype.json``."""
+  if genotype is None:
+    if workdir is None:
+      raise ValueError("no genotype given and no work directory to read genotype.json from")
+    genotype = str(Path(workdir) / "genotype.json")
+    if not Path(genotype).exists():
+      raise FileNotFoundError(f"{genotype} does not exist: run `jnas search` first or pass "
+                              f"--genotype NAME_OR_FILE")
+  if genotype in GENOTYPES:
+    return space.genotype_by_name(genotype)
+  path = Path(genotype)
+  if path.suffix == ".json" or path.exists():
+    if not path.exists():
+      raise FileNotFoundError(f"genotype file {genotype} does not exist")
+    return space.genotype_loads(path.read_text())
+  raise ValueError(f"unknown genotype {genotype!r} (known names: {', '.join(GENOTYPES)}; "
+                   f"or a path to a genotype .json file)")
+
+
+def _ndim(ds) -> int:
+  return len(ds.input_shape) - 1
+
+
+def _augment_fn(config, ndim: int):
+  """The retraining augmentation a config asks for, as ``fn(key, x) -> x``."""
+  a = config.retrain.augment
+
+  def fn(key, x):
+    k1, k2, k3 = jax.random.split(key, 3)
+    if ndim == 1 and a.shift > 0:
+      x = random_shift_1d(k1, x, a.shift)
+    if ndim == 2:
+      if a.crop_padding > 0:
+        x = random_crop_2d(k1, x, a.crop_padding)
+      if a.flip:
+        x = random_flip_2d(k2, x)
+      if a.cutout > 0:
+        x = cutout(k3, x, a.cutout)
+    return x
+
+  return fn
+
+
+def _evaluate(apply_fn, params, state, encoding, x, y, batch_size: int) -> float:
+  """Accuracy over every example (padded last batch masked out)."""
+  xb, yb, mask = eval_batches(x, y, batch_size)
+
+  @jax.jit
+  def correct(p, s, enc, xs, ys, ms):
+    logits, _ = apply_fn(p, s, enc, xs, False)
+    return jnp.sum((jnp.argmax(logits, -1) == ys) * ms)
+
+  total = sum(float(correct(params, state, encoding, xb[i], yb[i], mask[i]))
+              for i in range(len(xb)))
+  return total / float(mask.sum())
+
+
+def search(config, workdir: str) -> dict[str, Any]:
+  """Runs an architecture search, writes its results to ``workdir``, optionally retrains.
+
+  Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
+  ``genotype.json``, ``arch_params.npz`` and, when ``config.retrain.enabled``,
+  ``report.json``.
+
+  Example:
+    >>> search(load_config("experiments/darts_mnist1d.py"), "runs/x")  # doctest: +SKIP
+  """
+  enable_compilation_cache()
+  set_depthwise_impl(config.model.depthwise_impl)
+  wd = Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  write_json_atomic(str(wd / "config.json"), config_to_dict(config))
+  sc = config.search
+  if sc.strategy != "darts":
+    raise ValueError(f"unknown search strategy {sc.strategy!r} (known: darts)")
+
+  # ---- Data: the training set split in halves (weights / alpha). ----
+  ds = load_dataset(config.data.name, seed=config.data.seed)
+  (xw, yw), (xa, ya) = split_train_val(ds.x_train, ds.y_train, fraction=0.5, seed=config.seed)
+  steps_per_epoch = min(len(xw), len(xa)) // sc.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"search.batch_size={sc.batch_size} is larger than half the training set "
+                     f"({min(len(xw), len(xa))} examples)")
+  total_steps = sc.epochs * steps_per_epoch
+
+  # ---- Supernet, architecture parameters and the strategy. ----
+  space = build_space(config)
+  key = jax.random.key(config.seed)
+  net = DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=_ndim(ds),
+                      channels=sc.channels, layers=sc.layers, rngs=nnx.Rngs(config.seed))
+  split = split_model(net)
+  apply_fn = make_apply(split.graphdef)
+  alpha = space.init_alpha(jax.random.fold_in(key, 1))
+  w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
+                           total_steps)
+  a_opt = arch_optimizer(sc.a_lr, sc.a_b1, sc.a_b2, sc.a_weight_decay)
+  strategy = darts(apply_fn, split.params, split.state, alpha, w_opt=w_opt, a_opt=a_opt,
+                   order=sc.order, unrolled_lr=sc.w_lr, unrolled_momentum=sc.momentum,
+                   unrolled_weight_decay=sc.weight_decay)
+  state = strategy.init(key)
+  step = jax.jit(strategy.step, donate_argnums=0)
+  log.info("search: %s order %d, %d supernet weights, %d steps (%d epochs)", sc.strategy,
+           sc.order, count_params(split.params), total_steps, sc.epochs)
+
+  # ---- Search loop. ----
+  t0 = time.time()
+  with MetricWriter(str(wd)) as writer:
+    for epoch in range(sc.epochs):
+      xw_b, yw_b = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
+      xa_b, ya_b = epoch_batches(xa, ya, sc.batch_size, seed=config.seed + 1, epoch=epoch)
+      sums = None
+      bar = progress(total=steps_per_epoch, desc=f"search epoch {epoch + 1}/{sc.epochs}",
+                     unit="step")
+      with bar:
+        for i in range(steps_per_epoch):
+          state, metrics = step(state, (xw_b[i], yw_b[i]), (xa_b[i], ya_b[i]))
+          sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+          bar.update(1)
+        # One host transfer per epoch, not per step.
+        means = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
+        if not np.isfinite(means["train_loss"]):
+          raise FloatingPointError(f"search diverged at epoch {epoch}: train loss is NaN/inf")
+        bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
+      genotype = space.encoding_to_genotype(jax.device_get(strategy.encoding(state)))
+      writer.write(int(state.step), epoch=epoch + 1, **means,
+                   genotype=space.genotype_dumps(genotype).replace("\n", "").replace(" ", ""),
+                   elapsed_s=time.time() - t0)
+      log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f", epoch + 1,
+               means["train_loss"], means["train_acc"], means["val_loss"])
+
+  # ---- Results. ----
+  search_s = time.time() - t0
+  alpha = jax.device_get(strategy.arch_params(state))
+  np.savez(wd / "arch_params.npz", **{k: np.asarray(v) for k, v in alpha.items()})
+  genotype = space.encoding_to_genotype(alpha)
+  write_json_atomic(str(wd / "genotype.json"), space.genotype_to_json(genotype))
+  summary: dict[str, Any] = {"genotype": space.genotype_to_json(genotype),
+                             "search_seconds": round(search_s, 1)}
+  if config.retrain.enabled:
+    summary.update(train(config, workdir, str(wd / "genotype.json")))
+  summary["workdir"] = str(wd)
+  return summary
+
+
+def build_discrete(config, genotype: Genotype, input_shape, num_classes: int,
+                   rngs: nnx.Rngs | None = None) -> DiscreteNetwork:
+  """The retraining network a config describes for ``genotype``."""
+  rc = config.retrain
+  return DiscreteNetwork(genotype, input_shape[-1], num_classes, ndim=len(input_shape) - 1,
+                         channels=rc.channels, layers=rc.layers,
+                         drop_path_rate=rc.drop_path, rngs=rngs or nnx.Rngs(config.seed))
+
+
+def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
+  """Trains the discrete network of ``genotype`` from scratch; reports test accuracy.
+
+  The genotype is a published name (``DARTS_V2``), a JSON file, or, if
+  ``None``, ``WORKDIR/genotype.json``. Writes ``WORKDIR/report.json``.
+
+  Example:
+    >>> train(load_config("experiments/darts_mnist1d.py"), "runs/x", "DARTS_V2")  # doctest: +SKIP
+  """
+  enable_compilation_cache()
+  set_depthwise_impl(config.model.depthwise_impl)
+  wd = Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  space = build_space(config)
+  geno = resolve_genotype(space, genotype, workdir)
+  rc = config.retrain
+  ds = load_dataset(config.data.name, seed=config.data.seed)
+  net = build_discrete(config, geno, ds.input_shape, ds.num_classes)
+  split = split_model(net)
+  graphdef = split.graphdef
+  num_params = count_params(split.params)
+  steps_per_epoch = len(ds.x_train) // rc.batch_size
+  total = rc.epochs * steps_per_epoch
+  schedule = optax.cosine_decay_schedule(rc.lr, max(total, 1), alpha=rc.lr_min / rc.lr)
+  tx = optax.chain(optax.clip_by_global_norm(rc.grad_clip),
+                   optax.add_decayed_weights(rc.weight_decay),
+                   optax.sgd(schedule, momentum=rc.momentum, nesterov=rc.nesterov))
+  augment = _augment_fn(config, _ndim(ds))
+
+  def apply_fn(params, state, encoding, x, train_mode, key=None):
+    del encoding
+    params, state = jax.tree.map(lambda a: a, (params, state))
+    model = nnx.merge(graphdef, params, state)
+    logits = model(x, train=train_mode, key=key)
+    return logits, nnx.state(model, nnx.BatchStat)
+
+  @jax.jit
+  def train_step(params, state, opt_state, x, y, key):
+    ka, kd = jax.random.split(key)
+    x = augment(ka, x)
+
+    def loss_fn(p):
+      logits, new_state = apply_fn(p, state, None, x, True, kd)
+      labels = optax.smooth_labels(jax.nn.one_hot(y, ds.num_classes), rc.label_smoothing)
+      return jnp.mean(optax.softmax_cross_entropy(logits, labels)), (new_state, logits)
+
+    (loss, (new_state, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, new_state, opt_state, loss, jnp.mean(jnp.argmax(logits, -1) == y)
+
+  params, state, opt_state = split.params, split.state, tx.init(split.params)
+  key = jax.random.key(config.seed + 1000)
+  log.info("retrain: %d parameters, %d epochs of %d steps", num_params, rc.epochs,
+           steps_per_epoch)
+  t0 = time.time()
+  with MetricWriter(str(wd)) as writer, progress(total=rc.epochs, desc="retrain",
+                                                 unit="epoch") as bar:
+    for epoch in range(rc.epochs):
+      xb, yb = epoch_batches(ds.x_train, ds.y_train, rc.batch_size, seed=config.seed,
+                             epoch=10_000 + epoch)
+      loss_sum = acc_sum = 0.0
+      for i in range(steps_per_epoch):
+        params, state, opt_state, loss, acc = train_step(
+            params, state, opt_state, xb[i], yb[i], jax.random.fold_in(key, epoch * 100_003 + i))
+        loss_sum, acc_sum = loss_sum + loss, acc_sum + acc
+      loss_m, acc_m = float(loss_sum) / steps_per_epoch, float(acc_sum) / steps_per_epoch
+      if not np.isfinite(loss_m):
+        raise FloatingPointError(f"retraining diverged at epoch {epoch}: loss is NaN/inf")
+      writer.write(epoch + 1, phase="retrain", retrain_loss=loss_m, retrain_acc=acc_m)
+      bar.set_postfix(loss=loss_m, acc=acc_m)
+      bar.update(1)
+  train_s = time.time() - t0
+  test_acc = _evaluate(apply_fn, params, state, None, ds.x_test, ds.y_test, 256)
+  report = {
+      "genotype": space.genotype_to_json(geno),
+      "dataset": ds.name,
+      "test_accuracy": test_acc,
+      "num_params": num_params,
+      "retrain_epochs": rc.epochs,
+      "retrain_seconds": round(train_s, 1),
+  }
+  write_json_atomic(str(wd / "report.json"), report)
+  log.info("retrain: test accuracy %.4f (%d test examples)", test_acc, len(ds.x_test))
+  return {"test_accuracy": test_acc, "num_params": num_params,
+          "report": str(wd / "report.json")}
+
+
+def info(config, genotype: str) -> dict[str, Any]:
+  """Parameter count of the retraining network for ``genotype``, without training.
+
+  Shapes come from ``nnx.eval_shape``, so no weights are allocated.
+
+  Example:
+    >>> info(load_config("experiments/darts_cifar10.py"), "DARTS_V2")["num_params"]  # doctest: +SKIP
+    3349342
+  """
+  space = build_space(config)
+  geno = resolve_genotype(space, genotype)
+  shape = tuple(config.data.input_shape) if "input_shape" in config.data else None
+  if shape is None:
+    ds = load_dataset(config.data.name, seed=config.data.seed)
+    shape, num_classes = ds.input_shape, ds.num_classes
+  else:
+    num_classes = config.data.num_classes
+  net = nnx.eval_shape(lambda: build_discrete(config, geno, shape, num_classes))
+  return {"genotype": genotype, "num_params": count_params(nnx.state(net, nnx.Param)),
+          "channels": config.retrain.channels, "layers": config.retrain.layers,
+          "input_shape": list(shape), "num_classes": num_classes}
