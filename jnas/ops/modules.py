@@ -50,12 +50,12 @@ class EdgeBatchNorm(nnx.Module):
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     y, (m, v) = P.batch_norm(
-        x, self.mean.value, self.var.value, train=train, momentum=self.momentum, eps=self.eps,
-        scale=None if self.scale is None else self.scale.value,
-        bias=None if self.bias is None else self.bias.value)
+        x, self.mean.get_value(), self.var.get_value(), train=train, momentum=self.momentum, eps=self.eps,
+        scale=None if self.scale is None else self.scale.get_value(),
+        bias=None if self.bias is None else self.bias.get_value())
     if train:
-      self.mean.value = m
-      self.var.value = v
+      self.mean.set_value(m)
+      self.var.set_value(v)
     return y
 
 
@@ -69,7 +69,7 @@ class DepthwiseConv(nnx.Module):
     self.kernel, self.stride, self.dilation, self.impl = kernel, stride, dilation, impl
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return P.depthwise_conv(x, self.w.value.astype(x.dtype), kernel=self.kernel,
+    return P.depthwise_conv(x, self.w.get_value().astype(x.dtype), kernel=self.kernel,
                             dilation=self.dilation, stride=self.stride, impl=self.impl)
 
 
@@ -80,7 +80,7 @@ class PointwiseConv(nnx.Module):
     self.w = nnx.Param(_uniform(rngs.params(), (num_edges, c_in, c_out), c_in))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return P.pointwise_conv(x, self.w.value.astype(x.dtype))
+    return P.pointwise_conv(x, self.w.get_value().astype(x.dtype))
 
 
 class ReLUConvBN(nnx.Module):

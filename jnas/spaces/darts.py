@@ -57,6 +57,20 @@ class Genotype:
   def cell(self, cell_type: str) -> tuple[tuple[str, int], ...]:
     return getattr(self, cell_type)
 
+  def canonical(self, inputs_per_node: int = 2) -> "Genotype":
+    """The same architecture with each node's pairs sorted by input.
+
+    Published genotypes list a node's edges by strength; two genotypes are
+    the same architecture exactly when their canonical forms are equal.
+    """
+    def sort_cell(cell):
+      out = []
+      for k in range(0, len(cell), inputs_per_node):
+        out += sorted(cell[k:k + inputs_per_node], key=lambda p: (p[1], p[0]))
+      return tuple(out)
+    return Genotype(sort_cell(self.normal), self.normal_concat, sort_cell(self.reduce),
+                    self.reduce_concat)
+
 
 def _g(normal, reduce, concat=(2, 3, 4, 5)) -> Genotype:
   return Genotype(tuple(normal), tuple(concat), tuple(reduce), tuple(concat))
@@ -106,7 +120,7 @@ class DartsSpace(SearchSpace):
     >>> space.encoding_shape()
     {'normal': (14, 8), 'reduce': (14, 8)}
     >>> g = space.encoding_to_genotype(space.genotype_to_encoding(GENOTYPES["DARTS_V2"]))
-    >>> g == GENOTYPES["DARTS_V2"]
+    >>> g.canonical() == GENOTYPES["DARTS_V2"].canonical()
     True
   """
 
@@ -198,9 +212,9 @@ class DartsSpace(SearchSpace):
       for j in range(self.num_nodes):
         rows = [edge_index(j, i) for i in range(j + 2)]
         strength = [max(w[r, k] for k in allowed) for r in rows]
-        # Stable sort: ties go to the lower input index.
+        # DARTS lists the kept edges strongest first; ties go to the lower input.
         best = sorted(range(j + 2), key=lambda i: -strength[i])[: self.inputs_per_node]
-        for i in sorted(best):
+        for i in best:
           r = edge_index(j, i)
           k = max(allowed, key=lambda a: w[r, a])
           pairs.append((self.primitives[k], i))

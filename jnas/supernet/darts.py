@@ -183,7 +183,7 @@ class Stem(nnx.Module):
     self.bn = EdgeBatchNorm(1, c_out, affine=True)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    y = P.dense_conv(x, self.w.value.astype(x.dtype))
+    y = P.dense_conv(x, self.w.get_value().astype(x.dtype))
     return self.bn(y[None], train=train)[0]
 
 

@@ -1,0 +1,4 @@
+"""Retraining discrete architectures from scratch."""
+
+from jnas.train.network import DiscreteCell
+from jnas.train.network import DiscreteNetwork

@@ -1,0 +1,95 @@
+"""The DARTS supernet and the shared evaluator."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jnas.ops import primitives as P
+from jnas.spaces.darts import DartsSpace
+from jnas.supernet import DartsSupernet, make_apply, make_evaluator, split_model
+
+
+def tiny(ndim=1, num_nodes=2, channels=4, layers=2, in_channels=1):
+  space = DartsSpace(num_nodes=num_nodes)
+  net = DartsSupernet(space, in_channels, 10, ndim=ndim, channels=channels, layers=layers,
+                      rngs=nnx.Rngs(0))
+  return space, split_model(net)
+
+
+@pytest.mark.parametrize("ndim, shape", [(1, (3, 40, 1)), (2, (3, 8, 8, 3))])
+def test_forward_shapes_and_state_update(ndim, shape):
+  space, s = tiny(ndim=ndim, in_channels=shape[-1])
+  apply = make_apply(s.graphdef)
+  enc = {k: jnp.full(v, 1.0 / v[1]) for k, v in space.encoding_shape().items()}
+  x = jax.random.normal(jax.random.key(0), shape)
+  logits, new_state = jax.jit(apply, static_argnums=4)(s.params, s.state, enc, x, True)
+  assert logits.shape == (3, 10)
+  assert np.all(np.isfinite(logits))
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), s.state, new_state)
+  assert any(jax.tree.leaves(changed)), "training-mode forward must update BN statistics"
+
+
+def test_depthwise_impls_agree():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 9, 7, 4))
+  for kernel, dil, stride in [(3, 1, 1), (5, 1, 2), (3, 2, 1), (5, 2, 2)]:
+    w = jax.random.normal(jax.random.key(1), (2, kernel * kernel, 4))
+    a = P.depthwise_conv(x, w, kernel=kernel, dilation=dil, stride=stride, impl="taps")
+    b = P.depthwise_conv(x, w, kernel=kernel, dilation=dil, stride=stride, impl="xla")
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_custom_gradient_matches_autodiff():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 7, 6, 4))
+  f = lambda x: jnp.sum(jnp.sin(P.pool(x, "max")))
+  g = lambda x: jnp.sum(jnp.sin(P._max_pool_fwd_only(x, 3, 1)))
+  np.testing.assert_allclose(jax.grad(f)(x), jax.grad(g)(x), atol=1e-6)
+
+
+def test_vmapped_evaluator_compiles_once_and_matches_one_by_one():
+  space, s = tiny()
+  traces = []
+
+  def counting_apply(*args):
+    traces.append(1)  # runs only while tracing
+    return make_apply(s.graphdef)(*args)
+
+  evaluate = make_evaluator(counting_apply)
+  rng = np.random.default_rng(0)
+  encs = space.sample_encodings(rng, 64)
+  assert len({tuple(e.ravel()) for e in encs["normal"]}) > 1  # really different architectures
+  x = jax.random.normal(jax.random.key(0), (8, 40, 1))
+  y = jnp.arange(8) % 10
+  many = jax.jit(jax.vmap(evaluate, in_axes=(None, None, 0, None)))
+  out = many(s.params, s.state, encs, (x, y))
+  out2 = many(s.params, s.state, space.sample_encodings(rng, 64), (x, y))
+  assert len(traces) == 1, "evaluating new architectures must not retrace"
+  assert out["loss"].shape == (64,) and out2["loss"].shape == (64,)
+  one = jax.jit(evaluate)
+  for i in range(0, 64, 9):
+    single = one(s.params, s.state, {k: v[i] for k, v in encs.items()}, (x, y))
+    np.testing.assert_allclose(single["loss"], out["loss"][i], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(single["accuracy"], out["accuracy"][i])
+
+
+def test_zero_encoding_rows_drop_edges():
+  # A one-hot encoding of a derived cell computes exactly that cell: rows of
+  # zeros contribute nothing, so changing an unused edge's weights does nothing.
+  space, s = tiny()
+  apply = make_apply(s.graphdef)
+  g = space.random_genotype(np.random.default_rng(1))
+  enc = space.genotype_to_encoding(g)
+  x = jax.random.normal(jax.random.key(0), (4, 40, 1))
+  base, _ = apply(s.params, s.state, enc, x, False)
+  unused = np.where(enc["normal"].sum(1) == 0)[0]
+  assert len(unused) > 0
+  enc2 = {k: v.copy() for k, v in enc.items()}
+  enc2["normal"][unused[0]] = 0.0
+  again, _ = apply(s.params, s.state, enc2, x, False)
+  np.testing.assert_allclose(base, again, rtol=1e-6)
+
+
+def test_bad_primitive_in_supernet():
+  with pytest.raises(ValueError, match="unknown op"):
+    DartsSpace(primitives=("none", "conv_9x9"))
