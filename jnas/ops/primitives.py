@@ -21,6 +21,7 @@ Depthwise convolution has two implementations, chosen per backend:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from typing import Literal, Sequence
@@ -177,7 +178,7 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
     (1, 1, 4, 4, 2)
   """
   if kind == "max":
-    if stride == 1:
+    if stride == 1 and _FAST_MAX_POOL_GRAD[0]:
       return _max_pool_s1(x, kernel)
     return _max_pool_fwd_only(x, kernel, stride)
   if kind == "avg":
@@ -192,6 +193,29 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
       count = count + v
     return total / count
   raise ValueError(f"unknown pool kind {kind!r} (known: avg, max)")
+
+
+_FAST_MAX_POOL_GRAD: list[bool] = [True]
+
+
+@contextlib.contextmanager
+def forward_mode_compatible():
+  """Traces ops without custom VJPs, so ``jax.jvp`` can differentiate through them.
+
+  JAX cannot apply forward-mode autodiff to ``custom_vjp`` functions; code
+  that takes a JVP of a gradient (DARTS's second-order Hessian-vector product)
+  traces inside this context and gets plain autodiff instead.
+
+  Example:
+    >>> with forward_mode_compatible():
+    ...   y = pool(jnp.ones((1, 1, 4, 2)), "max")
+  """
+  previous = _FAST_MAX_POOL_GRAD[0]
+  _FAST_MAX_POOL_GRAD[0] = False
+  try:
+    yield
+  finally:
+    _FAST_MAX_POOL_GRAD[0] = previous
 
 
 def _max_pool_fwd_only(x, kernel, stride):

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jnas.ops.primitives import forward_mode_compatible
 from jnas.strategies.base import Batch, GradientStrategy
 from jnas.supernet.functional import cross_entropy
 
@@ -185,5 +186,6 @@ def mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, v: Any) -> Any
     Array([6., 2.], dtype=float32)
   """
   grad_a = lambda w_: jax.grad(f, argnums=1)(w_, a)
-  _, out = jax.jvp(grad_a, (w,), (v,))
+  with forward_mode_compatible():
+    _, out = jax.jvp(grad_a, (w,), (v,))
   return out

@@ -1,0 +1,94 @@
+"""Times one search step of a strategy on the DARTS search network.
+
+  python benchmarks/search_step.py --strategy darts --batch 32 --json
+
+Builds the paper's search supernet (C=16, 8 cells, 4 nodes, 32x32x3 input,
+10 classes by default), compiles one step (architecture step + weight step),
+then runs it ``--steps`` times on random data and reports the median seconds
+per step, the compile time and the process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--strategy", default="darts", choices=["darts", "darts2"],
+                 help="darts: first order; darts2: second order")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--C", type=int, default=16)
+  p.add_argument("--layers", type=int, default=8)
+  p.add_argument("--nodes", type=int, default=4)
+  p.add_argument("--size", type=int, default=32, help="image side")
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--impl", default="auto", choices=["auto", "taps", "xla"])
+  p.add_argument("--json", action="store_true")
+  args = p.parse_args(argv)
+
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from jnas.ops.primitives import resolve_depthwise_impl, set_depthwise_impl
+  from jnas.spaces.darts import DartsSpace
+  from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
+  from jnas.supernet import DartsSupernet, count_params, make_apply, split_model
+
+  set_depthwise_impl(args.impl)
+  space = DartsSpace(num_nodes=args.nodes)
+  net = DartsSupernet(space, 3, 10, ndim=2, channels=args.C, layers=args.layers,
+                      rngs=nnx.Rngs(0))
+  s = split_model(net)
+  strat = darts(make_apply(s.graphdef), s.params, s.state, space.init_alpha(jax.random.key(0)),
+                w_opt=weight_optimizer(total_steps=1000), a_opt=arch_optimizer(),
+                order=2 if args.strategy == "darts2" else 1)
+  state = strat.init(jax.random.key(0))
+  shape = (args.batch, args.size, args.size, 3)
+  batches = [(jax.random.normal(jax.random.key(i), shape), jnp.arange(args.batch) % 10)
+             for i in range(2)]
+
+  t0 = time.perf_counter()
+  step = jax.jit(strat.step, donate_argnums=0).lower(state, batches[0], batches[1]).compile()
+  compile_s = time.perf_counter() - t0
+  state, m = step(state, batches[0], batches[1])
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, m = step(state, batches[0], batches[1])
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  result = {
+      "strategy": args.strategy,
+      "batch": args.batch,
+      "C": args.C,
+      "layers": args.layers,
+      "median_s": statistics.median(times),
+      "min_s": min(times),
+      "compile_s": compile_s,
+      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "supernet_params": count_params(s.params),
+      "depthwise_impl": resolve_depthwise_impl(args.impl),
+      "device": str(jax.devices()[0].device_kind),
+      "backend": jax.default_backend(),
+      "jax": jax.__version__,
+      "machine": platform.processor() or platform.machine(),
+  }
+  if args.json:
+    print(json.dumps(result))
+  else:
+    for k, v in result.items():
+      print(f"{k:>16}: {v}")
+  return result
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
