@@ -15,6 +15,8 @@ and the work per kernel large.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -203,6 +205,31 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
   return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
+def cell_plan(layers: int, channels: int, stem_multiplier: int,
+              outputs_per_cell: Callable[[bool], int]) -> list[tuple[int, int, int, bool, bool]]:
+  """Channel bookkeeping of a DARTS network, shared by supernets and derived networks.
+
+  Returns ``(c_prev_prev, c_prev, c_cell, reduction, reduction_prev)`` per
+  cell; widths double at each reduction cell, and a cell outputs
+  ``outputs_per_cell(reduction) * c_cell`` channels.
+
+  Example:
+    >>> cell_plan(3, 4, 3, lambda r: 4)[1]
+    (12, 16, 8, True, False)
+  """
+  c_pp, c_p, c_curr = stem_multiplier * channels, stem_multiplier * channels, channels
+  reductions = reduction_layers(layers)
+  plan, reduction_prev = [], False
+  for i in range(layers):
+    reduction = i in reductions
+    if reduction:
+      c_curr *= 2
+    plan.append((c_pp, c_p, c_curr, reduction, reduction_prev))
+    reduction_prev = reduction
+    c_pp, c_p = c_p, outputs_per_cell(reduction) * c_curr
+  return plan
+
+
 class DartsSupernet(nnx.Module):
   """The DARTS search network: stem, ``layers`` mixed cells, classifier.
 
@@ -229,22 +256,13 @@ class DartsSupernet(nnx.Module):
                channels: int = 16, layers: int = 8, stem_multiplier: int = 3,
                impl: P.DepthwiseImpl | None = None, rngs: nnx.Rngs):
     self.space = space
-    c_curr = stem_multiplier * channels
-    self.stem = Stem(in_channels, c_curr, ndim=ndim, rngs=rngs)
-    c_pp, c_p, c_curr = c_curr, c_curr, channels
-    reductions = reduction_layers(layers)
-    cells = []
-    reduction_prev = False
-    for i in range(layers):
-      reduction = i in reductions
-      if reduction:
-        c_curr *= 2
-      cells.append(SearchCell(space, c_pp, c_p, c_curr, reduction=reduction,
-                              reduction_prev=reduction_prev, ndim=ndim, impl=impl, rngs=rngs))
-      reduction_prev = reduction
-      c_pp, c_p = c_p, space.num_nodes * c_curr
-    self.cells = nnx.List(cells)
-    self.classifier = Classifier(c_p, num_classes, rngs=rngs)
+    self.stem = Stem(in_channels, stem_multiplier * channels, ndim=ndim, rngs=rngs)
+    plan = cell_plan(layers, channels, stem_multiplier, lambda _: space.num_nodes)
+    self.cells = nnx.List([
+        SearchCell(space, c_pp, c_p, c, reduction=red, reduction_prev=red_prev, ndim=ndim,
+                   impl=impl, rngs=rngs)
+        for c_pp, c_p, c, red, red_prev in plan])
+    self.classifier = Classifier(space.num_nodes * plan[-1][2], num_classes, rngs=rngs)
 
   def __call__(self, x: jax.Array, encoding, *, train: bool) -> jax.Array:
     s0 = s1 = self.stem(x, train=train)

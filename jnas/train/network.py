@@ -14,7 +14,7 @@ from flax import nnx
 from jnas.ops import primitives as P
 from jnas.ops.modules import FactorizedReduce, Identity, ReLUConvBN, make_op
 from jnas.spaces.darts import Genotype
-from jnas.supernet.darts import Classifier, Stem, reduction_layers
+from jnas.supernet.darts import Classifier, Stem, cell_plan
 
 
 def drop_path(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
@@ -85,24 +85,16 @@ class DiscreteNetwork(nnx.Module):
                channels: int = 36, layers: int = 20, stem_multiplier: int = 3,
                drop_path_rate: float = 0.0, impl: P.DepthwiseImpl | None = None,
                rngs: nnx.Rngs):
-    c_curr = stem_multiplier * channels
-    self.stem = Stem(in_channels, c_curr, ndim=ndim, rngs=rngs)
+    self.stem = Stem(in_channels, stem_multiplier * channels, ndim=ndim, rngs=rngs)
     self.drop_path_rate = drop_path_rate
-    c_pp, c_p, c_curr = c_curr, c_curr, channels
-    reductions = reduction_layers(layers)
-    cells = []
-    reduction_prev = False
-    for i in range(layers):
-      reduction = i in reductions
-      if reduction:
-        c_curr *= 2
-      cell = DiscreteCell(genotype, c_pp, c_p, c_curr, reduction=reduction,
-                          reduction_prev=reduction_prev, ndim=ndim, impl=impl, rngs=rngs)
-      cells.append(cell)
-      reduction_prev = reduction
-      c_pp, c_p = c_p, len(cell.concat) * c_curr
-    self.cells = nnx.List(cells)
-    self.classifier = Classifier(c_p, num_classes, rngs=rngs)
+    outputs = lambda red: len(genotype.reduce_concat if red else genotype.normal_concat)
+    plan = cell_plan(layers, channels, stem_multiplier, outputs)
+    self.cells = nnx.List([
+        DiscreteCell(genotype, c_pp, c_p, c, reduction=red, reduction_prev=red_prev, ndim=ndim,
+                     impl=impl, rngs=rngs)
+        for c_pp, c_p, c, red, red_prev in plan])
+    last_c, last_red = plan[-1][2], plan[-1][3]
+    self.classifier = Classifier(outputs(last_red) * last_c, num_classes, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool, key: jax.Array | None = None) -> jax.Array:
     s0 = s1 = self.stem(x, train=train)
