@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
-from jnas.spaces.darts import DartsSpace
+from jnas.spaces.darts import PRIMITIVES, DartsSpace
 from jnas.strategies.darts import arch_optimizer, darts, mixed_hvp, weight_optimizer
 from jnas.supernet import DartsSupernet, make_apply, split_model
 
@@ -89,6 +90,50 @@ def test_second_order_step_differs_from_first_order():
 
 
 def test_bad_order():
-  import pytest
+
   with pytest.raises(ValueError, match="order must be 1 or 2"):
     darts(None, {}, {}, {}, w_opt=optax.sgd(0.1), a_opt=optax.sgd(0.1), order=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_max_pool", [False, True])
+def test_mixed_hvp_on_normal_and_reduction_cells(with_max_pool):
+  # Three cells (normal, reduce, reduce). The exact product must equal
+  # reverse-over-reverse everywhere. Central differences are only a valid
+  # reference where the gradient is continuous: with max pooling they jump
+  # at argmax switches (measured: off by 1e3-1e4x at eps=1e-6), so that
+  # comparison runs on the space without it (agreement ~0.5% at eps=1e-6).
+  jax.config.update("jax_enable_x64", True)
+  try:
+    prims = tuple(p for p in PRIMITIVES if with_max_pool or p != "max_pool_3x3")
+    space = DartsSpace(num_nodes=2, primitives=prims)
+    net = DartsSupernet(space, 1, 10, ndim=1, channels=4, layers=3, rngs=nnx.Rngs(0))
+    s = split_model(net)
+    apply = make_apply(s.graphdef)
+    f64 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float64), t)
+    p, stats = f64(s.params), f64(s.state)
+    a = f64(space.init_alpha(jax.random.key(0)))
+    x = jax.random.normal(jax.random.key(1), (8, 12, 1), jnp.float64)
+    y = jnp.arange(8) % 10
+
+    def loss(p, a):
+      logits, _ = apply(p, stats, jax.tree.map(jax.nn.softmax, a), x, True)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    v = jax.tree.map(lambda t: jax.random.normal(jax.random.key(3), t.shape, jnp.float64), p)
+    exact = jax.jit(lambda p, a, v: mixed_hvp(loss, p, a, v))(p, a, v)
+    rr = jax.jit(jax.grad(lambda a_: optax.tree_utils.tree_vdot(jax.grad(loss)(p, a_), v)))(a)
+    for k in ("normal", "reduce"):
+      scale = float(jnp.max(jnp.abs(exact[k])))
+      assert scale > 1e-3
+      np.testing.assert_allclose(exact[k], rr[k], atol=1e-6 * scale)
+    if not with_max_pool:
+      ga = jax.jit(lambda q: jax.grad(loss, argnums=1)(q, a))
+      eps = 1e-6
+      plus = ga(jax.tree.map(lambda w, d: w + eps * d, p, v))
+      minus = ga(jax.tree.map(lambda w, d: w - eps * d, p, v))
+      for k in ("normal", "reduce"):
+        scale = float(jnp.max(jnp.abs(exact[k])))
+        np.testing.assert_allclose(exact[k], (plus[k] - minus[k]) / (2 * eps), atol=2e-2 * scale)
+  finally:
+    jax.config.update("jax_enable_x64", False)
