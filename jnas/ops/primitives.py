@@ -124,12 +124,62 @@ def depthwise_conv(
         f"{(x.shape[0], kernel**nd, x.shape[-1])}")
   if resolve_depthwise_impl(impl) == "xla":
     return _depthwise_xla(x, w, kernel=kernel, dilation=dilation, stride=stride)
-  views, _ = _shifted_views(x, kernel, dilation, stride)
-  bshape = (x.shape[0],) + (1,) * (nd + 1) + (x.shape[-1],)
+  if _CUSTOM_VJPS[0]:
+    return _depthwise_taps(x, w, kernel, dilation, stride)
+  return _depthwise_taps_fwd_only(x, w, kernel, dilation, stride)
+
+
+def _weighted_sum(views: list[jax.Array], w: jax.Array) -> jax.Array:
+  bshape = (w.shape[0],) + (1,) * (views[0].ndim - 2) + (w.shape[-1],)
   acc = views[0] * w[:, 0].reshape(bshape)
   for t in range(1, len(views)):
     acc = acc + views[t] * w[:, t].reshape(bshape)
   return acc
+
+
+def _depthwise_taps_fwd_only(x, w, kernel, dilation, stride):
+  views, _ = _shifted_views(x, kernel, dilation, stride)
+  return _weighted_sum(views, w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise_taps(x, w, kernel, dilation, stride):
+  return _depthwise_taps_fwd_only(x, w, kernel, dilation, stride)
+
+
+def _depthwise_taps_vjp_fwd(x, w, kernel, dilation, stride):
+  return _depthwise_taps_fwd_only(x, w, kernel, dilation, stride), (x, w)
+
+
+def _depthwise_taps_vjp_bwd(kernel, dilation, stride, res, g):
+  # Autodiff of the shifted slices gives one padded scatter per tap, which
+  # XLA:CPU neither fuses nor compiles quickly. The input gradient is instead
+  # a correlation of the (zero-upsampled, for stride 2) output gradient with
+  # the flipped kernel: one fused loop like the forward pass.
+  x, w = res
+  nd = spatial_ndim(x)
+  pad = dilation * (kernel - 1) // 2
+  zero = jnp.zeros((), g.dtype)
+  cfg = [(0, 0, 0), (0, 0, 0)]
+  for n_in, n_out in zip(x.shape[2:-1], g.shape[2:-1]):
+    up = (n_out - 1) * stride + 1
+    cfg.append((pad, n_in + pad - up, stride - 1))
+  cfg.append((0, 0, 0))
+  gp = lax.pad(g, zero, cfg)
+  w_flip = w[:, ::-1]
+  views = []
+  for offs in itertools.product(range(kernel), repeat=nd):
+    start = (0, 0) + tuple(o * dilation for o in offs) + (0,)
+    views.append(lax.slice(gp, start, tuple(s + n for s, n in zip(start, x.shape))))
+  dx = _weighted_sum(views, w_flip)
+  # Weight gradient: one reduction per tap over the batch and positions.
+  xviews, _ = _shifted_views(x, kernel, dilation, stride)
+  axes = tuple(range(1, x.ndim - 1))
+  dw = jnp.stack([jnp.sum(v * g, axis=axes) for v in xviews], axis=1)
+  return dx, dw.astype(w.dtype)
+
+
+_depthwise_taps.defvjp(_depthwise_taps_vjp_fwd, _depthwise_taps_vjp_bwd)
 
 
 def _depthwise_xla(x, w, *, kernel, dilation, stride):
@@ -178,7 +228,7 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
     (1, 1, 4, 4, 2)
   """
   if kind == "max":
-    if stride == 1 and _FAST_MAX_POOL_GRAD[0]:
+    if stride == 1 and _CUSTOM_VJPS[0]:
       return _max_pool_s1(x, kernel)
     return _max_pool_fwd_only(x, kernel, stride)
   if kind == "avg":
@@ -195,27 +245,29 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
   raise ValueError(f"unknown pool kind {kind!r} (known: avg, max)")
 
 
-_FAST_MAX_POOL_GRAD: list[bool] = [True]
+_CUSTOM_VJPS: list[bool] = [True]
 
 
 @contextlib.contextmanager
 def forward_mode_compatible():
   """Traces ops without custom VJPs, so ``jax.jvp`` can differentiate through them.
 
-  JAX cannot apply forward-mode autodiff to ``custom_vjp`` functions; code
-  that takes a JVP of a gradient (DARTS's second-order Hessian-vector product)
-  traces inside this context and gets plain autodiff instead.
+  Depthwise convolution (taps), max pooling and training-mode batch norm have
+  hand-written backward passes that XLA:CPU runs and compiles much faster than
+  autodiff's. JAX cannot apply forward-mode autodiff to ``custom_vjp``
+  functions, so code that takes a JVP of a gradient (DARTS's second-order
+  Hessian-vector product) traces inside this context and gets plain autodiff.
 
   Example:
     >>> with forward_mode_compatible():
     ...   y = pool(jnp.ones((1, 1, 4, 2)), "max")
   """
-  previous = _FAST_MAX_POOL_GRAD[0]
-  _FAST_MAX_POOL_GRAD[0] = False
+  previous = _CUSTOM_VJPS[0]
+  _CUSTOM_VJPS[0] = False
   try:
     yield
   finally:
-    _FAST_MAX_POOL_GRAD[0] = previous
+    _CUSTOM_VJPS[0] = previous
 
 
 def _max_pool_fwd_only(x, kernel, stride):
@@ -290,27 +342,69 @@ def batch_norm(
   axes = tuple(range(1, x.ndim - 1))
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   if train:
-    # Statistics in float32 even for low-precision activations.
-    xf = x.astype(jnp.float32)
-    bmean = jnp.mean(xf, axis=axes)
-    bvar = jnp.mean(jnp.square(xf - bmean.reshape(bshape)), axis=axes)
     n = x.size // (x.shape[0] * x.shape[-1])
+    s = jnp.ones_like(mean) if scale is None else scale
+    b = jnp.zeros_like(mean) if bias is None else bias
+    if _CUSTOM_VJPS[0]:
+      y, bmean, bvar = _bn_train(x, s, b, eps)
+    else:
+      y, bmean, bvar = _bn_train_fwd_only(x, s, b, eps)
     unbiased = bvar * (n / max(n - 1, 1))
     new_stats = (
         momentum * mean + (1 - momentum) * lax.stop_gradient(bmean),
         momentum * var + (1 - momentum) * lax.stop_gradient(unbiased),
     )
-    use_mean, use_var = bmean, bvar
-  else:
-    new_stats = (mean, var)
-    use_mean, use_var = mean, var
-  inv = lax.rsqrt(use_var + eps)
+    return y, new_stats
+  inv = lax.rsqrt(var + eps)
   if scale is not None:
     inv = inv * scale
-  y = (x - use_mean.reshape(bshape).astype(x.dtype)) * inv.reshape(bshape).astype(x.dtype)
+  y = (x - mean.reshape(bshape).astype(x.dtype)) * inv.reshape(bshape).astype(x.dtype)
   if bias is not None:
     y = y + bias.reshape(bshape).astype(x.dtype)
-  return y, new_stats
+  return y, (mean, var)
+
+
+def _bn_train_fwd_only(x, scale, bias, eps):
+  axes = tuple(range(1, x.ndim - 1))
+  bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  # Statistics in float32 even for low-precision activations.
+  xf = x.astype(jnp.float32)
+  bmean = jnp.mean(xf, axis=axes)
+  bvar = jnp.mean(jnp.square(xf - bmean.reshape(bshape)), axis=axes)
+  inv = lax.rsqrt(bvar + eps) * scale
+  y = (xf - bmean.reshape(bshape)) * inv.reshape(bshape) + bias.reshape(bshape)
+  return y.astype(x.dtype), bmean, bvar
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bn_train(x, scale, bias, eps):
+  return _bn_train_fwd_only(x, scale, bias, eps)
+
+
+def _bn_train_vjp_fwd(x, scale, bias, eps):
+  y, bmean, bvar = _bn_train_fwd_only(x, scale, bias, eps)
+  return (y, bmean, bvar), (x, scale, bmean, bvar)
+
+
+def _bn_train_vjp_bwd(eps, res, cts):
+  # The closed form needs two reductions; autodiff of the forward pass makes
+  # XLA:CPU do several more full passes. Cotangents of the batch statistics
+  # are ignored: callers only use them under stop_gradient.
+  x, scale, bmean, bvar = res
+  g = cts[0].astype(jnp.float32)
+  axes = tuple(range(1, x.ndim - 1))
+  bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  inv = lax.rsqrt(bvar + eps)
+  xhat = (x.astype(jnp.float32) - bmean.reshape(bshape)) * inv.reshape(bshape)
+  dbias = jnp.sum(g, axis=axes)
+  dscale = jnp.sum(g * xhat, axis=axes)
+  n = x.size // (x.shape[0] * x.shape[-1])
+  k = (scale * inv).reshape(bshape)
+  dx = k * (g - (dbias / n).reshape(bshape) - xhat * (dscale / n).reshape(bshape))
+  return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype)
+
+
+_bn_train.defvjp(_bn_train_vjp_fwd, _bn_train_vjp_bwd)
 
 
 def dense_conv(
