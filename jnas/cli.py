@@ -20,6 +20,8 @@ import sys
 import traceback
 from typing import Any
 
+from jnas.utils.metrics import _json_default as _metrics_json_default
+
 __all__ = ["main", "build_parser", "split_overrides"]
 
 logger = logging.getLogger("jnas.cli")
@@ -127,13 +129,11 @@ def _format_value(value: Any) -> str:
 
 
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    return str(obj)
+    # Printing must never fail: anything the metrics encoder rejects is shown as text.
+    try:
+        return _metrics_json_default(obj)
+    except TypeError:
+        return str(obj)
 
 
 def _print_items(result: Any) -> None:
