@@ -31,7 +31,7 @@ from jnas.ops.primitives import set_depthwise_impl
 from jnas.spaces.darts import GENOTYPES, DartsSpace, Genotype
 from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
 from jnas.supernet.darts import DartsSupernet
-from jnas.supernet.functional import count_params, cross_entropy, make_apply, split_model
+from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.train.network import DiscreteNetwork
 from jnas.utils.metrics import MetricWriter, write_json_atomic
 from jnas.utils.progress import progress

@@ -339,7 +339,6 @@ def batch_norm(
   Example:
     >>> y, _ = batch_norm(jnp.ones((1, 4, 3, 2)), jnp.zeros((1, 2)), jnp.ones((1, 2)), train=True)
   """
-  axes = tuple(range(1, x.ndim - 1))
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   if train:
     n = x.size // (x.shape[0] * x.shape[-1])

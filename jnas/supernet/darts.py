@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jnas.ops import primitives as P
-from jnas.ops.modules import EdgeBatchNorm, FactorizedReduce, ReLUConvBN
+from jnas.ops.modules import (DepthwiseConv, EdgeBatchNorm, FactorizedReduce, PointwiseConv,
+                              ReLUConvBN, make_op)
 from jnas.spaces.darts import DartsSpace, edge_index
 
 
@@ -60,7 +61,6 @@ class MixedEdges(nnx.Module):
   def __init__(self, primitives: tuple[str, ...], num_edges: int, channels: int, *, stride: int,
                ndim: int, affine: bool = False, impl: P.DepthwiseImpl | None = None,
                rngs: nnx.Rngs):
-    from jnas.ops.modules import DepthwiseConv, PointwiseConv, make_op
     self.primitives = tuple(primitives)
     unknown = [p for p in self.primitives
                if p not in CONV_SPECS and p not in POOL_KINDS and p not in ("none", "skip_connect")]
