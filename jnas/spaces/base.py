@@ -47,6 +47,27 @@ class SearchSpace(abc.ABC):
 
   Subclasses define :meth:`choices` (grouped by encoding key) and the mapping
   between genotypes and encodings; sampling, shapes and JSON come from here.
+
+  Discrete search strategies (random, evolution, RL, progressive) work on an
+  **integer form** of a genotype: one index per decision, with
+  :meth:`index_sizes` giving how many values each decision has. The contract:
+
+  * ``decode_indices(encode_indices(g)) == g`` for every genotype ``g`` of the
+    space (for DARTS, up to the order of a node's two edges), and
+    ``encode_indices(g)[i] < index_sizes()[i]``.
+  * ``mutate(g, rng)`` returns a valid genotype whose integer form differs from
+    ``g``'s in exactly one position (one decision changed to another valid
+    value). It never returns ``g`` itself.
+  * ``crossover(a, b, rng)`` returns a valid genotype whose every decision
+    (or, where decisions depend on each other, every group of decisions, such
+    as a DARTS node) comes from ``a`` or from ``b``.
+
+  The defaults below assume every choice point of :meth:`choices` is one
+  decision whose encoding row is one-hot (the NAS-Bench-201 cell, the chain
+  spaces), so they go through the encoding: decision ``i`` is the arg-max of
+  the ``i``-th row, in :meth:`choices` order. A space whose decisions do not
+  map to one-hot rows (DARTS: a node picks two inputs out of many edges)
+  overrides the five methods.
   """
 
   name: str = "space"
@@ -116,6 +137,81 @@ class SearchSpace(abc.ABC):
       raise ValueError(f"genotype is not valid JSON: {e}") from None
     return self.genotype_from_json(data)
 
+  # Integer form, mutation and crossover (see the class docstring) ----------
+
+  def index_sizes(self) -> tuple[int, ...]:
+    """Number of values of each decision of the integer form.
+
+    Example:
+      >>> NB201Space().index_sizes()  # doctest: +SKIP
+      (5, 5, 5, 5, 5, 5)
+    """
+    return tuple(c.num_candidates for group in self.choices().values() for c in group)
+
+  def encode_indices(self, genotype: Any) -> np.ndarray:
+    """The integer form of a genotype: one ``int32`` index per decision.
+
+    Example:
+      >>> space.encode_indices(space.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"))  # doctest: +SKIP
+      array([0, 0, 0, 0, 0, 0], dtype=int32)
+    """
+    enc = self.genotype_to_encoding(genotype)
+    rows = [np.asarray(enc[k]) for k in self.choices()]
+    return np.concatenate([np.argmax(r, axis=-1) for r in rows]).astype(np.int32)
+
+  def decode_indices(self, indices: Any) -> Any:
+    """The genotype of an integer form; ``ValueError`` if an index is out of range.
+
+    Example:
+      >>> space.decode_indices([3, 3, 3, 3, 3, 3])  # doctest: +SKIP
+    """
+    idx = self._check_indices(indices)
+    enc, start = {}, 0
+    for key, group in self.choices().items():
+      n, m = len(group), group[0].num_candidates
+      enc[key] = np.eye(m, dtype=np.float32)[idx[start:start + n]]
+      start += n
+    return self.encoding_to_genotype(enc)
+
+  def _check_indices(self, indices: Any) -> np.ndarray:
+    sizes = self.index_sizes()
+    idx = np.asarray(indices)
+    if idx.shape != (len(sizes),) or not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f"integer form must be {len(sizes)} integers, got shape {idx.shape} "
+                       f"of {idx.dtype}")
+    bad = np.flatnonzero((idx < 0) | (idx >= np.asarray(sizes)))
+    if bad.size:
+      i = int(bad[0])
+      raise ValueError(f"decision {i} has index {int(idx[i])}, must be in [0, {sizes[i] - 1}]")
+    return idx.astype(np.int32)
+
+  def mutate(self, genotype: Any, rng: np.random.Generator) -> Any:
+    """A copy of ``genotype`` with exactly one decision changed to another valid value.
+
+    Example:
+      >>> child = space.mutate(parent, np.random.default_rng(0))  # doctest: +SKIP
+    """
+    idx = self.encode_indices(genotype).copy()
+    sizes = np.asarray(self.index_sizes())
+    free = np.flatnonzero(sizes > 1)
+    if free.size == 0:
+      raise ValueError(f"space {self.name!r} has a single architecture; nothing to mutate")
+    i = int(free[rng.integers(free.size)])
+    # Draw from the other sizes[i] - 1 values so the child always differs.
+    new = int(rng.integers(sizes[i] - 1))
+    idx[i] = new + (new >= idx[i])
+    return self.decode_indices(idx)
+
+  def crossover(self, a: Any, b: Any, rng: np.random.Generator) -> Any:
+    """Uniform crossover: each decision taken from ``a`` or ``b`` with equal chance.
+
+    Example:
+      >>> child = space.crossover(mum, dad, np.random.default_rng(0))  # doctest: +SKIP
+    """
+    ia, ib = self.encode_indices(a), self.encode_indices(b)
+    take_b = rng.random(ia.shape) < 0.5
+    return self.decode_indices(np.where(take_b, ib, ia))
+
   def check_encoding(self, encoding: Encoding) -> None:
     """Raises ``ValueError`` naming the key whose shape does not fit the space."""
     shapes = self.encoding_shape()
@@ -126,3 +222,49 @@ class SearchSpace(abc.ABC):
       if tuple(jnp.shape(encoding[k])[-2:]) != s:
         raise ValueError(
             f"encoding[{k!r}] has shape {tuple(jnp.shape(encoding[k]))}, space expects {s}")
+
+
+# Registry -------------------------------------------------------------------
+
+# Spaces by name, as "module:class", imported on first use so that naming a
+# space does not import every space's dependencies.
+_SPACES: dict[str, str] = {
+    "darts": "jnas.spaces.darts:DartsSpace",
+    "nb201": "jnas.spaces.nb201:NB201Space",
+}
+
+
+def register_space(name: str, factory: str | Any) -> None:
+  """Makes ``get_space(name)`` build ``factory`` (a class/callable or ``"module:attr"``).
+
+  Example:
+    >>> register_space("my_space", "my_pkg.spaces:MySpace")  # doctest: +SKIP
+  """
+  _SPACES[name] = factory
+
+
+def space_names() -> list[str]:
+  """Names :func:`get_space` knows, sorted.
+
+  Example:
+    >>> "nb201" in space_names()
+    True
+  """
+  return sorted(_SPACES)
+
+
+def get_space(name: str, **kwargs: Any) -> SearchSpace:
+  """Builds the search space registered under ``name`` with ``kwargs``.
+
+  Example:
+    >>> get_space("nb201").encoding_shape()
+    {'cell': (6, 5)}
+  """
+  if name not in _SPACES:
+    raise ValueError(f"unknown search space {name!r} (known: {', '.join(space_names())})")
+  factory = _SPACES[name]
+  if isinstance(factory, str):
+    import importlib
+    module, _, attr = factory.partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+  return factory(**kwargs)
