@@ -271,3 +271,100 @@ class DartsSpace(SearchSpace):
     g = GENOTYPES[name]
     self.validate(g)
     return g
+
+  # Integer form, mutation and crossover ---------------------------------------
+  # A derived node keeps ``inputs_per_node`` distinct inputs, so decisions are
+  # (op, input) per kept edge rather than one-hot rows of the encoding.
+
+  def index_sizes(self) -> tuple[int, ...]:
+    """``[op, input]`` per kept edge, cell type by cell type, node by node.
+
+    Example:
+      >>> DartsSpace(num_nodes=2).index_sizes()
+      (8, 2, 8, 2, 8, 3, 8, 3, 8, 2, 8, 2, 8, 3, 8, 3)
+    """
+    sizes = []
+    for _ in CELL_TYPES:
+      for j in range(self.num_nodes):
+        sizes += [len(self.primitives), j + 2] * self.inputs_per_node
+    return tuple(sizes)
+
+  def encode_indices(self, genotype: Genotype) -> np.ndarray:
+    """``[op_index, input]`` of each kept edge, in the genotype's own order.
+
+    Example:
+      >>> DartsSpace().encode_indices(GENOTYPES["DARTS_V2"])[:4]
+      array([4, 0, 4, 1], dtype=int32)
+    """
+    self.validate(genotype)
+    out = []
+    for ct in CELL_TYPES:
+      for op, inp in genotype.cell(ct):
+        out += [self.primitives.index(op), int(inp)]
+    return np.asarray(out, np.int32)
+
+  def decode_indices(self, indices) -> Genotype:
+    """Inverse of :meth:`encode_indices`; a node's inputs must be distinct.
+
+    Example:
+      >>> space = DartsSpace()
+      >>> g = GENOTYPES["DARTS_V2"]
+      >>> space.decode_indices(space.encode_indices(g)) == g
+      True
+    """
+    idx = self._check_indices(indices).reshape(len(CELL_TYPES), self.num_nodes,
+                                               self.inputs_per_node, 2)
+    cells = {}
+    for c, ct in enumerate(CELL_TYPES):
+      for j in range(self.num_nodes):
+        inputs = idx[c, j, :, 1]
+        if len(set(inputs.tolist())) != len(inputs):
+          raise ValueError(f"{ct} node {j} reads input {int(inputs[0])} twice; a node's inputs "
+                           f"must be distinct")
+      cells[ct] = tuple((self.primitives[int(o)], int(i)) for o, i in idx[c].reshape(-1, 2))
+    return Genotype(cells["normal"], self.concat, cells["reduce"], self.concat)
+
+  def mutate(self, genotype: Genotype, rng: np.random.Generator) -> Genotype:
+    """Changes one op (to another non-``none`` op) or one input of one node.
+
+    Every possible single change is equally likely to be picked; inputs stay
+    distinct within a node.
+
+    Example:
+      >>> child = DartsSpace().mutate(GENOTYPES["DARTS_V2"], np.random.default_rng(0))
+      >>> child != GENOTYPES["DARTS_V2"]
+      True
+    """
+    idx = self.encode_indices(genotype).reshape(len(CELL_TYPES), self.num_nodes,
+                                                self.inputs_per_node, 2)
+    ops = [k for k, p in enumerate(self.primitives) if p != "none"]
+    moves = []  # (position, alternative values)
+    for c in range(len(CELL_TYPES)):
+      for j in range(self.num_nodes):
+        used = set(idx[c, j, :, 1].tolist())
+        for s in range(self.inputs_per_node):
+          op, inp = int(idx[c, j, s, 0]), int(idx[c, j, s, 1])
+          alt_ops = [o for o in ops if o != op]
+          alt_inputs = [i for i in range(j + 2) if i not in used]
+          if alt_ops:
+            moves.append(((c, j, s, 0), alt_ops))
+          if alt_inputs:
+            moves.append(((c, j, s, 1), alt_inputs))
+    if not moves:
+      raise ValueError("this DARTS space has a single architecture; nothing to mutate")
+    pos, alts = moves[rng.integers(len(moves))]
+    idx[pos] = alts[rng.integers(len(alts))]
+    return self.decode_indices(idx.reshape(-1))
+
+  def crossover(self, a: Genotype, b: Genotype, rng: np.random.Generator) -> Genotype:
+    """Node-wise crossover: each node's kept edges come whole from ``a`` or ``b``.
+
+    Example:
+      >>> space = DartsSpace()
+      >>> child = space.crossover(GENOTYPES["DARTS_V1"], GENOTYPES["DARTS_V2"], np.random.default_rng(0))
+      >>> space.validate(child)
+    """
+    ia = self.encode_indices(a).reshape(len(CELL_TYPES), self.num_nodes, -1)
+    ib = self.encode_indices(b).reshape(len(CELL_TYPES), self.num_nodes, -1)
+    take_b = rng.random((len(CELL_TYPES), self.num_nodes, 1)) < 0.5
+    return self.decode_indices(np.where(take_b, ib, ia).reshape(-1))
