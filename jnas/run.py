@@ -12,8 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jnas.checkpoint import Checkpoints
 from jnas.config import config_to_dict
 from jnas.data import epoch_batches, eval_batches, load_dataset, split_train_val
 from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
@@ -33,7 +38,7 @@ from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
 from jnas.supernet.darts import DartsSupernet
 from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.train.network import DiscreteNetwork
-from jnas.utils.metrics import MetricWriter, write_json_atomic
+from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 from jnas.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,12 @@ def enable_compilation_cache(path: str | None = None) -> None:
 
 def build_space(config) -> DartsSpace:
   """The search space a config names."""
+  if config.space.name in ("fbnet", "kernel_chain"):
+    from jnas.spaces.chain import space_from_config
+    return space_from_config(config)
   if config.space.name != "darts":
-    raise ValueError(f"unknown search space {config.space.name!r} (known: darts)")
+    raise ValueError(f"unknown search space {config.space.name!r} "
+                     f"(known: darts, fbnet, kernel_chain)")
   return DartsSpace(num_nodes=config.space.num_nodes)
 
 
@@ -114,12 +123,128 @@ def _evaluate(apply_fn, params, state, encoding, x, y, batch_size: int) -> float
   return total / float(mask.sum())
 
 
+# ---------------------------------------------------------------------------
+# Work directories, checkpoints and stopping on a signal
+# ---------------------------------------------------------------------------
+
+SEARCH_CKPT_DIR = "checkpoints/search"
+RETRAIN_CKPT_DIR = "checkpoints/retrain"
+SUMMARY_FILE = "summary.json"
+ALPHA_HISTORY_FILE = "alpha_history.npz"
+
+
+def _dict_hash(d: dict) -> str:
+  # The formula of jnas.config.config_hash, applied to an already-plain dict.
+  text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _claim_workdir(wd: Path, config_dict: dict) -> str:
+  """Refuses a work directory that holds another config's run; returns the config hash."""
+  new_hash = _dict_hash(config_dict)
+  path = wd / "config.json"
+  if path.exists():
+    try:
+      old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+      old = None
+    if old is not None and _dict_hash(old) != new_hash:
+      raise ValueError(
+          f"work directory {wd} holds a run of another config (hash {_dict_hash(old)}, "
+          f"this config {new_hash}); use a new --workdir or the config of that run")
+  return new_hash
+
+
+class _StopOnSignal:
+  """Turns the first SIGINT/SIGTERM into a request to stop at the next safe point.
+
+  A step's input buffers are donated, so interrupting Python in the middle of
+  a step would leave no valid state to save. The loop polls ``requested``
+  between steps, saves a checkpoint and stops; a second signal interrupts at
+  once (the last checkpoint stays).
+  """
+
+  def __init__(self) -> None:
+    self.requested: str | None = None
+    self._old: dict[int, Any] = {}
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    if self.requested is not None:
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+    log.warning("%s received: stopping after this step and saving a checkpoint "
+                "(send it again to stop at once)", self.requested)
+
+  def __enter__(self) -> _StopOnSignal:
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def _sums_to_json(sums: dict | None) -> dict | None:
+  if sums is None:
+    return None
+  return {k: [float(v), str(np.asarray(v).dtype)] for k, v in jax.device_get(sums).items()}
+
+
+def _sums_from_json(d: dict | None) -> dict | None:
+  if d is None:
+    return None
+  return {k: jnp.asarray(np.asarray(v, dtype=dt)) for k, (v, dt) in d.items()}
+
+
+def _write_alpha_history(wd: Path, history: dict[str, list], primitives: tuple[str, ...],
+                         edges: list[tuple[int, int]]) -> None:
+  """Writes ``alpha_history.npz``: the raw alpha of every finished epoch, stacked."""
+  if not history.get("epoch"):
+    (wd / ALPHA_HISTORY_FILE).unlink(missing_ok=True)
+    return
+  arrays = {"epoch": np.asarray(history["epoch"], np.int32),
+            "primitives": np.asarray(primitives), "edges": np.asarray(edges, np.int32)}
+  for k, v in history.items():
+    if k != "epoch":
+      arrays[f"alpha_{k}"] = np.asarray(v, np.float32)
+  tmp = wd / f".{ALPHA_HISTORY_FILE}.tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, wd / ALPHA_HISTORY_FILE)
+
+
+def _finished(wd: Path, what: str) -> dict | None:
+  path = wd / what
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Search
+# ---------------------------------------------------------------------------
+
+
 def search(config, workdir: str) -> dict[str, Any]:
   """Runs an architecture search, writes its results to ``workdir``, optionally retrains.
 
-  Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
-  ``genotype.json``, ``arch_params.npz`` and, when ``config.retrain.enabled``,
-  ``report.json``.
+  Writes ``config.json``, ``metrics.jsonl`` (one line per epoch) and TensorBoard
+  events under ``tb/search``, ``alpha_history.npz`` (alpha after every epoch),
+  checkpoints under ``checkpoints/search`` (after every epoch and when stopped
+  by SIGINT/SIGTERM; the newest two are kept), and at the end
+  ``genotype.json``, ``arch_params.npz``, ``summary.json`` and, when
+  ``config.retrain.enabled``, ``report.json``.
+
+  Calling it again on the same work directory with the same config resumes
+  from the newest readable checkpoint and ends with the same result as an
+  uninterrupted run; on a finished run it changes nothing and returns the
+  stored summary with ``status: finished``. Another config in the same
+  directory is refused (ValueError).
 
   Example:
     >>> search(load_config("experiments/darts_mnist1d.py"), "runs/x")  # doctest: +SKIP
@@ -128,7 +253,14 @@ def search(config, workdir: str) -> dict[str, Any]:
   set_depthwise_impl(config.model.depthwise_impl)
   wd = Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
-  write_json_atomic(str(wd / "config.json"), config_to_dict(config))
+  config_dict = config_to_dict(config)
+  chash = _claim_workdir(wd, config_dict)
+  done = _finished(wd, SUMMARY_FILE)
+  if done is not None:
+    log.info("the run in %s is finished; nothing to do (use a new --workdir to search again)",
+             wd)
+    return {**done, "status": "finished"}
+  write_json_atomic(str(wd / "config.json"), config_dict)
   sc = config.search
   if sc.strategy != "darts":
     raise ValueError(f"unknown search strategy {sc.strategy!r} (known: darts)")
@@ -161,36 +293,87 @@ def search(config, workdir: str) -> dict[str, Any]:
   log.info("search: %s order %d, %d supernet weights, %d steps (%d epochs)", sc.strategy,
            sc.order, count_params(split.params), total_steps, sc.epochs)
 
+  # ---- Resume: the newest readable checkpoint, if any. ----
+  # Batches are a pure function of (seed, epoch), so (epoch, batch) is the
+  # whole data position; metrics and alpha history travel in the metadata so
+  # that the files rewritten from them hold no lines from after the checkpoint.
+  ckpt = Checkpoints(wd / SEARCH_CKPT_DIR, max_to_keep=2)
+  start_epoch, start_batch, sums, elapsed0 = 0, 0, None, 0.0
+  records: list[dict] = []
+  history: dict[str, list] = {"epoch": [], **{k: [] for k in alpha}}
+  restored = ckpt.latest_good({"strategy": state, "key": key})
+  if restored is not None:
+    ck_step, tree, meta = restored
+    if meta.get("config_hash") != chash:
+      raise ValueError(f"checkpoint {ckpt.directory / str(ck_step)} belongs to another config "
+                       f"(hash {meta.get('config_hash')}, this config {chash})")
+    state, key = tree["strategy"], tree["key"]
+    start_epoch, start_batch = int(meta["epoch"]), int(meta["batch"])
+    sums, elapsed0 = _sums_from_json(meta.get("partial_sums")), float(meta["elapsed_s"])
+    records, history = list(meta["metrics"]), meta["alpha_history"]
+    log.info("resuming the search from checkpoint step %d (epoch %d, batch %d of %d)",
+             ck_step, start_epoch + 1, start_batch, steps_per_epoch)
+  replace_phase(str(wd), "search", records)
+  _write_alpha_history(wd, history, space.primitives, space.edges())
+
+  def save_checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
+    meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
+            "partial_sums": _sums_to_json(partial), "elapsed_s": elapsed0 + time.time() - t0,
+            "metrics": records, "alpha_history": history}
+    ckpt.save(int(jax.device_get(state.step)), {"strategy": state, "key": key}, meta)
+
   # ---- Search loop. ----
   t0 = time.time()
-  with MetricWriter(str(wd)) as writer:
-    for epoch in range(sc.epochs):
+  with MetricWriter(str(wd), tensorboard="search") as writer, _StopOnSignal() as stop:
+    for epoch in range(start_epoch, sc.epochs):
       xw_b, yw_b = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
       xa_b, ya_b = epoch_batches(xa, ya, sc.batch_size, seed=config.seed + 1, epoch=epoch)
-      sums = None
+      first = start_batch if epoch == start_epoch else 0
+      if first == 0:
+        sums = None
       bar = progress(total=steps_per_epoch, desc=f"search epoch {epoch + 1}/{sc.epochs}",
                      unit="step")
       with bar:
-        for i in range(steps_per_epoch):
+        bar.update(first)
+        for i in range(first, steps_per_epoch):
           state, metrics = step(state, (xw_b[i], yw_b[i]), (xa_b[i], ya_b[i]))
           sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
           bar.update(1)
+          if stop.requested and i + 1 < steps_per_epoch:
+            save_checkpoint(epoch, i + 1, sums)
+            log.warning("search stopped by %s at epoch %d, batch %d; rerun the same command "
+                        "to resume", stop.requested, epoch + 1, i + 1)
+            raise KeyboardInterrupt
         # One host transfer per epoch, not per step.
         means = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
         if not np.isfinite(means["train_loss"]):
           raise FloatingPointError(f"search diverged at epoch {epoch}: train loss is NaN/inf")
         bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
-      genotype = space.encoding_to_genotype(jax.device_get(strategy.encoding(state)))
-      writer.write(int(state.step), epoch=epoch + 1, **means,
-                   genotype=space.genotype_dumps(genotype).replace("\n", "").replace(" ", ""),
-                   elapsed_s=time.time() - t0)
+      alpha_now = jax.device_get(strategy.arch_params(state))
+      genotype = space.encoding_to_genotype(alpha_now)
+      records.append(writer.write(
+          int(state.step), phase="search", epoch=epoch + 1, **means,
+          genotype=space.genotype_dumps(genotype).replace("\n", "").replace(" ", ""),
+          elapsed_s=elapsed0 + time.time() - t0))
+      history["epoch"].append(epoch + 1)
+      for k, v in alpha_now.items():
+        history[k].append(np.asarray(v, np.float32).tolist())
+      _write_alpha_history(wd, history, space.primitives, space.edges())
+      save_checkpoint(epoch + 1, 0, None)
       log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f", epoch + 1,
                means["train_loss"], means["train_acc"], means["val_loss"])
+      if stop.requested:
+        log.warning("search stopped by %s after epoch %d; rerun the same command to resume",
+                    stop.requested, epoch + 1)
+        raise KeyboardInterrupt
+  ckpt.close()
 
   # ---- Results. ----
-  search_s = time.time() - t0
+  search_s = elapsed0 + time.time() - t0
   alpha = jax.device_get(strategy.arch_params(state))
-  np.savez(wd / "arch_params.npz", **{k: np.asarray(v) for k, v in alpha.items()})
+  tmp = wd / ".arch_params.tmp.npz"
+  np.savez(tmp, **{k: np.asarray(v) for k, v in alpha.items()})
+  os.replace(tmp, wd / "arch_params.npz")
   genotype = space.encoding_to_genotype(alpha)
   write_json_atomic(str(wd / "genotype.json"), space.genotype_to_json(genotype))
   summary: dict[str, Any] = {"genotype": space.genotype_to_json(genotype),
@@ -198,6 +381,7 @@ def search(config, workdir: str) -> dict[str, Any]:
   if config.retrain.enabled:
     summary.update(train(config, workdir, str(wd / "genotype.json")))
   summary["workdir"] = str(wd)
+  write_json_atomic(str(wd / SUMMARY_FILE), summary)
   return summary
 
 
@@ -214,7 +398,11 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
   """Trains the discrete network of ``genotype`` from scratch; reports test accuracy.
 
   The genotype is a published name (``DARTS_V2``), a JSON file, or, if
-  ``None``, ``WORKDIR/genotype.json``. Writes ``WORKDIR/report.json``.
+  ``None``, ``WORKDIR/genotype.json``. Writes ``WORKDIR/report.json``, metrics
+  (``phase: retrain``, TensorBoard under ``tb/retrain``) and a checkpoint after
+  every epoch under ``checkpoints/retrain``, so calling it again with the same
+  config and genotype resumes; when ``report.json`` of that same retraining
+  exists, nothing is done and the report is returned.
 
   Example:
     >>> train(load_config("experiments/darts_mnist1d.py"), "runs/x", "DARTS_V2")  # doctest: +SKIP
@@ -225,6 +413,13 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
   wd.mkdir(parents=True, exist_ok=True)
   space = build_space(config)
   geno = resolve_genotype(space, genotype, workdir)
+  geno_json = space.genotype_to_json(geno)
+  retrain_id = _dict_hash({"config": config_to_dict(config), "genotype": geno_json})
+  done = _finished(wd, "report.json")
+  if done is not None and done.get("retrain_id") == retrain_id:
+    log.info("the retraining in %s is finished; nothing to do", wd)
+    return {"test_accuracy": done["test_accuracy"], "num_params": done["num_params"],
+            "report": str(wd / "report.json")}
   rc = config.retrain
   ds = load_dataset(config.data.name, seed=config.data.seed)
   net = build_discrete(config, geno, ds.input_shape, ds.num_classes)
@@ -263,12 +458,29 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
 
   params, state, opt_state = split.params, split.state, tx.init(split.params)
   key = jax.random.key(config.seed + 1000)
+
+  # ---- Resume from the newest readable retraining checkpoint. ----
+  ckpt = Checkpoints(wd / RETRAIN_CKPT_DIR, max_to_keep=2)
+  start_epoch, elapsed0, records = 0, 0.0, []
+  restored = ckpt.latest_good({"params": params, "state": state, "opt_state": opt_state,
+                               "key": key})
+  if restored is not None:
+    ck_step, tree, meta = restored
+    if meta.get("retrain_id") != retrain_id:
+      raise ValueError(f"{ckpt.directory} holds the retraining of another genotype or config; "
+                       f"use a new --workdir")
+    params, state, opt_state, key = tree["params"], tree["state"], tree["opt_state"], tree["key"]
+    start_epoch, elapsed0, records = int(meta["epoch"]), float(meta["elapsed_s"]), meta["metrics"]
+    log.info("resuming the retraining after epoch %d of %d", start_epoch, rc.epochs)
+  replace_phase(str(wd), "retrain", records)
+
   log.info("retrain: %d parameters, %d epochs of %d steps", num_params, rc.epochs,
            steps_per_epoch)
   t0 = time.time()
-  with MetricWriter(str(wd)) as writer, progress(total=rc.epochs, desc="retrain",
-                                                 unit="epoch") as bar:
-    for epoch in range(rc.epochs):
+  with MetricWriter(str(wd), tensorboard="retrain") as writer, \
+      progress(total=rc.epochs, desc="retrain", unit="epoch") as bar, _StopOnSignal() as stop:
+    bar.update(start_epoch)
+    for epoch in range(start_epoch, rc.epochs):
       xb, yb = epoch_batches(ds.x_train, ds.y_train, rc.batch_size, seed=config.seed,
                              epoch=10_000 + epoch)
       loss_sum = acc_sum = 0.0
@@ -279,18 +491,29 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
       loss_m, acc_m = float(loss_sum) / steps_per_epoch, float(acc_sum) / steps_per_epoch
       if not np.isfinite(loss_m):
         raise FloatingPointError(f"retraining diverged at epoch {epoch}: loss is NaN/inf")
-      writer.write(epoch + 1, phase="retrain", retrain_loss=loss_m, retrain_acc=acc_m)
+      records.append(writer.write(epoch + 1, phase="retrain", retrain_loss=loss_m,
+                                  retrain_acc=acc_m))
+      ckpt.save(epoch + 1, {"params": params, "state": state, "opt_state": opt_state,
+                            "key": key},
+                {"phase": "retrain", "retrain_id": retrain_id, "epoch": epoch + 1,
+                 "elapsed_s": elapsed0 + time.time() - t0, "metrics": records})
       bar.set_postfix(loss=loss_m, acc=acc_m)
       bar.update(1)
-  train_s = time.time() - t0
+      if stop.requested and epoch + 1 < rc.epochs:
+        log.warning("retraining stopped by %s after epoch %d; rerun the same command to "
+                    "resume", stop.requested, epoch + 1)
+        raise KeyboardInterrupt
+  ckpt.close()
+  train_s = elapsed0 + time.time() - t0
   test_acc = _evaluate(apply_fn, params, state, None, ds.x_test, ds.y_test, 256)
   report = {
-      "genotype": space.genotype_to_json(geno),
+      "genotype": geno_json,
       "dataset": ds.name,
       "test_accuracy": test_acc,
       "num_params": num_params,
       "retrain_epochs": rc.epochs,
       "retrain_seconds": round(train_s, 1),
+      "retrain_id": retrain_id,
   }
   write_json_atomic(str(wd / "report.json"), report)
   log.info("retrain: test accuracy %.4f (%d test examples)", test_acc, len(ds.x_test))
@@ -307,6 +530,9 @@ def info(config, genotype: str) -> dict[str, Any]:
     >>> info(load_config("experiments/darts_cifar10.py"), "DARTS_V2")["num_params"]  # doctest: +SKIP
     3349342
   """
+  if config.space.name in ("fbnet", "kernel_chain"):
+    from jnas.estimation.flops import chain_info
+    return chain_info(config, genotype)
   space = build_space(config)
   geno = resolve_genotype(space, genotype)
   shape = tuple(config.data.input_shape) if "input_shape" in config.data else None
