@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         0
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # orbax logs every checkpoint step at INFO through absl; keep its warnings only.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subs = build_parser()
     try:

@@ -1,29 +1,50 @@
-"""Append-only JSON-lines metrics and atomic JSON files for run directories.
+"""Append-only JSON-lines metrics, TensorBoard events and atomic JSON files for run directories.
+
+``MetricWriter(workdir, tensorboard="search")`` also writes every numeric
+metric as a TensorBoard scalar under ``workdir/tb/search`` (through
+``tensorboardX``, which needs neither TensorFlow nor PyTorch).
+``read_tensorboard_scalars`` parses those event files back (checking every
+record's CRC), so tests and scripts can read them without TensorBoard.
 
 Example:
     >>> import tempfile
     >>> workdir = tempfile.mkdtemp()
     >>> with MetricWriter(workdir) as w:
-    ...     w.write(1, loss=0.5)
+    ...     _ = w.write(1, loss=0.5)
     >>> read_metrics(workdir)[0]["loss"]
     0.5
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import math
 import os
+import shutil
+import struct
 import tempfile
 import time
 from typing import Any
 
-__all__ = ["METRICS_FILENAME", "MetricWriter", "read_metrics", "write_json_atomic"]
+__all__ = [
+    "METRICS_FILENAME",
+    "TENSORBOARD_DIRNAME",
+    "MetricWriter",
+    "read_metrics",
+    "read_tensorboard_scalars",
+    "replace_phase",
+    "write_json_atomic",
+]
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILENAME = "metrics.jsonl"
+TENSORBOARD_DIRNAME = "tb"
 _RESERVED = ("step", "time")
+# Records written before phases were tagged are search records.
+_DEFAULT_PHASE = "search"
 
 
 def _to_python(value: Any, name: str) -> bool | int | float | str | None:
@@ -63,16 +84,26 @@ class MetricWriter:
 
     Args:
         workdir: run directory; created if missing.
+        tensorboard: if given, numeric metrics also go to TensorBoard event
+            files in ``workdir/tb/<tensorboard>`` (one TensorBoard "run" per
+            phase, e.g. ``search`` and ``retrain``).
 
     Example:
         >>> import tempfile
-        >>> with MetricWriter(tempfile.mkdtemp()) as w:
-        ...     w.write(10, loss=0.25, acc=0.9)
+        >>> with MetricWriter(tempfile.mkdtemp(), tensorboard="search") as w:
+        ...     _ = w.write(10, loss=0.25, acc=0.9)
     """
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, tensorboard: str | None = None) -> None:
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, METRICS_FILENAME)
+        self._tb = None
+        if tensorboard is not None:
+            from tensorboardX import SummaryWriter  # lazy: only runs that log need it
+
+            self._tb = SummaryWriter(
+                logdir=os.path.join(workdir, TENSORBOARD_DIRNAME, tensorboard), flush_secs=10
+            )
         # A previous run killed mid-line leaves no trailing newline; start on
         # a fresh line so that torn fragment does not swallow our first record.
         needs_newline = False
@@ -89,8 +120,8 @@ class MetricWriter:
             self._file.write("\n")
             self._file.flush()
 
-    def write(self, step: int, **scalars: Any) -> None:
-        """Append ``{"step": step, "time": <unix time>, **scalars}`` as one line.
+    def write(self, step: int, **scalars: Any) -> dict:
+        """Append ``{"step": step, "time": <unix time>, **scalars}`` as one line; return it.
 
         Args:
             step: training step (converted to int).
@@ -99,7 +130,9 @@ class MetricWriter:
         Example:
             >>> import tempfile
             >>> w = MetricWriter(tempfile.mkdtemp())
-            >>> w.write(0, loss=1.0); w.close()
+            >>> w.write(0, loss=1.0)["loss"]
+            1.0
+            >>> w.close()
         """
         for key in _RESERVED:
             if key in scalars:
@@ -109,15 +142,24 @@ class MetricWriter:
             record[name] = _to_python(value, name)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self._tb is not None:
+            _tb_write(self._tb, record)
+            self._tb.flush()
+        return record
 
     def flush(self) -> None:
         """Flush buffered data (``write`` already flushes every line)."""
         self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
 
     def close(self) -> None:
         """Close the file; further ``write`` calls raise ValueError."""
         if not self._file.closed:
             self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     @property
     def closed(self) -> bool:
@@ -205,3 +247,149 @@ def write_json_atomic(path: str, obj: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _tb_write(writer: Any, record: dict) -> None:
+    for name, value in record.items():
+        if name in _RESERVED or isinstance(value, (bool, str)) or value is None:
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            writer.add_scalar(name, value, record["step"], walltime=record["time"])
+
+
+def replace_phase(workdir: str, phase: str, records: list[dict]) -> None:
+    """Make ``records`` the only records of ``phase`` in the workdir's metrics.
+
+    Used when a run resumes from a checkpoint: lines written after that
+    checkpoint (by the run that was killed) must not appear twice. Records of
+    other phases are kept, in order, before ``records``; a record without a
+    ``phase`` counts as ``search``. ``metrics.jsonl`` is replaced atomically
+    and the phase's TensorBoard directory ``workdir/tb/<phase>`` is rebuilt
+    from ``records``.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> with MetricWriter(d) as w:
+        ...     _ = w.write(1, phase="search", loss=1.0); _ = w.write(2, phase="search", loss=0.5)
+        >>> replace_phase(d, "search", read_metrics(d)[:1])
+        >>> [r["step"] for r in read_metrics(d)]
+        [1]
+    """
+    keep = [r for r in read_metrics(workdir) if r.get("phase", _DEFAULT_PHASE) != phase]
+    lines = "".join(json.dumps(r) + "\n" for r in keep + list(records))
+    _write_text_atomic(os.path.join(workdir, METRICS_FILENAME), lines)
+    tb_dir = os.path.join(workdir, TENSORBOARD_DIRNAME, phase)
+    if os.path.isdir(tb_dir):
+        shutil.rmtree(tb_dir)
+    if records:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(logdir=tb_dir)
+        try:
+            for record in records:
+                _tb_write(writer, record)
+        finally:
+            writer.close()
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                    suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# -- reading TensorBoard event files -----------------------------------------
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE: list[int] = []
+
+
+def _crc32c(data: bytes) -> int:
+    if not _CRC_TABLE:
+        _CRC_TABLE.extend(_crc32c_table())
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _read_records(path: str) -> list[bytes]:
+    """The payloads of a TFRecord file; raises ValueError on a bad CRC."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+        header = data[pos:pos + 8]
+        (length,) = struct.unpack("<Q", header)
+        (len_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+        if _masked_crc(header) != len_crc:
+            raise ValueError(f"{path}: bad length CRC at byte {pos}")
+        end = pos + 12 + length
+        if end + 4 > len(data):
+            break  # a record torn by a kill: the rest of the file is unusable
+        payload = data[pos + 12:end]
+        (data_crc,) = struct.unpack("<I", data[end:end + 4])
+        if _masked_crc(payload) != data_crc:
+            raise ValueError(f"{path}: bad data CRC at byte {pos}")
+        out.append(payload)
+        pos = end + 4
+    return out
+
+
+def read_tensorboard_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+    """All scalars in the TensorBoard event files of ``logdir``: ``{tag: [(step, value)]}``.
+
+    Parses the record framing (with its masked CRC32C checks) and the
+    ``Event`` protobufs directly, so it needs neither TensorFlow nor
+    TensorBoard. Files are read in name (= creation time) order.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> with MetricWriter(d, tensorboard="search") as w:
+        ...     _ = w.write(3, loss=0.5)
+        >>> read_tensorboard_scalars(d + "/tb/search")["loss"]
+        [(3, 0.5)]
+    """
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        for payload in _read_records(path):
+            event = event_pb2.Event.FromString(payload)
+            if not event.HasField("summary"):
+                continue
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, []).append((int(event.step), value.simple_value))
+    return scalars

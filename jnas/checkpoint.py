@@ -1,0 +1,250 @@
+"""Numbered checkpoints of any pytree plus JSON metadata, on top of orbax.
+
+Every strategy state in jnas is a pytree, so one small layer serves all of
+them: ``save(dir, step, pytree, metadata)`` writes step ``step``;
+``latest_good(dir, target)`` returns the newest checkpoint that restores
+cleanly. Orbax writes each step into a temporary directory and renames it when
+complete (atomic on POSIX), so a process killed during a save leaves only a
+``*.orbax-checkpoint-tmp*`` directory, never a half-written step. A step that
+exists but cannot be read (a file truncated or deleted afterwards, a disk
+error) is moved aside to ``DIR-corrupt/`` with a warning naming it, and the
+previous good step is used: nothing is deleted silently.
+
+Typed PRNG keys (``jax.random.key``) are stored as their raw key data and
+wrapped again on restore, using the key type found in ``target``.
+
+Example:
+  >>> import jax.numpy as jnp, tempfile
+  >>> d = tempfile.mkdtemp() + "/ckpt"
+  >>> save(d, 1, {"w": jnp.ones(3)}, {"epoch": 1})
+  >>> step, tree, meta = latest_good(d, {"w": jnp.zeros(3)})
+  >>> step, meta["epoch"], float(tree["w"].sum())
+  (1, 1, 3.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["Checkpoints", "save", "restore", "latest_good", "all_steps"]
+
+log = logging.getLogger(__name__)
+
+_ITEMS = ("state", "meta")
+_TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+def _is_key(x: Any) -> bool:
+  dtype = getattr(x, "dtype", None)
+  return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _keys_to_data(tree: Any) -> Any:
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _data_target(target: Any) -> Any:
+  """``target`` with typed keys replaced by the shape of their raw data."""
+  def conv(x):
+    if _is_key(x):
+      return jax.eval_shape(jax.random.key_data, x)
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return x
+    return np.asarray(x) if not isinstance(x, jax.Array) else x
+  return jax.tree.map(conv, target)
+
+
+def _data_to_keys(tree: Any, target: Any) -> Any:
+  return jax.tree.map(
+      lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+      tree, target)
+
+
+class Checkpoints:
+  """A directory of numbered checkpoints (one pytree + JSON metadata each).
+
+  Args:
+    directory: where the step directories live (created on first save).
+    max_to_keep: how many of the newest steps to keep; older ones are deleted
+      after a successful save.
+
+  Example:
+    >>> import jax.numpy as jnp, tempfile
+    >>> ck = Checkpoints(tempfile.mkdtemp() + "/c")
+    >>> ck.save(5, {"a": jnp.arange(2)}, {"note": "x"})
+    >>> ck.steps()
+    [5]
+    >>> ck.latest_good({"a": jnp.zeros(2, jnp.int32)})[2]
+    {'note': 'x'}
+  """
+
+  def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2) -> None:
+    if max_to_keep < 1:
+      raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+    self.directory = Path(directory).expanduser().resolve()
+    self.max_to_keep = max_to_keep
+    self._manager: ocp.CheckpointManager | None = None
+
+  # -- orbax plumbing -------------------------------------------------------
+
+  def _mgr(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      self._drop_partial_saves()
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=self.max_to_keep, create=True,
+          # Synchronous: a save has finished (and been renamed into place)
+          # when save() returns, so the caller may exit or kill right after.
+          enable_async_checkpointing=False)
+      self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+    return self._manager
+
+  def _drop_partial_saves(self) -> None:
+    """Removes temporary directories of saves that never finished."""
+    if not self.directory.is_dir():
+      return
+    for path in sorted(self.directory.iterdir()):
+      if _TMP_MARK in path.name:
+        log.warning("removing partial checkpoint %s (its save did not finish)", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+  def close(self) -> None:
+    """Releases orbax's resources; the object can be used again afterwards."""
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+
+  def __enter__(self) -> Checkpoints:
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    self.close()
+
+  # -- public API -----------------------------------------------------------
+
+  def steps(self) -> list[int]:
+    """Finished steps on disk, oldest first."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.directory.iterdir()
+                  if p.is_dir() and p.name.isdigit())
+
+  def save(self, step: int, pytree: Any, metadata: dict | None = None) -> None:
+    """Writes ``pytree`` and ``metadata`` (JSON-serialisable) as step ``step``.
+
+    A step that already exists (left by a run that was rolled back to an
+    earlier checkpoint) is moved aside first, as it is no longer on the path
+    this run takes.
+    """
+    step = int(step)
+    existing = self.directory / str(step)
+    if existing.exists():
+      self._quarantine(step, "it is replaced by a new save of the same step")
+    mgr = self._mgr()
+    mgr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_keys_to_data(pytree)),
+        meta=ocp.args.JsonSave(dict(metadata or {}))), force=True)
+    mgr.wait_until_finished()
+
+  def restore(self, step: int, target: Any | None = None) -> tuple[Any, dict]:
+    """Reads step ``step``: ``(pytree, metadata)``.
+
+    ``target`` (arrays or ``jax.ShapeDtypeStruct``s) gives the tree
+    structure, shapes and dtypes; without it orbax returns nested dicts/lists.
+    Raises whatever orbax raises when the files are unreadable.
+    """
+    state_args = (ocp.args.StandardRestore(_data_target(target)) if target is not None
+                  else ocp.args.StandardRestore())
+    out = self._mgr().restore(int(step), args=ocp.args.Composite(
+        state=state_args, meta=ocp.args.JsonRestore()))
+    tree = out["state"]
+    if target is not None:
+      if jax.tree.structure(_data_target(target)) != jax.tree.structure(tree):
+        raise ValueError(f"checkpoint {self.directory / str(step)} has another tree structure")
+      tree = _data_to_keys(tree, target)
+    return tree, dict(out["meta"] or {})
+
+  def latest_good(self, target: Any | None = None) -> tuple[int, Any, dict] | None:
+    """The newest step that restores cleanly, as ``(step, pytree, metadata)``.
+
+    Newer steps that fail to restore are moved to ``DIRECTORY-corrupt/`` with
+    a warning; ``None`` when no step is readable.
+    """
+    for step in reversed(self.steps()):
+      try:
+        tree, meta = self.restore(step, target)
+      except Exception as err:  # noqa: BLE001 - any failure means "not usable"
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        self._quarantine(step, f"it cannot be restored ({reason})")
+        continue
+      return step, tree, meta
+    return None
+
+  def _quarantine(self, step: int, why: str) -> None:
+    src = self.directory / str(step)
+    dest_root = self.directory.parent / f"{self.directory.name}-corrupt"
+    dest_root.mkdir(parents=True, exist_ok=True)
+    dest = dest_root / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    log.warning("skipping checkpoint %s: %s; moved it to %s", src, why, dest)
+    shutil.move(str(src), str(dest))
+    if self._manager is not None:
+      self._manager.reload()
+
+
+def all_steps(directory: str | os.PathLike) -> list[int]:
+  """Finished checkpoint steps in ``directory``, oldest first.
+
+  Example:
+    >>> all_steps("/nonexistent")
+    []
+  """
+  return Checkpoints(directory).steps()
+
+
+def save(directory: str | os.PathLike, step: int, pytree: Any, metadata: dict | None = None,
+         *, max_to_keep: int = 2) -> None:
+  """Writes one checkpoint (see :class:`Checkpoints`); keeps the newest ``max_to_keep``.
+
+  Example:
+    >>> import jax.numpy as jnp, tempfile
+    >>> save(tempfile.mkdtemp() + "/c", 3, {"w": jnp.ones(2)}, {"epoch": 3})
+  """
+  with Checkpoints(directory, max_to_keep) as ck:
+    ck.save(step, pytree, metadata)
+
+
+def restore(directory: str | os.PathLike, step: int, target: Any | None = None
+            ) -> tuple[Any, dict]:
+  """Reads step ``step`` of ``directory`` as ``(pytree, metadata)``.
+
+  Example:
+    >>> import jax.numpy as jnp, tempfile
+    >>> d = tempfile.mkdtemp() + "/c"
+    >>> save(d, 1, {"w": jnp.ones(2)})
+    >>> restore(d, 1, {"w": jnp.zeros(2)})[0]["w"].tolist()
+    [1.0, 1.0]
+  """
+  with Checkpoints(directory) as ck:
+    return ck.restore(step, target)
+
+
+def latest_good(directory: str | os.PathLike, target: Any | None = None
+                ) -> tuple[int, Any, dict] | None:
+  """The newest readable checkpoint of ``directory`` as ``(step, pytree, metadata)``, or None.
+
+  Unreadable newer steps are moved to ``DIRECTORY-corrupt/`` with a warning.
+
+  Example:
+    >>> latest_good("/nonexistent") is None
+    True
+  """
+  with Checkpoints(directory) as ck:
+    return ck.latest_good(target)
