@@ -8,3 +8,13 @@ from jnas.strategies.darts import darts
 from jnas.strategies.darts import mixed_hvp
 from jnas.strategies.darts import softmax_encoding
 from jnas.strategies.darts import weight_optimizer
+from jnas.strategies.driver import Evaluation
+from jnas.strategies.driver import SearchResult
+from jnas.strategies.driver import genotype_scorer
+from jnas.strategies.driver import run_ask_tell
+from jnas.strategies.evolution import nsga2
+from jnas.strategies.evolution import regularized_evolution
+from jnas.strategies.evolution import topk_evolution
+from jnas.strategies.random_search import random_search
+from jnas.strategies.sampling import ConstraintError
+from jnas.strategies.sampling import Constraints
