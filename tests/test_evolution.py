@@ -308,3 +308,18 @@ def test_darts_space_runs_through_every_strategy():
     assert len(result.history) == 32
     for e in result.history:
       space.validate(e.genotype)
+
+
+def test_chain_spaces_use_the_generic_integer_form():
+  from jnas.spaces.chain import FBNetSpace, KernelChainSpace
+  rng = np.random.default_rng(0)
+  for space in (FBNetSpace(), KernelChainSpace()):
+    for _ in range(20):
+      a, b = space.random_genotype(rng), space.random_genotype(rng)
+      assert (space.encode_indices(space.mutate(a, rng)) != space.encode_indices(a)).sum() == 1
+      ia, ib, ic = (space.encode_indices(x) for x in (a, b, space.crossover(a, b, rng)))
+      assert np.all((ic == ia) | (ic == ib))
+    score = genotype_scorer(lambda g: float(sum(x.startswith("k5") for x in g.blocks)))
+    result = run_ask_tell(regularized_evolution(space, population_size=10, sample_size=3), space,
+                          score, key=jax.random.key(0), num_evals=40)
+    assert len(result.history) == 40

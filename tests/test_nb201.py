@@ -102,7 +102,8 @@ def test_smaller_cell_and_custom_ops():
 
 
 def test_registry():
-  assert {"darts", "nb201"} <= set(space_names())
+  assert {"darts", "nb201", "fbnet", "kernel_chain"} <= set(space_names())
+  assert get_space("kernel_chain").name == "kernel_chain"
   assert isinstance(get_space("nb201"), NB201Space)
   assert get_space("darts", num_nodes=2).num_edges == 5
   with pytest.raises(ValueError, match="unknown search space 'nope' .*nb201"):

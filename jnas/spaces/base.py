@@ -231,6 +231,8 @@ class SearchSpace(abc.ABC):
 _SPACES: dict[str, str] = {
     "darts": "jnas.spaces.darts:DartsSpace",
     "nb201": "jnas.spaces.nb201:NB201Space",
+    "fbnet": "jnas.spaces.chain:FBNetSpace",
+    "kernel_chain": "jnas.spaces.chain:KernelChainSpace",
 }
 
 
