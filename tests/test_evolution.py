@@ -200,6 +200,16 @@ def test_unsatisfiable_predicate_is_named():
     best_found("rea", 0, constraints=Constraints(lambda g: False, max_tries=50))
 
 
+def test_flops_range_and_its_error():
+  c = Constraints(cost_fn=flops, limits={"flops": (10, 12)})
+  result = best_found("topk", 0, num_evals=40, constraints=c)
+  assert all(10 <= flops(e.genotype)["flops"] <= 12 for e in result.history)
+  with pytest.raises(ConstraintError, match="satisfies min_flops=19 after 100 random samples; "
+                                            r"the largest seen had flops=\d+$"):
+    best_found("rea", 0, constraints=Constraints(cost_fn=flops, limits={"flops": (19, None)},
+                                                 max_tries=100))
+
+
 def test_constraint_arguments_are_checked():
   with pytest.raises(ValueError, match="need a cost_fn"):
     Constraints(max_params=10)
@@ -219,6 +229,8 @@ def test_bad_scores_are_refused():
   # Scores for a prefix of the batch are fine (a budget ran out mid-batch).
   state = strategy.tell(state, enc, np.zeros(2))
   assert int(state.size) == 2
+  with pytest.raises(ValueError, match="only 0 candidates were asked since the last tell"):
+    strategy.tell(state, enc, np.zeros(1))
   with pytest.raises(ValueError, match="scorer returned no 'acc'"):
     run_ask_tell(strategy, NB201, lambda e, g: {"score": np.zeros(len(g))}, objectives=["acc"],
                  key=jax.random.key(0), num_evals=3)
@@ -323,3 +335,23 @@ def test_chain_spaces_use_the_generic_integer_form():
     result = run_ask_tell(regularized_evolution(space, population_size=10, sample_size=3), space,
                           score, key=jax.random.key(0), num_evals=40)
     assert len(result.history) == 40
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_state_checkpoints_and_resumes_exactly(name, tmp_path):
+  from jnas.checkpoint import latest_good, save
+  strategy = STRATEGIES[name]()
+
+  def steps(state, k):
+    for _ in range(k):
+      state, enc = strategy.ask(state)
+      state = strategy.tell(state, enc, table_scorer(enc, None))
+    return state
+
+  mid = steps(strategy.init(jax.random.key(5)), 3)
+  save(str(tmp_path / "ck"), 3, mid)
+  _, restored, _ = latest_good(str(tmp_path / "ck"), strategy.init(jax.random.key(0)))
+  a, b = steps(mid, 2), steps(restored, 2)
+  same = jax.tree.map(lambda x, y: np.array_equal(x, y), a, b)
+  assert all(jax.tree.leaves(same))
+  assert jax.tree.structure(mid) == jax.tree.structure(strategy.init(jax.random.key(0)))

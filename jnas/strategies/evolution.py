@@ -45,7 +45,7 @@ from jnas.estimation.pareto import crowding_distance, fast_non_dominated_sort
 from jnas.spaces.base import SearchSpace
 from jnas.strategies.base import AskTellStrategy
 from jnas.strategies.sampling import (Constraints, as_constraints, encode_batch,
-                                      encode_indices_batch, host_key, key_rng, told_rows)
+                                      host_key, key_rng, pending_rows, told_rows)
 
 
 def _nan_to_worst(s: np.ndarray) -> np.ndarray:
@@ -70,6 +70,7 @@ class AgingState(NamedTuple):
   size: np.ndarray        # () int32
   births: np.ndarray      # () int64
   pending: np.ndarray     # [B, D] int32
+  num_pending: np.ndarray  # () int32: rows of pending asked since the last tell
   best_indices: np.ndarray
   best_score: np.ndarray
 
@@ -113,7 +114,9 @@ def regularized_evolution(space: SearchSpace, *, population_size: int = 50,
   def init(key: jax.Array) -> AgingState:
     return AgingState(key=host_key(key), asks=np.int64(0), population=np.zeros((p, d), np.int32),
                       fitness=np.full((p,), -np.inf), born=np.zeros((p,), np.int64),
-                      size=np.int32(0), births=np.int64(0), pending=np.zeros((0, d), np.int32),
+                      size=np.int32(0), births=np.int64(0),
+                      pending=np.zeros((batch_size, d), np.int32),
+                      num_pending=np.asarray(0, np.int32),
                       best_indices=np.zeros((d,), np.int32), best_score=np.float64(-np.inf))
 
   def ask(state: AgingState) -> tuple[AgingState, dict[str, np.ndarray]]:
@@ -135,12 +138,13 @@ def regularized_evolution(space: SearchSpace, *, population_size: int = 50,
       else:
         genotypes.append(constraints.sample(child, random_one,
                                             what="candidates (mutations, then random samples)"))
-    state = state._replace(asks=np.int64(state.asks + 1),
-                           pending=encode_indices_batch(space, genotypes))
+    pending, num_pending = pending_rows(space, genotypes, state.pending.shape[0])
+    state = state._replace(asks=np.int64(state.asks + 1), pending=pending,
+                           num_pending=num_pending)
     return state, encode_batch(space, genotypes)
 
   def tell(state: AgingState, encodings: Any, scores: Any) -> AgingState:
-    rows, s = told_rows(state.pending, encodings, scores)
+    rows, s = told_rows(state.pending, state.num_pending, encodings, scores)
     s = _nan_to_worst(s)
     n, size = rows.shape[0], int(state.size)
     pop = np.concatenate([state.population[:size], rows])
@@ -153,7 +157,8 @@ def regularized_evolution(space: SearchSpace, *, population_size: int = 50,
     born_out = np.zeros((p,), np.int64)
     population[:new_size], fitness[:new_size], born_out[:new_size] = pop[keep], fit[keep], born[keep]
     state = state._replace(population=population, fitness=fitness, born=born_out,
-                           size=np.int32(new_size), births=np.int64(state.births + n))
+                           size=np.int32(new_size), births=np.int64(state.births + n),
+                           num_pending=np.asarray(0, np.int32))
     if n and s.max() > state.best_score:
       i = int(np.argmax(s))
       state = state._replace(best_indices=rows[i].copy(), best_score=np.float64(s[i]))
@@ -175,6 +180,7 @@ class TopKState(NamedTuple):
   size: np.ndarray         # () int32
   generation: np.ndarray   # () int32
   pending: np.ndarray      # [P, D] int32
+  num_pending: np.ndarray  # () int32: rows of pending asked since the last tell
 
 
 def topk_evolution(space: SearchSpace, *, population_size: int = 50, top_k: int = 10,
@@ -214,7 +220,8 @@ def topk_evolution(space: SearchSpace, *, population_size: int = 50, top_k: int 
   def init(key: jax.Array) -> TopKState:
     return TopKState(key=host_key(key), asks=np.int64(0), top=np.zeros((top_k, d), np.int32),
                      top_fitness=np.full((top_k,), -np.inf), size=np.int32(0),
-                     generation=np.int32(0), pending=np.zeros((0, d), np.int32))
+                     generation=np.int32(0), pending=np.zeros((population_size, d), np.int32),
+                     num_pending=np.asarray(0, np.int32))
 
   def ask(state: TopKState) -> tuple[TopKState, dict[str, np.ndarray]]:
     rng = key_rng(state.key, state.asks)
@@ -248,12 +255,13 @@ def topk_evolution(space: SearchSpace, *, population_size: int = 50, top_k: int 
           break
       seen.add(k)
       genotypes.append(g)
-    state = state._replace(asks=np.int64(state.asks + 1),
-                           pending=encode_indices_batch(space, genotypes))
+    pending, num_pending = pending_rows(space, genotypes, state.pending.shape[0])
+    state = state._replace(asks=np.int64(state.asks + 1), pending=pending,
+                           num_pending=num_pending)
     return state, encode_batch(space, genotypes)
 
   def tell(state: TopKState, encodings: Any, scores: Any) -> TopKState:
-    rows, s = told_rows(state.pending, encodings, scores)
+    rows, s = told_rows(state.pending, state.num_pending, encodings, scores)
     size = int(state.size)
     pool = np.concatenate([state.top[:size], rows])
     fit = np.concatenate([state.top_fitness[:size], _nan_to_worst(s)])
@@ -265,7 +273,8 @@ def topk_evolution(space: SearchSpace, *, population_size: int = 50, top_k: int 
     top_fitness = np.full((top_k,), -np.inf)
     top[:order.size], top_fitness[:order.size] = pool[order], fit[order]
     return state._replace(top=top, top_fitness=top_fitness, size=np.int32(order.size),
-                          generation=np.int32(state.generation + 1))
+                          generation=np.int32(state.generation + 1),
+                          num_pending=np.asarray(0, np.int32))
 
   return AskTellStrategy(init=init, ask=ask, tell=tell)
 
@@ -289,6 +298,7 @@ class NSGA2State(NamedTuple):
   size: np.ndarray
   generation: np.ndarray
   pending: np.ndarray
+  num_pending: np.ndarray  # () int32: rows of pending asked since the last tell
 
 
 def nsga2(space: SearchSpace, num_objectives: int = 2, *, population_size: int = 50, crossover_prob: float = 0.9,
@@ -337,7 +347,7 @@ def nsga2(space: SearchSpace, num_objectives: int = 2, *, population_size: int =
     return NSGA2State(key=host_key(key), asks=np.int64(0), population=np.zeros((p, d), np.int32),
                       values=np.full((p, m), np.nan), rank=np.zeros((p,), np.int32),
                       crowding=np.zeros((p,)), size=np.int32(0), generation=np.int32(0),
-                      pending=np.zeros((0, d), np.int32))
+                      pending=np.zeros((p, d), np.int32), num_pending=np.asarray(0, np.int32))
 
   def ask(state: NSGA2State) -> tuple[NSGA2State, dict[str, np.ndarray]]:
     rng = key_rng(state.key, state.asks)
@@ -372,14 +382,15 @@ def nsga2(space: SearchSpace, num_objectives: int = 2, *, population_size: int =
           break
       seen.add(k)
       genotypes.append(g)
-    state = state._replace(asks=np.int64(state.asks + 1),
-                           pending=encode_indices_batch(space, genotypes))
+    pending, num_pending = pending_rows(space, genotypes, state.pending.shape[0])
+    state = state._replace(asks=np.int64(state.asks + 1), pending=pending,
+                           num_pending=num_pending)
     return state, encode_batch(space, genotypes)
 
   def tell(state: NSGA2State, encodings: Any, scores: Any) -> NSGA2State:
     if m == 1 and np.ndim(scores) == 1:
       scores = np.asarray(scores)[:, None]
-    rows, s = told_rows(state.pending, encodings, scores, columns=m)
+    rows, s = told_rows(state.pending, state.num_pending, encodings, scores, columns=m)
     s = _nan_to_worst(s)
     size = int(state.size)
     pool = np.concatenate([state.population[:size], rows])
@@ -404,6 +415,7 @@ def nsga2(space: SearchSpace, num_objectives: int = 2, *, population_size: int =
     rank_out[:n] = fast_non_dominated_sort(values[:n])
     return state._replace(population=population, values=values, rank=rank_out,
                           crowding=crowd_out, size=np.int32(n),
-                          generation=np.int32(state.generation + 1))
+                          generation=np.int32(state.generation + 1),
+                          num_pending=np.asarray(0, np.int32))
 
   return AskTellStrategy(init=init, ask=ask, tell=tell)

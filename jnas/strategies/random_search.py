@@ -28,7 +28,7 @@ import numpy as np
 from jnas.spaces.base import SearchSpace
 from jnas.strategies.base import AskTellStrategy
 from jnas.strategies.sampling import (Constraints, as_constraints, encode_batch,
-                                      encode_indices_batch, host_key, key_rng, told_rows)
+                                      host_key, key_rng, pending_rows, told_rows)
 
 
 class RandomSearchState(NamedTuple):
@@ -43,6 +43,7 @@ class RandomSearchState(NamedTuple):
   num_asked: np.ndarray
   num_told: np.ndarray
   pending: np.ndarray
+  num_pending: np.ndarray  # () int32: rows of pending asked since the last tell
   best_indices: np.ndarray
   best_score: np.ndarray
 
@@ -72,7 +73,8 @@ def random_search(space: SearchSpace, *, batch_size: int = 1,
 
   def init(key: jax.Array) -> RandomSearchState:
     return RandomSearchState(key=host_key(key), asks=np.int64(0), num_asked=np.int32(0), num_told=np.int32(0),
-                             pending=np.zeros((0, d), np.int32),
+                             pending=np.zeros((batch_size, d), np.int32),
+                             num_pending=np.asarray(0, np.int32),
                              best_indices=np.zeros((d,), np.int32),
                              best_score=np.float64(-np.inf))
 
@@ -80,14 +82,16 @@ def random_search(space: SearchSpace, *, batch_size: int = 1,
     rng = key_rng(state.key, state.asks)
     genotypes = [constraints.sample(lambda: space.random_genotype(rng), what="random samples")
                  for _ in range(batch_size)]
+    pending, num_pending = pending_rows(space, genotypes, batch_size)
     state = state._replace(asks=np.int64(state.asks + 1),
                            num_asked=np.int32(state.num_asked + batch_size),
-                           pending=encode_indices_batch(space, genotypes))
+                           pending=pending, num_pending=num_pending)
     return state, encode_batch(space, genotypes)
 
   def tell(state: RandomSearchState, encodings: Any, scores: Any) -> RandomSearchState:
-    rows, s = told_rows(state.pending, encodings, scores, columns=-1)
-    state = state._replace(num_told=np.int32(state.num_told + rows.shape[0]))
+    rows, s = told_rows(state.pending, state.num_pending, encodings, scores, columns=-1)
+    state = state._replace(num_told=np.int32(state.num_told + rows.shape[0]),
+                           num_pending=np.asarray(0, np.int32))
     if rows.shape[0] == 0:
       return state
     first = np.where(np.isnan(s[:, 0]), -np.inf, s[:, 0])

@@ -44,7 +44,9 @@ class Constraints:
     max_flops, max_params, max_latency: limits on ``cost_fn``'s ``"flops"``,
       ``"params"`` and ``"latency"`` entries (a candidate passes when its
       cost is ``<=`` the limit).
-    limits: further ``{cost_name: max}`` limits on other entries of ``cost_fn``.
+    limits: further limits on entries of ``cost_fn``: ``{name: max}`` or
+      ``{name: (min, max)}`` for a range (SPOS samples within a FLOPs range);
+      either end of a range may be ``None``.
     max_tries: candidates drawn per requested architecture before giving up.
 
   Example:
@@ -61,10 +63,17 @@ class Constraints:
     self.predicate = predicate
     self.cost_fn = cost_fn
     named = {"max_flops": max_flops, "max_params": max_params, "max_latency": max_latency}
-    self.limits: dict[str, float] = {_NAMED_LIMITS[k]: float(v) for k, v in named.items()
-                                     if v is not None}
+    # name -> (lower, upper); -inf/inf where a side is open.
+    self.bounds: dict[str, tuple[float, float]] = {
+        _NAMED_LIMITS[k]: (-math.inf, float(v)) for k, v in named.items() if v is not None}
     for k, v in (limits or {}).items():
-      self.limits[str(k)] = float(v)
+      lo, hi = v if isinstance(v, (tuple, list)) else (None, v)
+      lo = -math.inf if lo is None else float(lo)
+      hi = math.inf if hi is None else float(hi)
+      if lo > hi:
+        raise ValueError(f"limit on {k!r} has min {lo:g} > max {hi:g}")
+      self.bounds[str(k)] = (lo, hi)
+    self.limits = self.bounds  # the names limited, for messages and cost_fn checks
     if self.limits and cost_fn is None:
       raise ValueError(f"limits on {', '.join(self.limits)} need a cost_fn(genotype) -> dict")
     if max_tries < 1:
@@ -81,6 +90,7 @@ class Constraints:
     self._tries = 0
     self._predicate_rejects = 0
     self._smallest: dict[str, float] = {k: math.inf for k in self.limits}
+    self._largest: dict[str, float] = {k: -math.inf for k in self.limits}
 
   def costs(self, genotype: Any) -> dict[str, float]:
     """The limited costs of ``genotype`` (empty when nothing is limited)."""
@@ -99,7 +109,9 @@ class Constraints:
     ok = True
     for k, v in self.costs(genotype).items():
       self._smallest[k] = min(self._smallest[k], v)
-      ok &= v <= self.limits[k]
+      self._largest[k] = max(self._largest[k], v)
+      lo, hi = self.bounds[k]
+      ok &= lo <= v <= hi
     if ok and self.predicate is not None and not self.predicate(genotype):
       self._predicate_rejects += 1
       ok = False
@@ -107,7 +119,14 @@ class Constraints:
 
   def describe(self) -> str:
     """The constraints in words, e.g. ``max_flops=1e+03 and the predicate``."""
-    parts = [f"max_{k}={v:.3g}" for k, v in self.limits.items()]
+    parts = []
+    for k, (lo, hi) in self.bounds.items():
+      if lo == -math.inf:
+        parts.append(f"max_{k}={hi:.3g}")
+      elif hi == math.inf:
+        parts.append(f"min_{k}={lo:.3g}")
+      else:
+        parts.append(f"{lo:.3g}<={k}<={hi:.3g}")
     if self.predicate is not None:
       parts.append("the predicate")
     return " and ".join(parts) or "no constraint"
@@ -135,9 +154,12 @@ class Constraints:
 
   def _failure(self, what: str) -> str:
     msg = f"no architecture satisfies {self.describe()} after {self._tries} {what}"
-    seen = [f"{k}={v:.3g}" for k, v in self._smallest.items() if v > self.limits[k]]
-    if seen:
-      msg += f"; the smallest seen had {', '.join(seen)}"
+    small = [f"{k}={v:.3g}" for k, v in self._smallest.items() if v > self.bounds[k][1]]
+    large = [f"{k}={v:.3g}" for k, v in self._largest.items() if v < self.bounds[k][0]]
+    if small:
+      msg += f"; the smallest seen had {', '.join(small)}"
+    if large:
+      msg += f"; the largest seen had {', '.join(large)}"
     if self._predicate_rejects:
       msg += f"; {self._predicate_rejects} met the limits but failed the predicate"
     return msg
@@ -217,12 +239,13 @@ def encode_indices_batch(space, genotypes: Sequence[Any]) -> np.ndarray:
   return np.stack([space.encode_indices(g) for g in genotypes]).astype(np.int32)
 
 
-def told_rows(pending: np.ndarray, encodings: Any, scores: Any, columns: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def told_rows(pending: np.ndarray, num_pending: Any, encodings: Any, scores: Any,
+              columns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """The asked rows that ``scores`` belong to, and the scores as float64.
 
-  ``tell`` may get scores for the first ``n`` of the asked candidates only
-  (a budget ran out mid-batch); more than were asked is an error.
+  ``pending[:num_pending]`` are the integer forms of the last ``ask``.
+  ``tell`` may get scores for the first ``n`` of them only (a budget ran out
+  mid-batch); more than were asked is an error.
   """
   s = np.asarray(scores, np.float64)
   if columns is None:
@@ -236,10 +259,22 @@ def told_rows(pending: np.ndarray, encodings: Any, scores: Any, columns: int | N
   elif s.shape[1:] != (columns,) or s.ndim != 2:
     raise ValueError(f"scores must be [batch, {columns}] (one column per objective), "
                      f"got shape {s.shape}")
-  n = s.shape[0]
-  if n > pending.shape[0]:
-    raise ValueError(f"told {n} scores but only {pending.shape[0]} candidates were asked")
+  n, asked = s.shape[0], int(num_pending)
+  if n > asked:
+    raise ValueError(f"told {n} scores but only {asked} candidates were asked since the last tell")
   leaves = jax.tree_util.tree_leaves(encodings)
-  if leaves and np.shape(leaves[0])[0] not in (n, pending.shape[0]):
+  if leaves and np.shape(leaves[0])[0] not in (n, asked):
     raise ValueError(f"told {np.shape(leaves[0])[0]} encodings with {n} scores")
   return pending[:n], s
+
+
+def pending_rows(space, genotypes: Sequence[Any], capacity: int) -> tuple[np.ndarray, np.ndarray]:
+  """``(pending, num_pending)``: the integer forms padded to a fixed ``[capacity, D]``.
+
+  A fixed shape keeps a strategy state's pytree structure the same before and
+  after ``ask``, so any state restores into a target made by ``init``.
+  """
+  rows = encode_indices_batch(space, genotypes)
+  out = np.zeros((capacity, len(space.index_sizes())), np.int32)
+  out[:rows.shape[0]] = rows
+  return out, np.asarray(rows.shape[0], np.int32)
