@@ -355,3 +355,22 @@ def test_state_checkpoints_and_resumes_exactly(name, tmp_path):
   same = jax.tree.map(lambda x, y: np.array_equal(x, y), a, b)
   assert all(jax.tree.leaves(same))
   assert jax.tree.structure(mid) == jax.tree.structure(strategy.init(jax.random.key(0)))
+
+
+def test_driver_accepts_strategies_that_ask_in_integer_form():
+  from jnas.strategies.base import AskTellStrategy
+  told = []
+
+  def ask(state):
+    rng = np.random.default_rng(int(state))
+    return state + 1, rng.integers(5, size=(4, 6)).astype(np.int32)
+
+  def tell(state, decisions, scores):
+    told.append((np.asarray(decisions), np.asarray(scores)))
+    return state
+
+  strategy = AskTellStrategy(init=lambda key: 0, ask=ask, tell=tell)
+  result = run_ask_tell(strategy, NB201, table_scorer, key=jax.random.key(0), num_evals=10)
+  assert len(result.history) == 10 and [d.shape for d, _ in told] == [(4, 6), (4, 6), (2, 6)]
+  for d, s in told:
+    np.testing.assert_allclose(s, TABLE[d @ POWERS])

@@ -186,6 +186,28 @@ def _columns(out: Any, n: int, objectives: tuple[Objective, ...], cost_key: str 
   return values, extra, cost
 
 
+def _candidates(space: SearchSpace, asked: Any) -> tuple[dict[str, np.ndarray], list]:
+  """Stacked encodings and genotypes of what ``ask`` returned.
+
+  ``ask`` may return stacked encodings (a dict, the shape DESIGN.md gives
+  strategies) or the integer form ``[n, decisions]`` (an RL controller's
+  sampled decisions); the scorer gets both forms either way.
+  """
+  if isinstance(asked, Mapping):
+    encodings = {k: np.asarray(jax.device_get(v)) for k, v in asked.items()}
+    n = next(iter(encodings.values())).shape[0]
+    genotypes = [space.encoding_to_genotype({k: v[i] for k, v in encodings.items()})
+                 for i in range(n)]
+    return encodings, genotypes
+  indices = np.asarray(jax.device_get(asked))
+  if indices.ndim != 2 or not np.issubdtype(indices.dtype, np.integer):
+    raise ValueError(f"ask must return stacked encodings (a dict) or an integer form "
+                     f"[n, decisions], got {indices.dtype} of shape {indices.shape}")
+  genotypes = [space.decode_indices(row) for row in indices]
+  encs = [space.genotype_to_encoding(g) for g in genotypes]
+  return {k: np.stack([e[k] for e in encs]) for k in encs[0]}, genotypes
+
+
 def run_ask_tell(strategy: AskTellStrategy, space: SearchSpace, scorer: Scorer, *,
                  key: jax.Array, num_evals: int | None = None, budget: float | None = None,
                  objectives: Sequence[Objective | str | tuple[str, str]] = ("score",),
@@ -195,7 +217,9 @@ def run_ask_tell(strategy: AskTellStrategy, space: SearchSpace, scorer: Scorer, 
   """Runs ask → score → tell until ``num_evals`` candidates or ``budget`` cost are used up.
 
   Args:
-    strategy: any ask/tell strategy (random search, evolution, RL, ...).
+    strategy: any ask/tell strategy (random search, evolution, RL, ...); its
+      ``ask`` returns stacked encodings or the integer form ``[n, decisions]``,
+      and ``tell`` gets back the same object (cut to the evaluated rows).
     space: the space the strategy searches (genotypes for the scorer and
       the history come from ``space.encoding_to_genotype`` of each asked row).
     scorer: see the module docstring for the contract.
@@ -240,13 +264,12 @@ def run_ask_tell(strategy: AskTellStrategy, space: SearchSpace, scorer: Scorer, 
 
   with progress(total=num_evals, desc=desc, unit="arch") as bar:
     while not done():
-      state, encodings = strategy.ask(state)
-      n = int(np.shape(jax.tree_util.tree_leaves(encodings)[0])[0])
+      state, asked = strategy.ask(state)
+      n = int(np.shape(jax.tree_util.tree_leaves(asked)[0])[0])
       if num_evals is not None:
         n = min(n, num_evals - len(history))
-      encodings = jax.tree_util.tree_map(lambda a: a[:n], encodings)
-      genotypes = [space.encoding_to_genotype({k: v[i] for k, v in encodings.items()})
-                   for i in range(n)]
+      asked = jax.tree_util.tree_map(lambda a: a[:n], asked)
+      encodings, genotypes = _candidates(space, asked)
       values, extra, cost = _columns(scorer(encodings, genotypes), n, objectives, cost_key)
       # Sequential accounting: stop after the candidate that uses up the budget.
       used = n
@@ -265,7 +288,7 @@ def run_ask_tell(strategy: AskTellStrategy, space: SearchSpace, scorer: Scorer, 
       told = values[:used] * np.asarray([o.sign for o in objectives])
       if len(objectives) == 1:
         told = told[:, 0]
-      state = strategy.tell(state, jax.tree_util.tree_map(lambda a: a[:used], encodings), told)
+      state = strategy.tell(state, jax.tree_util.tree_map(lambda a: a[:used], asked), told)
       col = values[:used, 0] * primary.sign
       if used and np.nanmax(col) > best:
         best = float(np.nanmax(col))
