@@ -1,12 +1,20 @@
 """Mutation/crossover of spaces and the sample-based strategies (random, REA, top-k, NSGA-II)."""
 
 import functools
+import json
 import os
+import time
 
+import jax
 import numpy as np
 import pytest
 
+from jnas.estimation import non_dominated_mask
 from jnas.spaces import GENOTYPES, DartsSpace, NB201Space
+from jnas.strategies.driver import genotype_scorer, run_ask_tell
+from jnas.strategies.evolution import nsga2, regularized_evolution, topk_evolution
+from jnas.strategies.random_search import random_search
+from jnas.strategies.sampling import ConstraintError, Constraints, encode_batch
 
 SPACES = [NB201Space(), DartsSpace(), DartsSpace(num_nodes=2)]
 
@@ -74,13 +82,6 @@ def test_darts_decode_rejects_repeated_input():
 
 # Strategies on a synthetic NAS-Bench-201 table -------------------------------
 
-import jax
-
-from jnas.strategies.driver import genotype_scorer, run_ask_tell
-from jnas.strategies.evolution import nsga2, regularized_evolution, topk_evolution
-from jnas.strategies.random_search import random_search
-from jnas.strategies.sampling import ConstraintError, Constraints
-
 NB201 = NB201Space()
 
 
@@ -129,7 +130,6 @@ def best_found(name, seed, num_evals=200, constraints=None, scorer=table_scorer)
 def test_table_scorer_matches_genotype_lookup():
   rng = np.random.default_rng(0)
   gs = [NB201.random_genotype(rng) for _ in range(20)]
-  from jnas.strategies.sampling import encode_batch
   np.testing.assert_array_equal(table_scorer(encode_batch(NB201, gs), gs),
                                 TABLE[[NB201.index_of(g) for g in gs]])
 
@@ -184,7 +184,6 @@ def test_mutation_under_a_tight_limit_falls_back_to_feasible_samples():
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_unsatisfiable_constraint_fails_fast_with_one_clear_line(name):
   c = Constraints(cost_fn=flops, max_flops=-1, max_tries=500)
-  import time
   start = time.perf_counter()
   with pytest.raises(ConstraintError) as info:
     best_found(name, 0, num_evals=20, constraints=c)
@@ -283,7 +282,6 @@ def test_nsga2_front_matches_brute_force(tmp_path):
   cells = list(SMALL.all_genotypes())
   cost = np.asarray([flops(g)["flops"] for g in cells], np.float64)
   objs = [("acc", "max"), ("flops", "min")]
-  from jnas.estimation import non_dominated_mask
   true_front = {(acc[i], cost[i]) for i in np.flatnonzero(non_dominated_mask(
       np.stack([acc, cost], 1), objs))}
   scorer = genotype_scorer(lambda g: {"acc": acc[SMALL.index_of(g)],
@@ -301,7 +299,6 @@ def test_nsga2_front_matches_brute_force(tmp_path):
     pop_front = {tuple(v) for v in told[st.rank[:int(st.size)] == 0]}
     assert pop_front == true_front
   json_path, png = result.save_pareto(str(tmp_path), SMALL, title="nsga2")
-  import json
   data = json.loads(open(json_path).read())
   assert data["size"] == len(true_front) and data["front"][0]["genotype"]["arch"].startswith("|")
   assert os.path.getsize(png) > 5000

@@ -152,7 +152,8 @@ class SearchSpace(abc.ABC):
     """The integer form of a genotype: one ``int32`` index per decision.
 
     Example:
-      >>> space.encode_indices(space.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"))  # doctest: +SKIP
+      >>> space = NB201Space()  # doctest: +SKIP
+      >>> space.encode_indices(space.decode_indices([0] * 6))  # doctest: +SKIP
       array([0, 0, 0, 0, 0, 0], dtype=int32)
     """
     enc = self.genotype_to_encoding(genotype)

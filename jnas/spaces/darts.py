@@ -361,7 +361,8 @@ class DartsSpace(SearchSpace):
 
     Example:
       >>> space = DartsSpace()
-      >>> child = space.crossover(GENOTYPES["DARTS_V1"], GENOTYPES["DARTS_V2"], np.random.default_rng(0))
+      >>> a, b = GENOTYPES["DARTS_V1"], GENOTYPES["DARTS_V2"]
+      >>> child = space.crossover(a, b, np.random.default_rng(0))
       >>> space.validate(child)
     """
     ia = self.encode_indices(a).reshape(len(CELL_TYPES), self.num_nodes, -1)

@@ -41,8 +41,8 @@ class NB201Genotype:
 
   Example:
     >>> g = NB201Genotype(("nor_conv_3x3",) * 6)
-    >>> str(g)
-    '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|'
+    >>> str(g)[:33]
+    '|nor_conv_3x3~0|+|nor_conv_3x3~0|'
   """
 
   ops: tuple[str, ...]
@@ -91,7 +91,8 @@ class NB201Space(SearchSpace):
     >>> space = NB201Space()
     >>> space.encoding_shape(), space.num_architectures
     ({'cell': (6, 5)}, 15625)
-    >>> g = space.parse("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
+    >>> g = space.parse("|nor_conv_3x3~0|+|none~0|skip_connect~1|+"
+    ...                 "|avg_pool_3x3~0|nor_conv_1x1~1|none~2|")
     >>> space.format(space.encoding_to_genotype(space.genotype_to_encoding(g))) == str(g)
     True
   """

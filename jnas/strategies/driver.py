@@ -59,7 +59,8 @@ def genotype_scorer(fn: Callable[[Any], float | Mapping[str, float]]) -> Scorer:
   Example:
     >>> scorer = genotype_scorer(lambda g: {"acc": g.ops.count("nor_conv_3x3") / 6})
     >>> from jnas.spaces import NB201Space
-    >>> scorer(None, [NB201Space().parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")])
+    >>> space = NB201Space()
+    >>> scorer(None, [space.parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")])
     {'acc': array([0.16666667])}
   """
 
@@ -208,6 +209,13 @@ def _candidates(space: SearchSpace, asked: Any) -> tuple[dict[str, np.ndarray], 
   return {k: np.stack([e[k] for e in encs]) for k in encs[0]}, genotypes
 
 
+def _costs(cost_fn, genotype, cost_key, query_cost) -> dict[str, float]:
+  out = {} if cost_fn is None else {k: float(v) for k, v in cost_fn(genotype).items()}
+  if query_cost is not None:
+    out[cost_key] = float(query_cost)
+  return out
+
+
 def run_ask_tell(strategy: AskTellStrategy, space: SearchSpace, scorer: Scorer, *,
                  key: jax.Array, num_evals: int | None = None, budget: float | None = None,
                  objectives: Sequence[Objective | str | tuple[str, str]] = ("score",),
@@ -279,8 +287,7 @@ def run_ask_tell(strategy: AskTellStrategy, space: SearchSpace, scorer: Scorer, 
             index=len(history), genotype=genotypes[i],
             objectives={o.name: float(values[i, j]) for j, o in enumerate(objectives)},
             metrics={k: float(v[i]) for k, v in extra.items()},
-            cost=({} if cost_fn is None else {k: float(v) for k, v in cost_fn(genotypes[i]).items()})
-            | ({} if cost is None else {cost_key: float(cost[i])}),
+            cost=_costs(cost_fn, genotypes[i], cost_key, None if cost is None else cost[i]),
             spent=spent))
         if budget is not None and spent >= budget:
           used = i + 1

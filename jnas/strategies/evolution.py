@@ -100,7 +100,8 @@ def regularized_evolution(space: SearchSpace, *, population_size: int = 50,
     first ``n`` asked candidates.
 
   Example:
-    >>> strategy = regularized_evolution(NB201Space(), population_size=20, sample_size=5)  # doctest: +SKIP
+    >>> strategy = regularized_evolution(NB201Space(), population_size=20,
+    ...                                  sample_size=5)  # doctest: +SKIP
   """
   if population_size < 1 or not 1 <= sample_size <= population_size:
     raise ValueError(f"need population_size >= 1 and 1 <= sample_size <= population_size, "
@@ -155,7 +156,8 @@ def regularized_evolution(space: SearchSpace, *, population_size: int = 50,
     population = np.zeros((p, d), np.int32)
     fitness = np.full((p,), -np.inf)
     born_out = np.zeros((p,), np.int64)
-    population[:new_size], fitness[:new_size], born_out[:new_size] = pop[keep], fit[keep], born[keep]
+    population[:new_size], fitness[:new_size] = pop[keep], fit[keep]
+    born_out[:new_size] = born[keep]
     state = state._replace(population=population, fitness=fitness, born=born_out,
                            size=np.int32(new_size), births=np.int64(state.births + n),
                            num_pending=np.asarray(0, np.int32))
@@ -301,7 +303,8 @@ class NSGA2State(NamedTuple):
   num_pending: np.ndarray  # () int32: rows of pending asked since the last tell
 
 
-def nsga2(space: SearchSpace, num_objectives: int = 2, *, population_size: int = 50, crossover_prob: float = 0.9,
+def nsga2(space: SearchSpace, num_objectives: int = 2, *, population_size: int = 50,
+          crossover_prob: float = 0.9,
           constraints: Constraints | Any = None,
           max_duplicate_tries: int = 20) -> AskTellStrategy:
   """NSGA-II (Deb et al. 2002) over ``num_objectives`` objectives, all maximised.

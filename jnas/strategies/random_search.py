@@ -64,7 +64,8 @@ def random_search(space: SearchSpace, *, batch_size: int = 1,
     for the first ``n`` asked candidates.
 
   Example:
-    >>> strategy = random_search(NB201Space(), constraints=lambda g: "none" not in g.ops)  # doctest: +SKIP
+    >>> strategy = random_search(NB201Space(),
+    ...                          constraints=lambda g: "none" not in g.ops)  # doctest: +SKIP
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -72,7 +73,8 @@ def random_search(space: SearchSpace, *, batch_size: int = 1,
   d = len(space.index_sizes())
 
   def init(key: jax.Array) -> RandomSearchState:
-    return RandomSearchState(key=host_key(key), asks=np.int64(0), num_asked=np.int32(0), num_told=np.int32(0),
+    return RandomSearchState(key=host_key(key), asks=np.int64(0), num_asked=np.int32(0),
+                             num_told=np.int32(0),
                              pending=np.zeros((batch_size, d), np.int32),
                              num_pending=np.asarray(0, np.int32),
                              best_indices=np.zeros((d,), np.int32),
