@@ -327,8 +327,9 @@ class DartsSpace(SearchSpace):
   def mutate(self, genotype: Genotype, rng: np.random.Generator) -> Genotype:
     """Changes one op (to another non-``none`` op) or one input of one node.
 
-    Every possible single change is equally likely to be picked; inputs stay
-    distinct within a node.
+    The decision to change is drawn uniformly among those that can change, then
+    its new value uniformly among the alternatives; inputs stay distinct
+    within a node.
 
     Example:
       >>> child = DartsSpace().mutate(GENOTYPES["DARTS_V2"], np.random.default_rng(0))
