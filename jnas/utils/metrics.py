@@ -86,7 +86,9 @@ class MetricWriter:
         workdir: run directory; created if missing.
         tensorboard: if given, numeric metrics also go to TensorBoard event
             files in ``workdir/tb/<tensorboard>`` (one TensorBoard "run" per
-            phase, e.g. ``search`` and ``retrain``).
+            phase, e.g. ``search`` and ``retrain``). When that directory has no
+            event files yet, the records of that phase already in
+            ``metrics.jsonl`` are written to it first.
 
     Example:
         >>> import tempfile
@@ -101,9 +103,16 @@ class MetricWriter:
         if tensorboard is not None:
             from tensorboardX import SummaryWriter  # lazy: only runs that log need it
 
-            self._tb = SummaryWriter(
-                logdir=os.path.join(workdir, TENSORBOARD_DIRNAME, tensorboard), flush_secs=10
-            )
+            tb_dir = os.path.join(workdir, TENSORBOARD_DIRNAME, tensorboard)
+            fresh = not glob.glob(os.path.join(tb_dir, "events.out.tfevents.*"))
+            self._tb = SummaryWriter(logdir=tb_dir, flush_secs=10)
+            if fresh:
+                # The event files are a view of metrics.jsonl: a new (or deleted)
+                # TensorBoard directory starts with the phase's records so far.
+                for record in read_metrics(workdir):
+                    if record.get("phase", _DEFAULT_PHASE) == tensorboard:
+                        _tb_write(self._tb, record)
+                self._tb.flush()
         # A previous run killed mid-line leaves no trailing newline; start on
         # a fresh line so that torn fragment does not swallow our first record.
         needs_newline = False
@@ -264,8 +273,9 @@ def replace_phase(workdir: str, phase: str, records: list[dict]) -> None:
     checkpoint (by the run that was killed) must not appear twice. Records of
     other phases are kept, in order, before ``records``; a record without a
     ``phase`` counts as ``search``. ``metrics.jsonl`` is replaced atomically
-    and the phase's TensorBoard directory ``workdir/tb/<phase>`` is rebuilt
-    from ``records``.
+    and the phase's TensorBoard directory ``workdir/tb/<phase>`` is deleted:
+    the next ``MetricWriter(workdir, tensorboard=phase)`` writes it anew,
+    starting with these records.
 
     Example:
         >>> import tempfile
@@ -279,18 +289,10 @@ def replace_phase(workdir: str, phase: str, records: list[dict]) -> None:
     keep = [r for r in read_metrics(workdir) if r.get("phase", _DEFAULT_PHASE) != phase]
     lines = "".join(json.dumps(r) + "\n" for r in keep + list(records))
     _write_text_atomic(os.path.join(workdir, METRICS_FILENAME), lines)
+    # The next MetricWriter(workdir, tensorboard=phase) rebuilds it from the records.
     tb_dir = os.path.join(workdir, TENSORBOARD_DIRNAME, phase)
     if os.path.isdir(tb_dir):
         shutil.rmtree(tb_dir)
-    if records:
-        from tensorboardX import SummaryWriter
-
-        writer = SummaryWriter(logdir=tb_dir)
-        try:
-            for record in records:
-                _tb_write(writer, record)
-        finally:
-            writer.close()
 
 
 def _write_text_atomic(path: str, text: str) -> None:
