@@ -22,6 +22,7 @@ from jnas.data.datasets import available_datasets
 from jnas.data.datasets import default_cache_dir
 from jnas.data.datasets import load_dataset
 from jnas.data.datasets import register_dataset
+from jnas.data import tfds as _tfds  # registers tfds:cifar10, ... (TFDS is imported lazily)
 
 __all__ = [
     "DEFAULT_DATA_SEED",
