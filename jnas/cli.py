@@ -44,7 +44,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     Example:
         >>> parser, subs = build_parser()
         >>> sorted(subs)
-        ['info', 'search', 'train']
+        ['info', 'plot', 'search', 'train']
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -85,6 +85,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     info.add_argument("--genotype", required=True, metavar="NAME_OR_FILE",
                       help="genotype name or JSON file")
     info.add_argument("--json", action="store_true", help="print the result as JSON")
+    plot = subparsers.add_parser(
+        "plot", help="Draw a search's work directory as PNG files.",
+        description="Draw alpha over epochs, the derived cell, the learning curves and "
+                    "(when there is a pareto.json) the Pareto front of a finished or running "
+                    "search.", allow_abbrev=False)
+    plot.add_argument("workdir", metavar="WORKDIR", help="the search's --workdir")
+    plot.add_argument("--out", default=None, metavar="DIR",
+                      help="where to write the PNG files (default: WORKDIR/plots)")
+    subs["plot"] = plot
     return parser, subs
 
 
@@ -188,7 +197,20 @@ def _cmd_info(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-_COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info}
+def _cmd_plot(args: argparse.Namespace, overrides: list[str]) -> int:
+    if overrides:
+        raise ValueError("jnas plot takes no --config.KEY overrides")
+    from jnas.plot import plot_workdir
+
+    made, skipped = plot_workdir(args.workdir, args.out)
+    for path in made:
+        print(path)
+    for reason in skipped:
+        sys.stderr.write(f"{PROG} plot: skipped {reason}\n")
+    return 0
+
+
+_COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot}
 
 
 def _one_line(text: str) -> str:
