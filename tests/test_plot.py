@@ -12,8 +12,8 @@ import pytest
 from jnas.cli import main
 from jnas.estimation.pareto import save_pareto_json
 from jnas.plot import latest_genotype, plot_workdir
+from tiny_search import reference_run
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -29,15 +29,9 @@ def _is_png(path: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-  """A real (tiny) three-epoch search (the config of test_resume.py: compiled once, cached)."""
-  wd = tmp_path_factory.mktemp("plot") / "run"
-  rc = main(["search", "--config", str(ROOT / "experiments/darts_mnist1d.py"), "--workdir",
-             str(wd), "--config.space.num_nodes=2", "--config.search.epochs=3",
-             "--config.search.channels=4", "--config.search.layers=1",
-             "--config.search.batch_size=256", "--config.retrain.enabled=false"])
-  assert rc == 0
-  return wd
+def run() -> Path:
+  """A real (tiny) three-epoch search, shared with test_resume.py; copied before changes."""
+  return reference_run()
 
 
 def test_alpha_history_is_written_per_epoch(run):

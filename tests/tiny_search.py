@@ -1,0 +1,40 @@
+"""One tiny real `jnas search`, run once per test session and shared by the test modules.
+
+Compiling even a 1-cell supernet takes seconds, so test_resume.py and
+test_plot.py read the same finished run instead of searching twice. Callers
+must not modify the directory (copy it first).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "experiments/darts_mnist1d.py")
+# 7 steps per epoch on a 1-cell, 2-node, 4-channel supernet: a whole search is seconds.
+TINY = ["--config.space.num_nodes=2", "--config.search.epochs=3", "--config.search.channels=4",
+        "--config.search.layers=1", "--config.search.batch_size=256",
+        "--config.retrain.enabled=false"]
+
+
+def search(workdir: Path, *extra: str) -> int:
+  """``jnas search`` of the tiny config in ``workdir``; returns the exit code."""
+  from jnas.cli import main
+
+  return main(["search", "--config", CONFIG, "--workdir", str(workdir), *TINY, *extra])
+
+
+@functools.lru_cache(maxsize=None)
+def reference_run() -> Path:
+  """The work directory of an uninterrupted tiny search (made on first use)."""
+  root = Path(tempfile.mkdtemp(prefix="jnas-tiny-search-"))
+  atexit.register(shutil.rmtree, root, ignore_errors=True)
+  wd = root / "run"
+  rc = search(wd)
+  if rc != 0:
+    raise RuntimeError(f"the tiny reference search failed (exit code {rc})")
+  return wd
