@@ -1,4 +1,4 @@
-"""The ``jnas`` command line: ``search``, ``train`` and ``info``.
+"""The ``jnas`` command line: ``search``, ``train``, ``info`` and ``plot``.
 
 Config fields can be overridden with ``--config.KEY=VALUE`` (or
 ``--config.KEY VALUE``), e.g.::
