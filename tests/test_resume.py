@@ -102,6 +102,25 @@ def test_partial_save_directory_is_ignored(tmp_path, caplog):
   assert any("partial checkpoint" in r.getMessage() for r in caplog.records)
 
 
+def test_save_interrupted_before_its_rename_leaves_no_step(tmp_path, monkeypatch):
+  """Orbax writes a step into a temporary directory and renames it last: atomic."""
+  async_path = pytest.importorskip("orbax.checkpoint._src.path.async_path")
+  d = tmp_path / "c"
+  checkpoint.save(d, 1, {"w": jnp.ones(2)}, {"epoch": 1})
+
+  async def killed(*args, **kwargs):
+    raise RuntimeError("killed during the save")
+
+  monkeypatch.setattr(async_path, "rename", killed)
+  with pytest.raises(RuntimeError, match="killed"):
+    checkpoint.save(d, 2, {"w": jnp.zeros(2)}, {"epoch": 2})
+  monkeypatch.undo()
+  assert checkpoint.all_steps(d) == [1]
+  assert any(".orbax-checkpoint-tmp" in p.name for p in d.iterdir())
+  step, tree, meta = checkpoint.latest_good(d, {"w": jnp.zeros(2)})
+  assert step == 1 and meta == {"epoch": 1} and np.array_equal(tree["w"], np.ones(2))
+
+
 def test_no_checkpoint_gives_none(tmp_path):
   assert checkpoint.latest_good(tmp_path / "missing", {"w": jnp.ones(1)}) is None
 
