@@ -11,9 +11,10 @@ Search (needs the fbnet strategy, jnas/strategies/gumbel.py):
   jnas search --config experiments/fbnet_mnist1d.py --workdir runs/fbnet_mnist1d \
       --config.latency.table=runs/fbnet_mnist1d/latency_b1.json
 
-The space: a 1-D stem (16 channels, stride 1) and 7 searchable FBNet blocks
-over 40 -> 20 -> 10 -> 5 positions, each picking one of FBNet's 9 candidates;
-a 1x1 head to 128 channels, global pooling, 10 classes.
+The space: a 1-D stem (32 channels, stride 1) and 6 searchable FBNet blocks
+over 40 -> 20 -> 10 -> 5 positions (32, 48, 48, 64, 64, 96 channels), each
+picking one of FBNet's 9 candidates; a 1x1 head to 128 channels, global
+pooling, 10 classes.
 """
 
 import ml_collections
@@ -32,10 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.space = ml_collections.ConfigDict()
   c.space.name = "fbnet"
   c.space.macro = ""  # "", or a preset (fbnet, fbnet_a, mobilenet_v2) the fields below override
-  c.space.stem_channels = 16
+  c.space.stem_channels = 32
   c.space.stem_kernel = 3
   c.space.stem_stride = 1
-  c.space.stages = ((16, 1, 1), (24, 2, 2), (32, 2, 2), (64, 2, 2))  # (channels, depth, stride)
+  c.space.stages = ((32, 1, 1), (48, 2, 2), (64, 2, 2), (96, 1, 2))  # (channels, depth, stride)
   c.space.head_channels = 128
   c.space.activation = "relu"
 

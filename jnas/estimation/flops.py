@@ -155,7 +155,7 @@ def expected_cost(table: CostTable, encoding: Mapping[str, Any] | jax.Array
   batch axes are kept.
 
   Example:
-    >>> t = cost_table(KernelChainSpace(widths=(4,)))
+    >>> t = cost_table(KernelChainSpace(widths=(4,), pool_after=()))
     >>> float(expected_cost(t, jnp.ones((1, 3)) / 3)["params"]) > 0
     True
   """
