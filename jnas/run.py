@@ -324,7 +324,7 @@ def search(config, workdir: str) -> dict[str, Any]:
 
   # ---- Search loop. ----
   t0 = time.time()
-  with MetricWriter(str(wd), tensorboard="search") as writer, _StopOnSignal() as stop:
+  with ckpt, MetricWriter(str(wd), tensorboard="search") as writer, _StopOnSignal() as stop:
     for epoch in range(start_epoch, sc.epochs):
       xw_b, yw_b = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
       xa_b, ya_b = epoch_batches(xa, ya, sc.batch_size, seed=config.seed + 1, epoch=epoch)
@@ -366,7 +366,6 @@ def search(config, workdir: str) -> dict[str, Any]:
         log.warning("search stopped by %s after epoch %d; rerun the same command to resume",
                     stop.requested, epoch + 1)
         raise KeyboardInterrupt
-  ckpt.close()
 
   # ---- Results. ----
   search_s = elapsed0 + time.time() - t0
@@ -477,7 +476,7 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
   log.info("retrain: %d parameters, %d epochs of %d steps", num_params, rc.epochs,
            steps_per_epoch)
   t0 = time.time()
-  with MetricWriter(str(wd), tensorboard="retrain") as writer, \
+  with ckpt, MetricWriter(str(wd), tensorboard="retrain") as writer, \
       progress(total=rc.epochs, desc="retrain", unit="epoch") as bar, _StopOnSignal() as stop:
     bar.update(start_epoch)
     for epoch in range(start_epoch, rc.epochs):
@@ -503,7 +502,6 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
         log.warning("retraining stopped by %s after epoch %d; rerun the same command to "
                     "resume", stop.requested, epoch + 1)
         raise KeyboardInterrupt
-  ckpt.close()
   train_s = elapsed0 + time.time() - t0
   test_acc = _evaluate(apply_fn, params, state, None, ds.x_test, ds.y_test, 256)
   report = {
