@@ -12,3 +12,10 @@ from jnas.spaces.darts import Genotype
 from jnas.spaces.nb201 import NB201_OPS
 from jnas.spaces.nb201 import NB201Genotype
 from jnas.spaces.nb201 import NB201Space
+from jnas.spaces.chain import ChainGenotype
+from jnas.spaces.chain import ChainSpace
+from jnas.spaces.chain import FBNetSpace
+from jnas.spaces.chain import KernelChainSpace
+
+register_space("fbnet", "jnas.spaces.chain:FBNetSpace")
+register_space("kernel_chain", "jnas.spaces.chain:KernelChainSpace")
