@@ -1,0 +1,371 @@
+"""A tabular-benchmark scorer that replays the NAS-Bench-201 search protocol.
+
+A benchmark table is a CSV file with one row per NAS-Bench-201 cell: a column
+holding the benchmark's architecture string
+(``|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...~0|...~1|...~2|``) and
+numeric columns the user names for
+
+* the **search signal** a strategy sees (e.g. validation accuracy after 12
+  epochs),
+* the **reported metric** of the architecture a run returns (e.g. test accuracy
+  after 200 epochs),
+* the **cost** in seconds of one query (its simulated training time).
+
+The protocol (Dong & Yang, ICLR 2020, section 5): each query advances a
+simulated clock by ``cost * cost_scale``; a query whose training would end
+after the time budget is not counted and ends the run; the run returns the
+queried architecture with the best signal; many runs (500 in the paper) give
+the mean and standard deviation of its reported metric. Run ``i`` of a batch
+starts from ``jax.random.fold_in(jax.random.key(seed), i)``, so every run is
+reproducible from the seed alone.
+
+Example:
+  >>> bench = load_table("nb201.csv", arch_column="arch_str", signal_column="valid12",
+  ...                    report_column="test200", cost_column="time12")  # doctest: +SKIP
+  >>> result = replay_many("rea", bench, budget=12000, runs=500, seed=0)  # doctest: +SKIP
+  >>> result["mean"], result["std"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+from jnas.spaces.nb201 import NB201Space
+
+__all__ = ["TabularBenchmark", "load_table", "replay", "replay_many", "STRATEGIES",
+           "strategy_names", "make_strategy"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularBenchmark:
+  """A benchmark table, indexed by the NB201 integer form for O(1) queries.
+
+  ``row_of_code[c]`` is the row of the cell whose integer form, read as a
+  base-``len(ops)`` number with the first edge most significant, is ``c``
+  (``-1`` when the table lacks that cell).
+  """
+
+  space: NB201Space
+  arch: tuple[str, ...]
+  signal: np.ndarray
+  report: np.ndarray
+  cost: np.ndarray
+  row_of_code: np.ndarray
+  radix: np.ndarray
+  columns: dict[str, str]
+  path: str = ""
+
+  def __len__(self) -> int:
+    return len(self.arch)
+
+  def rows(self, indices: np.ndarray) -> np.ndarray:
+    """Table rows of integer forms ``[n, edges]``; ``ValueError`` for a cell not in the table.
+
+    Example:
+      >>> bench.rows(np.zeros((1, 6), np.int32))  # doctest: +SKIP
+      array([0])
+    """
+    idx = np.asarray(indices, np.int64).reshape(-1, self.radix.shape[0])
+    rows = self.row_of_code[idx @ self.radix]
+    if (rows < 0).any():
+      missing = idx[int(np.flatnonzero(rows < 0)[0])]
+      raise ValueError(f"architecture {self.space.format(self.space.decode_indices(missing))} "
+                       f"is not in the table {self.path or ''}".rstrip())
+    return rows
+
+  def best_report(self) -> float:
+    """The reported metric of the row with the best search signal (the table's optimum)."""
+    return float(self.report[int(np.argmax(self.signal))])
+
+
+def _float(text: str, line: int, column: str, path: str) -> float:
+  try:
+    v = float(text)
+  except ValueError:
+    raise ValueError(f"{path} line {line}: column {column!r} holds {text!r}, "
+                     f"not a number") from None
+  if not math.isfinite(v):
+    raise ValueError(f"{path} line {line}: column {column!r} holds {text!r}, not a finite number")
+  return v
+
+
+def load_table(path: str, *, arch_column: str, signal_column: str, report_column: str,
+               cost_column: str, space: NB201Space | None = None) -> TabularBenchmark:
+  """Reads a benchmark CSV; ``ValueError`` naming the column or the line that is wrong.
+
+  Args:
+    path: the CSV file (header row, then one row per architecture).
+    arch_column: column with the NB201 architecture string.
+    signal_column: what a search sees (higher is better).
+    report_column: what a run reports for the architecture it returns.
+    cost_column: seconds one query costs (must be > 0).
+    space: the NB201 space (default: the benchmark's 4-node, 5-op cell).
+
+  Example:
+    >>> bench = load_table("t.csv", arch_column="arch", signal_column="val",
+    ...                    report_column="test", cost_column="time")  # doctest: +SKIP
+  """
+  space = space or NB201Space()
+  p = Path(path)
+  if not p.exists():
+    raise FileNotFoundError(f"table {path} does not exist")
+  names = {"arch": arch_column, "signal": signal_column, "report": report_column,
+           "cost": cost_column}
+  with open(p, newline="") as f:
+    reader = csv.reader(f)
+    try:
+      header = [h.strip() for h in next(reader)]
+    except StopIteration:
+      raise ValueError(f"table {path} is empty (no header row)") from None
+    for role, col in names.items():
+      if col not in header:
+        raise ValueError(f"table {path} has no column {col!r} (the {role} column; columns: "
+                         f"{', '.join(header)})")
+    pos = {role: header.index(col) for role, col in names.items()}
+    need = max(pos.values()) + 1
+    n_ops = len(space.ops)
+    radix = n_ops ** np.arange(space.num_edges - 1, -1, -1, dtype=np.int64)
+    row_of_code = np.full(n_ops ** space.num_edges, -1, np.int64)
+    op_index = {op: k for k, op in enumerate(space.ops)}
+    parsed: dict[str, np.ndarray] = {}  # a string seen before parses the same way
+    arch, signal, report, cost, line_of_row = [], [], [], [], []
+    for row in reader:
+      line = reader.line_num
+      if not row or all(not c.strip() for c in row):
+        continue
+      if len(row) < need:
+        raise ValueError(f"{path} line {line}: has {len(row)} fields, the header names "
+                         f"{len(header)}")
+      text = row[pos["arch"]].strip()
+      idx = parsed.get(text)
+      if idx is None:
+        try:
+          g = space.parse(text)
+        except ValueError as e:
+          raise ValueError(f"{path} line {line}: column {arch_column!r} does not parse as an "
+                           f"NB201 architecture: {e}") from None
+        idx = np.asarray([op_index[o] for o in g.ops], np.int64)
+        parsed[text] = idx
+      code = int(idx @ radix)
+      if row_of_code[code] >= 0:
+        raise ValueError(f"{path} line {line}: architecture {text} already appears on line "
+                         f"{line_of_row[row_of_code[code]]}")
+      c = _float(row[pos["cost"]], line, cost_column, path)
+      if c <= 0:
+        raise ValueError(f"{path} line {line}: column {cost_column!r} must be > 0 seconds, "
+                         f"got {c}")
+      row_of_code[code] = len(arch)
+      arch.append(text)
+      signal.append(_float(row[pos["signal"]], line, signal_column, path))
+      report.append(_float(row[pos["report"]], line, report_column, path))
+      cost.append(c)
+      line_of_row.append(line)
+  if not arch:
+    raise ValueError(f"table {path} has a header but no rows")
+  return TabularBenchmark(space, tuple(arch), np.asarray(signal), np.asarray(report),
+                          np.asarray(cost), row_of_code, radix, dict(names), str(path))
+
+
+# Strategies by name ---------------------------------------------------------
+
+def _random(space, **kw):
+  from jnas.strategies.random_search import random_search
+  return random_search(space, **kw), False
+
+
+def _reinforce(space, **kw):
+  from jnas.strategies.reinforce import reinforce
+  return reinforce(space, **kw), True
+
+
+def _pnas(space, **kw):
+  from jnas.strategies.progressive import pnas
+  return pnas(space, **kw), False
+
+
+def _evolution(name: str):
+  def make(space, **kw):
+    from jnas.strategies import evolution
+    return getattr(evolution, name)(space, **kw), False
+  return make
+
+
+# name -> (factory(space, **settings) -> (strategy, jit?), default settings).
+# REA uses NAS-Bench-201's settings (population 10, tournament 3); the others
+# were tuned on the synthetic tables of tests/test_tabular.py.
+STRATEGIES: dict[str, tuple[Callable[..., tuple[Any, bool]], dict[str, Any]]] = {
+    "random": (_random, {}),
+    "rea": (_evolution("regularized_evolution"), {"population_size": 10, "sample_size": 3}),
+    "reinforce": (_reinforce, {"learning_rate": 0.01, "batch_size": 1}),
+    "topk": (_evolution("topk_evolution"), {"population_size": 10, "top_k": 5}),
+    "pnas": (_pnas, {"beam_size": 5, "predictor_members": 3, "predictor_steps": 100,
+                     "predictor_hidden": 32}),
+}
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+  """``["population_size=20", "learning_rate=0.02"]`` -> a dict (values read as JSON when they parse).
+
+  Example:
+    >>> parse_settings(["a=2", "b=0.5", "c=x"])
+    {'a': 2, 'b': 0.5, 'c': 'x'}
+  """
+  out: dict[str, Any] = {}
+  for item in items:
+    k, sep, v = item.partition("=")
+    if not sep or not k.strip():
+      raise ValueError(f"strategy setting {item!r} must be KEY=VALUE")
+    try:
+      out[k.strip()] = json.loads(v)
+    except json.JSONDecodeError:
+      out[k.strip()] = v
+  return out
+
+
+def strategy_names() -> list[str]:
+  """Names ``jnas tabular --strategy`` accepts."""
+  return sorted(STRATEGIES)
+
+
+def make_strategy(name: str, space: NB201Space, settings: Mapping[str, Any] | None = None
+                  ) -> tuple[Any, bool, dict[str, Any]]:
+  """The strategy ``name`` with its default settings updated by ``settings``.
+
+  Returns ``(strategy, jit, settings)``: ``jit`` says whether its ``ask`` and
+  ``tell`` are pure JAX (then the runner jits them).
+
+  Example:
+    >>> s, jit, settings = make_strategy("reinforce", NB201Space())
+    >>> jit, settings["learning_rate"]
+    (True, 0.01)
+  """
+  if name not in STRATEGIES:
+    raise ValueError(f"unknown strategy {name!r} (known: {', '.join(strategy_names())})")
+  factory, defaults = STRATEGIES[name]
+  merged = {**defaults, **dict(settings or {})}
+  try:
+    strategy, jit = factory(space, **merged)
+  except TypeError as e:
+    raise ValueError(f"strategy {name!r} does not accept these settings "
+                     f"({', '.join(sorted(merged)) or 'none'}): {e}") from None
+  return strategy, jit, merged
+
+
+# The protocol ----------------------------------------------------------------
+
+def _as_indices(asked: Any) -> np.ndarray:
+  # Sample-based strategies hand out either the integer form or stacked encodings.
+  if isinstance(asked, Mapping):
+    return np.argmax(np.asarray(asked["cell"]), axis=-1)
+  return np.asarray(asked)
+
+
+def replay(strategy: Any, bench: TabularBenchmark, *, budget: float, cost_scale: float = 1.0,
+           key: jax.Array, jit: bool = False, max_queries: int = 100_000,
+           _compiled: tuple | None = None) -> dict[str, Any]:
+  """One run of the protocol: ask/tell until the simulated clock would pass ``budget``.
+
+  Returns the best row by signal (``best_row``; ``-1`` if not even one query
+  fit), its ``report``, ``signal`` and ``arch``, the number of ``queries`` and
+  the simulated ``time`` used.
+
+  Example:
+    >>> s, jit, _ = make_strategy("random", bench.space)  # doctest: +SKIP
+    >>> replay(s, bench, budget=12000, cost_scale=0.06, key=jax.random.key(0))  # doctest: +SKIP
+  """
+  if budget <= 0:
+    raise ValueError(f"budget must be > 0 seconds, got {budget}")
+  if cost_scale <= 0:
+    raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
+  init, ask, tell = _compiled or (
+      (jax.jit(strategy.init), jax.jit(strategy.ask), jax.jit(strategy.tell)) if jit
+      else strategy)
+  state = init(key)
+  clock, queries = 0.0, 0
+  best_row, best_signal = -1, -np.inf
+  done = False
+  while not done and queries < max_queries:
+    state, asked = ask(state)
+    idx = _as_indices(asked)
+    if idx.shape[0] == 0:
+      break  # the strategy has nothing left to propose
+    rows = bench.rows(idx)
+    ends = clock + np.cumsum(bench.cost[rows] * cost_scale)
+    n = int(np.searchsorted(ends, budget, side="right"))
+    if n < len(rows):
+      done = True
+      rows = rows[:n]
+    if n:
+      clock = float(ends[n - 1])
+      queries += n
+      sig = bench.signal[rows]
+      i = int(np.argmax(sig))
+      if sig[i] > best_signal:
+        best_row, best_signal = int(rows[i]), float(sig[i])
+    if not done:
+      state = tell(state, asked, bench.signal[rows].astype(np.float32))
+  out = {"best_row": best_row, "queries": queries, "time": clock}
+  if best_row >= 0:
+    out.update(report=float(bench.report[best_row]), signal=best_signal,
+               arch=bench.arch[best_row])
+  return out
+
+
+def replay_many(name: str, bench: TabularBenchmark, *, budget: float, runs: int = 500,
+                seed: int = 0, cost_scale: float = 1.0, settings: Mapping[str, Any] | None = None,
+                max_queries: int = 100_000) -> dict[str, Any]:
+  """``runs`` runs of strategy ``name``; mean and std (ddof 0) of the reported metric.
+
+  Pure-JAX strategies (``reinforce``) have their ``init``/``ask``/``tell``
+  jitted once for all runs.
+
+  Example:
+    >>> r = replay_many("random", bench, budget=12000, runs=500, cost_scale=0.06)  # doctest: +SKIP
+    >>> sorted(r)[:3]  # doctest: +SKIP
+    ['arch', 'best_report', 'best_signal']
+  """
+  if runs < 1:
+    raise ValueError(f"runs must be >= 1, got {runs}")
+  strategy, jit, merged = make_strategy(name, bench.space, settings)
+  base = jax.random.key(seed)
+  t0 = time.time()
+  compiled = ((jax.jit(strategy.init), jax.jit(strategy.ask), jax.jit(strategy.tell)) if jit
+              else None)
+  results = [replay(strategy, bench, budget=budget, cost_scale=cost_scale,
+                    key=jax.random.fold_in(base, i), max_queries=max_queries, _compiled=compiled)
+             for i in range(runs)]
+  empty = sum(r["best_row"] < 0 for r in results)
+  if empty:
+    raise ValueError(f"budget {budget} s is smaller than the cost of a first query in {empty} "
+                     f"of {runs} runs (cost_scale {cost_scale}); raise --budget")
+  reports = np.asarray([r["report"] for r in results])
+  return {
+      "strategy": name,
+      "settings": merged,
+      "table": bench.path,
+      "columns": bench.columns,
+      "report_column": bench.columns["report"],
+      "rows": len(bench),
+      "budget": budget,
+      "cost_scale": cost_scale,
+      "seed": seed,
+      "runs": runs,
+      "mean": float(reports.mean()),
+      "std": float(reports.std()),
+      "mean_queries": float(np.mean([r["queries"] for r in results])),
+      "table_best_by_signal": bench.best_report(),
+      "best_report": reports.tolist(),
+      "best_signal": [r["signal"] for r in results],
+      "best_arch": [r["arch"] for r in results],
+      "queries": [r["queries"] for r in results],
+      "seconds": round(time.time() - t0, 2),
+  }
