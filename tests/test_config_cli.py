@@ -485,6 +485,11 @@ def test_cli_keyboard_interrupt(config_path, tmp_path, monkeypatch, capsys):
     fake = types.ModuleType("jnas.run")
     fake.search = search
     monkeypatch.setitem(sys.modules, "jnas.run", fake)
+    import jnas
+
+    # `import jnas.run as run` reads the package attribute once jnas.run was
+    # imported for real by an earlier test, so patch that too.
+    monkeypatch.setattr(jnas, "run", fake, raising=False)
     rc = cli.main(["search", "--config", config_path, "--workdir", str(tmp_path)])
     assert rc == 130
     assert "interrupted" in capsys.readouterr().err
