@@ -33,34 +33,48 @@ def main(argv: list[str] | None = None) -> dict:
                  "building one")
   p.add_argument("--validate", type=int, default=0, metavar="N",
                  help="compare predicted and measured latency of N random architectures")
-  p.add_argument("--stat", default="median", choices=["median", "min"],
+  p.add_argument("--stat", default=None, choices=["median", "min"],
                  help="statistic over timed calls (median, or min: robust on a loaded machine)")
+  p.add_argument("--clock", default=None, choices=["wall", "cpu"],
+                 help="wall: elapsed time; cpu: process CPU time (CPU backend, one thread per "
+                 "op; insensitive to other processes); default: the config's latency.clock")
+  p.add_argument("--cpu-threads", type=int, default=None,
+                 help="threads per op on XLA:CPU (1: single-threaded; 0: XLA's default); "
+                 "default: the config's latency.cpu_threads")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", action="store_true", help="print the result as JSON")
   p.add_argument("--verbose", action="store_true", help="print every op's time")
   args = p.parse_args(argv)
 
+  from jnas.config import load_config
+
+  config = load_config(args.config)
+  lat = config.get("latency", {})
+  threads = args.cpu_threads if args.cpu_threads is not None else int(
+      lat.get("cpu_threads", 0))
+  # XLA reads its flags when the backend starts, so this comes before any JAX work.
+  from jnas.estimation.latency import set_cpu_threads
+  set_cpu_threads(threads)
+
   import jax
 
-  from jnas.config import load_config
-  from jnas.estimation.latency import (build_latency_table, load_latency_table,
-                                       validate_table)
+  from jnas.estimation.latency import build_latency_table, load_latency_table, validate_table
   from jnas.ops.primitives import set_depthwise_impl
   from jnas.spaces.chain import space_from_config
 
-  config = load_config(args.config)
   if "model" in config and "depthwise_impl" in config.model:
     set_depthwise_impl(config.model.depthwise_impl)
   space = space_from_config(config)
-  lat = config.get("latency", {})
   batch = args.batch or int(lat.get("batch_size", 1))
   dtype = args.dtype or str(lat.get("dtype", "float32"))
   repeats = args.repeats or int(lat.get("repeats", 20))
+  stat = args.stat or str(lat.get("statistic", "median"))
+  clock = args.clock or str(lat.get("clock", "wall"))
 
   result: dict = {"config": args.config, "space": space.name,
                   "space_fingerprint": space.fingerprint(), "num_blocks": space.num_blocks,
                   "num_candidates": len(space.candidates), "batch_size": batch, "dtype": dtype,
-                  "statistic": args.stat,
+                  "statistic": stat, "clock": clock, "cpu_threads": threads,
                   "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind)}
   if args.table:
     table = load_latency_table(args.table, space=space, batch_size=batch, dtype=dtype)
@@ -68,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
   else:
     t0 = time.perf_counter()
     log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
-    table = build_latency_table(space, batch, dtype, repeats, seed=args.seed, stat=args.stat,
-                                progress=log)
+    table = build_latency_table(space, batch, dtype, repeats, seed=args.seed, stat=stat,
+                                clock=clock, progress=log)
     result["build_seconds"] = round(time.perf_counter() - t0, 2)
     if args.out:
       table.save(args.out)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import statistics
 import time
@@ -76,6 +77,7 @@ class LatencyTable:
   created: str = ""
   source: str = "measured"
   stat: str = "median"
+  clock: str = "wall"
 
   @property
   def fixed_ms(self) -> float:
@@ -90,7 +92,8 @@ class LatencyTable:
         "positions": self.positions, "batch_size": self.batch_size, "dtype": self.dtype,
         "backend": self.backend, "device": self.device, "repeats": self.repeats,
         "warmup": self.warmup, "jax_version": self.jax_version, "created": self.created,
-        "source": self.source, "statistic": self.stat, "unit": "ms", "overhead_ms": self.overhead_ms,
+        "source": self.source, "statistic": self.stat, "clock": self.clock,
+        "unit": "ms", "overhead_ms": self.overhead_ms,
         "stem_ms": self.stem_ms, "head_ms": self.head_ms,
         "latency_ms": [[float(v) for v in row] for row in self.ops_ms],
     }
@@ -121,12 +124,41 @@ def device_description() -> dict[str, Any]:
   except OSError:
     pass
   return {"device_kind": str(dev.device_kind), "platform": dev.platform, "cpu_model": cpu,
-          "num_devices": jax.device_count(), "host": platform.node()}
+          "num_devices": jax.device_count(), "host": platform.node(),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def set_cpu_threads(threads: int) -> None:
+  """Sets how many threads XLA:CPU uses inside one op; call before JAX starts its backend.
+
+  ``threads=1`` runs every op on one thread (Eigen's thread pool off): the
+  setting to measure in when small ops dominate, and far less sensitive to
+  other processes on a shared machine, where waking pool threads costs more
+  than the op. ``0`` keeps XLA's default. The flags end up in the table's
+  ``device.xla_flags``.
+
+  Example:
+    >>> set_cpu_threads(1)  # doctest: +SKIP
+  """
+  if threads < 0:
+    raise ValueError(f"threads must be >= 0, got {threads}")
+  if threads == 0:
+    return
+  flags = os.environ.get("XLA_FLAGS", "").split()
+  flags = [f for f in flags if not f.startswith(("--xla_cpu_multi_thread_eigen",
+                                                  "intra_op_parallelism_threads"))]
+  if threads == 1:
+    flags.append("--xla_cpu_multi_thread_eigen=false")
+  flags.append(f"intra_op_parallelism_threads={threads}")
+  os.environ["XLA_FLAGS"] = " ".join(flags)
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def time_calls(calls: Sequence[tuple[Callable[..., Any], Sequence[Any]]], *, repeats: int = 20,
-               warmup: int = 3, min_repeat_s: float = 1e-3, stat: str = "median"
-               ) -> list[float]:
+               warmup: int = 3, min_repeat_s: float = 1e-3, stat: str = "median",
+               clock: str = "wall") -> list[float]:
   """Seconds per call of each ``fn(*args)`` in ``calls``, measured in interleaved rounds.
 
   Each call is warmed up, then calibrated to ``number`` back-to-back calls
@@ -136,6 +168,12 @@ def time_calls(calls: Sequence[tuple[Callable[..., Any], Sequence[Any]]], *, rep
   of one; the result is the median (or minimum, ``stat="min"``) over all
   ``repeats * number`` timed calls.
 
+  ``clock="wall"`` (default) measures elapsed time. ``clock="cpu"`` measures
+  this process's CPU time instead: on the CPU backend with one thread per op
+  (:func:`set_cpu_threads`) that is the op's run time without the time other
+  processes hold the cores, so it suits a shared machine; it is meaningless
+  for GPU or TPU, whose work it does not see.
+
   Example:
     >>> f = jax.jit(lambda x: x * 2)
     >>> [t > 0 for t in time_calls([(f, (jnp.ones(4),))], repeats=3)]
@@ -143,6 +181,9 @@ def time_calls(calls: Sequence[tuple[Callable[..., Any], Sequence[Any]]], *, rep
   """
   if stat not in ("median", "min"):
     raise ValueError(f"unknown statistic {stat!r} (known: median, min)")
+  if clock not in CLOCKS:
+    raise ValueError(f"unknown clock {clock!r} (known: {', '.join(CLOCKS)})")
+  now = CLOCKS[clock]
   numbers = []
   for fn, args in calls:
     for _ in range(max(warmup, 1)):
@@ -155,15 +196,16 @@ def time_calls(calls: Sequence[tuple[Callable[..., Any], Sequence[Any]]], *, rep
   for _ in range(repeats):
     for k, ((fn, args), number) in enumerate(zip(calls, numbers)):
       for _ in range(number):
-        t0 = time.perf_counter()
+        t0 = now()
         jax.block_until_ready(fn(*args))
-        times[k].append(time.perf_counter() - t0)
+        times[k].append(now() - t0)
   reduce = statistics.median if stat == "median" else min
   return [reduce(t) for t in times]
 
 
 def time_call(fn: Callable[..., Any], args: Sequence[Any], *, repeats: int = 20,
-              warmup: int = 3, min_repeat_s: float = 1e-3, stat: str = "median") -> float:
+              warmup: int = 3, min_repeat_s: float = 1e-3, stat: str = "median",
+              clock: str = "wall") -> float:
   """Seconds per call of ``fn(*args)`` (see :func:`time_calls`).
 
   Example:
@@ -172,7 +214,15 @@ def time_call(fn: Callable[..., Any], args: Sequence[Any], *, repeats: int = 20,
     True
   """
   return time_calls([(fn, args)], repeats=repeats, warmup=warmup, min_repeat_s=min_repeat_s,
-                    stat=stat)[0]
+                    stat=stat, clock=clock)[0]
+
+
+def _check_clock(clock: str) -> None:
+  if clock not in CLOCKS:
+    raise ValueError(f"unknown clock {clock!r} (known: {', '.join(CLOCKS)})")
+  if clock == "cpu" and jax.default_backend() != "cpu":
+    raise ValueError(f"clock='cpu' cannot see work on the {jax.default_backend()} backend; "
+                     f"use clock='wall'")
 
 
 def _check_dtype(dtype: str) -> jnp.dtype:
@@ -236,7 +286,7 @@ def _positions_json(space: ChainSpace) -> list[dict]:
 
 def build_latency_table(space: ChainSpace, batch_size: int = 1, dtype: str = "float32",
                         repeats: int = 20, *, warmup: int = 3, seed: int = 0,
-                        stat: str = "median",
+                        stat: str = "median", clock: str = "wall",
                         progress: Callable[[str], None] | None = None) -> LatencyTable:
   """Times every candidate at every block of ``space`` on the current backend.
 
@@ -248,7 +298,8 @@ def build_latency_table(space: ChainSpace, batch_size: int = 1, dtype: str = "fl
     repeats: timed repeats per op (the median is kept).
     warmup: untimed calls after compilation.
     seed: weight and input initialisation.
-    stat: ``median`` (default) or ``min`` over the timed rounds.
+    stat: ``median`` (default) or ``min`` over the timed calls.
+    clock: ``wall`` (default) or ``cpu`` (see :func:`time_calls`).
     progress: optional callback receiving one line per timed op.
 
   Returns:
@@ -267,6 +318,7 @@ def build_latency_table(space: ChainSpace, batch_size: int = 1, dtype: str = "fl
   if repeats < 1:
     raise ValueError(f"repeats must be >= 1, got {repeats}")
   dt = _check_dtype(dtype)
+  _check_clock(clock)
   positions = space.positions()
   # Compile everything first, then time in interleaved rounds (see time_calls).
   # Blocks with the same shapes and stride share one measurement.
@@ -292,7 +344,7 @@ def build_latency_table(space: ChainSpace, batch_size: int = 1, dtype: str = "fl
         if progress is not None:
           progress(f"compiled block {p.index} {cand}")
       where[p.index, j] = slot[key]
-  secs = np.asarray(time_calls(calls, repeats=repeats, warmup=warmup, stat=stat))
+  secs = np.asarray(time_calls(calls, repeats=repeats, warmup=warmup, stat=stat, clock=clock))
   overhead = float(secs[0])
   net_ms = np.maximum(secs - overhead, 0.0) * 1e3
   if progress is not None:
@@ -306,7 +358,7 @@ def build_latency_table(space: ChainSpace, batch_size: int = 1, dtype: str = "fl
       candidates=tuple(space.candidates), positions=_positions_json(space), ops_ms=ops,
       stem_ms=stem_ms, head_ms=head_ms, overhead_ms=overhead * 1e3, batch_size=batch_size,
       dtype=str(dt), backend=jax.default_backend(), device=device_description(),
-      repeats=repeats, warmup=warmup, jax_version=jax.__version__, stat=stat,
+      repeats=repeats, warmup=warmup, jax_version=jax.__version__, stat=stat, clock=clock,
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -365,7 +417,7 @@ def table_from_json(data: Mapping) -> LatencyTable:
       device=dict(data.get("device", {})), repeats=int(data.get("repeats", 0)),
       warmup=int(data.get("warmup", 0)), jax_version=str(data.get("jax_version", "")),
       created=str(data.get("created", "")), source=str(data.get("source", "external")),
-      stat=str(data.get("statistic", "median")))
+      stat=str(data.get("statistic", "median")), clock=str(data.get("clock", "wall")))
 
 
 def check_table(table: LatencyTable, space: ChainSpace | None = None,
@@ -470,7 +522,8 @@ def expected_latency(table: LatencyTable, encoding: Mapping[str, Any] | jax.Arra
 
 def measure_latencies(space: ChainSpace, genotypes: Sequence[ChainGenotype],
                       batch_size: int = 1, dtype: str = "float32", repeats: int = 20, *,
-                      warmup: int = 3, seed: int = 0, stat: str = "median") -> list[float]:
+                      warmup: int = 3, seed: int = 0, stat: str = "median",
+                      clock: str = "wall") -> list[float]:
   """Milliseconds per forward pass of each whole compiled network (inference mode).
 
   All networks are compiled first, then timed in interleaved rounds, so load
@@ -483,17 +536,18 @@ def measure_latencies(space: ChainSpace, genotypes: Sequence[ChainGenotype],
   from jnas.train.chain_network import ChainNetwork
 
   dt = _check_dtype(dtype)
+  _check_clock(clock)
   for g in genotypes:
     space.validate(g)
   calls = [_forward_call(lambda r, g=g: ChainNetwork(space, g, rngs=r), space.input_shape,
                          batch_size, dt, seed) for g in genotypes]
-  secs = time_calls(calls, repeats=repeats, warmup=warmup, stat=stat)
+  secs = time_calls(calls, repeats=repeats, warmup=warmup, stat=stat, clock=clock)
   return [1e3 * t for t in secs]
 
 
 def measure_latency(space: ChainSpace, genotype: ChainGenotype, batch_size: int = 1,
                     dtype: str = "float32", repeats: int = 20, *, warmup: int = 3,
-                    seed: int = 0, stat: str = "median") -> float:
+                    seed: int = 0, stat: str = "median", clock: str = "wall") -> float:
   """Milliseconds per forward pass of the whole compiled network (inference mode).
 
   Example:
@@ -501,7 +555,7 @@ def measure_latency(space: ChainSpace, genotype: ChainGenotype, batch_size: int 
     0.41
   """
   return measure_latencies(space, [genotype], batch_size, dtype, repeats, warmup=warmup,
-                           seed=seed, stat=stat)[0]
+                           seed=seed, stat=stat, clock=clock)[0]
 
 
 def rank_correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
@@ -554,7 +608,7 @@ def validate_table(space: ChainSpace, table: LatencyTable, num_archs: int = 20, 
   reps = repeats or table.repeats or 20
   predicted = [predicted_latency(table, g) for g in genos]
   measured = measure_latencies(space, genos, table.batch_size, table.dtype, reps, seed=seed,
-                               stat=table.stat)
+                               stat=table.stat, clock=table.clock)
   pred, meas = np.asarray(predicted), np.asarray(measured)
   out: dict[str, Any] = rank_correlations(pred, meas)
   out["mape"] = float(np.mean(np.abs(pred - meas) / meas))
