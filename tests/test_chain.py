@@ -191,12 +191,12 @@ def test_skip_is_identity_only_where_shapes_match():
 def test_published_architectures_have_their_published_size(name, params, madds, params_tol):
   space, g = FBNetSpace.for_genotype(name)
   cost = network_cost(space, g)
-  net = nnx.eval_shape(lambda: ChainNetwork(space, g, rngs=nnx.Rngs(0)))
-  assert n_params(net) == cost.params
   assert abs(cost.params - params) / params <= params_tol
   assert abs(cost.madds - madds) / madds <= 0.02
   if name == "mobilenet_v2":
-    assert cost.params == 3_504_872
+    # The NNX module itself (built abstractly: no 224x224 forward, no weights).
+    net = nnx.eval_shape(lambda: ChainNetwork(space, g, rngs=nnx.Rngs(0)))
+    assert n_params(net) == cost.params == 3_504_872
     assert 3.4e6 <= cost.params <= 3.5e6 * 1.02
 
 
@@ -205,7 +205,7 @@ def test_madds_agree_with_xla_cost_analysis():
   # multiply-adds), but skips taps that fall on padding (so a little less).
   rng = np.random.default_rng(0)
   for space in tiny_spaces()[:1] + tiny_spaces()[2:3]:
-    for _ in range(2):
+    for _ in range(1):
       g = space.random_genotype(rng)
       graphdef, p, s = placeholder_weights(lambda r: ChainNetwork(space, g, rngs=r))
       fwd = jax.jit(lambda p, s, x: nnx.merge(graphdef, p, s)(x, train=False))

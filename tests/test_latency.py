@@ -150,3 +150,19 @@ def test_bad_arguments():
     build_latency_table(tiny_space(), dtype="int8")
   with pytest.raises(ValueError, match="batch_size must be >= 1"):
     build_latency_table(tiny_space(), batch_size=0)
+
+
+def test_clocks_and_thread_flags(monkeypatch):
+  from jnas.estimation.latency import set_cpu_threads, time_call
+  f = jax.jit(lambda x: x * 2)
+  assert time_call(f, (jnp.ones(8),), repeats=2, clock="cpu") >= 0
+  with pytest.raises(ValueError, match="unknown clock 'gpu'"):
+    time_call(f, (jnp.ones(8),), repeats=2, clock="gpu")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x intra_op_parallelism_threads=4")
+  set_cpu_threads(1)
+  import os
+  flags = os.environ["XLA_FLAGS"].split()
+  assert flags == ["--xla_dump_to=/tmp/x", "--xla_cpu_multi_thread_eigen=false",
+                   "intra_op_parallelism_threads=1"]
+  with pytest.raises(ValueError, match="threads must be >= 0"):
+    set_cpu_threads(-1)
