@@ -3,9 +3,11 @@
 Latency table for this machine, then its check against measured networks:
   python benchmarks/latency_table.py --config experiments/fbnet_mnist1d.py --batch 1 \
       --out runs/fbnet_mnist1d/latency_b1.json --validate 20
-Expected: the table builds in well under a minute on the 2-core CPU and the
-prediction ranks 20 random architectures like their measured end-to-end
-latency (Spearman >= 0.8; numbers in notes/helper_chain.md).
+Measured on the shared 2-core CPU (load average ~13): the table (6 blocks x 9
+candidates, stem, head) built in 55 s; over 20 random architectures predicted
+vs measured end-to-end latency gave Spearman 0.80, Pearson 0.84, Kendall tau
+0.63, mean absolute percentage error 9% (one run; runs under other loads gave
+Spearman 0.69-0.85).
 
 Search (needs the fbnet strategy, jnas/strategies/gumbel.py):
   jnas search --config experiments/fbnet_mnist1d.py --workdir runs/fbnet_mnist1d \
