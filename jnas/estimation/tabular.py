@@ -205,7 +205,7 @@ def _evolution(name: str):
 STRATEGIES: dict[str, tuple[Callable[..., tuple[Any, bool]], dict[str, Any]]] = {
     "random": (_random, {}),
     "rea": (_evolution("regularized_evolution"), {"population_size": 10, "sample_size": 3}),
-    "reinforce": (_reinforce, {"learning_rate": 0.01, "batch_size": 1}),
+    "reinforce": (_reinforce, {"learning_rate": 0.02, "entropy_weight": 0.01, "batch_size": 1}),
     "topk": (_evolution("topk_evolution"), {"population_size": 10, "top_k": 5}),
     "pnas": (_pnas, {"beam_size": 5, "predictor_members": 3, "predictor_steps": 100,
                      "predictor_hidden": 32}),
@@ -246,7 +246,7 @@ def make_strategy(name: str, space: NB201Space, settings: Mapping[str, Any] | No
   Example:
     >>> s, jit, settings = make_strategy("reinforce", NB201Space())
     >>> jit, settings["learning_rate"]
-    (True, 0.01)
+    (True, 0.02)
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown strategy {name!r} (known: {', '.join(strategy_names())})")

@@ -1,11 +1,11 @@
 """Progressive search with a learned predictor: PNAS (Liu et al., ECCV 2018) and DPP-Net
 (Dong et al., ECCV 2018), as ask/tell strategies.
 
-Both grow architectures **one decision at a time** in the order of the
-space's integer form (``space.index_sizes()``): for the NAS-Bench-201 cell that
-is edge by edge in the benchmark's order; for the DARTS cell it is op and
-input of each kept edge, node by node (normal cell first). Level ``t`` holds
-*prefixes* of ``t + 1`` decisions.
+Both grow architectures **level by level** in the order of the space's integer
+form (``space.index_sizes()``): for the NAS-Bench-201 cell a level is one edge,
+in the benchmark's order; for the DARTS cell it is one node (op and input of
+its two kept edges, PNAS's "block"), normal cell first, then reduction cell.
+Level ``t`` holds *prefixes* covering the first ``t + 1`` levels.
 
 A prefix is a real, smaller architecture: the decisions not yet made take
 their **fill** value (by default the candidate named ``skip_connect`` where a
@@ -130,6 +130,7 @@ def _spread_pick(costs: np.ndarray, k: int) -> np.ndarray:
 
 def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = None,
                 select: str = "topk", cost_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+                groups: Sequence[int] | None = None,
                 valid_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                 predictor_members: int = 5, predictor_steps: int = 300,
                 predictor_hidden: int = 64, pool_size: int = 2000) -> AskTellStrategy:
@@ -145,6 +146,9 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
     cost_fn: ``cost_fn(int [n, steps]) -> [n] or [n, c]`` device costs to
       minimise (latency from a lookup table, FLOPs, params); needed by
       ``"pareto"``.
+    groups: decisions added per level (default: one for NB201 and chain
+      spaces; for DARTS the ``2 * inputs_per_node`` decisions of one node, a
+      PNAS block: two inputs and two ops).
     valid_fn: optional ``valid_fn(int [n, steps]) -> bool [n]``: which filled
       architectures the space accepts (default: all; for DARTS, the distinct-
       inputs rule is applied automatically).
@@ -172,6 +176,11 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
     raise ValueError(f"select must be 'topk' or 'pareto', got {select!r}")
   if select == "pareto" and cost_fn is None:
     raise ValueError("DPP-Net's Pareto selection needs a cost_fn (latency, FLOPs or params)")
+  group = _default_groups(space) if groups is None else [int(g) for g in groups]
+  if sum(group) != steps or min(group) < 1:
+    raise ValueError(f"groups must split the {steps} decisions into levels of >= 1, got {group}")
+  bounds = np.concatenate([[0], np.cumsum(group)]).astype(int)
+  levels = len(group)
   radix = np.cumprod((1,) + sizes[::-1])[:-1][::-1].astype(np.float64)
   valid = valid_fn or _default_valid(space)
 
@@ -222,23 +231,25 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
     rng = np.random.default_rng(np.asarray(jax.random.key_data(sub)).ravel())
     level, beam = int(state.level), state.beam
     measured = set(keys_of(state.measured_x).tolist())
-    for _ in range(2 * steps + 1):
-      if level == steps:  # a pass is over: start again with a better predictor
+    for _ in range(2 * levels + 1):
+      if level == levels:  # a pass is over: start again with a better predictor
         level, beam = 0, np.zeros((1, 0), np.int32)
       t = level
-      cand = np.concatenate([np.repeat(beam, sizes[t], axis=0),
-                             np.tile(np.arange(sizes[t], dtype=np.int32), len(beam))[:, None]],
+      lo, hi = bounds[t], bounds[t + 1]
+      grid = np.stack(np.meshgrid(*[np.arange(v) for v in sizes[lo:hi]], indexing="ij"),
+                      axis=-1).reshape(-1, hi - lo).astype(np.int32)
+      cand = np.concatenate([np.repeat(beam, len(grid), axis=0), np.tile(grid, (len(beam), 1))],
                             axis=1)
       full = np.tile(fill_v, (len(cand), 1))
-      full[:, :t + 1] = cand
+      full[:, :hi] = cand
       ok = valid(full)
       cand, full = cand[ok], full[ok]
-      last = t == steps - 1
+      last = t == levels - 1
       fresh = np.asarray([k not in measured for k in keys_of(full).tolist()], bool)
       if last and fresh.any():
         cand, full = cand[fresh], full[fresh]
       if len(cand) == 0:
-        level = steps
+        level = levels
         continue
       keep = choose(state, scores_of(state, full), full, rng)
       beam, level = cand[keep], t + 1
@@ -257,7 +268,7 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
     pool = pool[np.sort(first)]
     if len(pool):
       pool = pool[choose(state, scores_of(state, pool), pool, rng)]
-    return (state._replace(key=key, level=np.int32(steps), beam=np.zeros((1, 0), np.int32),
+    return (state._replace(key=key, level=np.int32(levels), beam=np.zeros((1, 0), np.int32),
                            pending=pool), pool)
 
   def tell(state: ProgressiveState, arch: Any, scores: Any) -> ProgressiveState:
@@ -287,6 +298,13 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
                           predictor=predictor, pending=np.zeros((0, steps), np.int32))
 
   return AskTellStrategy(init, ask, tell)
+
+
+def _default_groups(space: Any) -> list[int]:
+  from jnas.spaces.darts import DartsSpace
+  if isinstance(space, DartsSpace):
+    return [2 * space.inputs_per_node] * (2 * space.num_nodes)
+  return [1] * len(space.index_sizes())
 
 
 def _default_valid(space: Any) -> Callable[[np.ndarray], np.ndarray]:

@@ -39,7 +39,30 @@ from flax import nnx
 
 from jnas.strategies.base import AskTellStrategy
 
-__all__ = ["Controller", "ReinforceState", "reinforce", "mnasnet_reward", "sizes_of"]
+__all__ = ["Controller", "ReinforceState", "reinforce", "controller_policy", "mnasnet_reward",
+           "sizes_of", "distinct_pairs"]
+
+
+def distinct_pairs(space_or_sizes: Any) -> tuple[tuple[int, int], ...]:
+  """Pairs ``(t, u)`` of steps whose values must differ, from the space's rules.
+
+  For DARTS (integer form ``[op, input]`` per kept edge) every kept edge of a
+  node must read a different input; other spaces have no such rule.
+
+  Example:
+    >>> from jnas.spaces.darts import DartsSpace
+    >>> distinct_pairs(DartsSpace(num_nodes=1))
+    ((3, 1), (7, 5))
+  """
+  from jnas.spaces.darts import DartsSpace  # local: only DARTS has the rule
+  if not isinstance(space_or_sizes, DartsSpace):
+    return ()
+  k, pairs = space_or_sizes.inputs_per_node, []
+  for node in range(2 * space_or_sizes.num_nodes):  # both cell types, node by node
+    base = node * 2 * k
+    inputs = [base + 2 * e + 1 for e in range(k)]
+    pairs += [(t, u) for i, t in enumerate(inputs) for u in inputs[:i]]
+  return tuple(pairs)
 
 
 def sizes_of(space_or_sizes: Any) -> tuple[int, ...]:
@@ -76,8 +99,15 @@ class Controller(nnx.Module):
   """
 
   def __init__(self, sizes: Sequence[int], hidden: int = 64, *,
-               tanh_constant: float | None = 2.5, rngs: nnx.Rngs):
+               tanh_constant: float | None = 2.5,
+               distinct: Sequence[tuple[int, int]] = (), rngs: nnx.Rngs):
     self.sizes = tuple(int(s) for s in sizes)
+    # (t, u): step t may not repeat the value chosen at earlier step u (a DARTS
+    # node's second input differs from its first).
+    self.distinct = tuple((int(t), int(u)) for t, u in distinct)
+    if any(not 0 <= u < t < len(self.sizes) for t, u in self.distinct):
+      raise ValueError(f"distinct pairs (t, u) need 0 <= u < t < {len(self.sizes)}, "
+                       f"got {self.distinct}")
     self.tanh_constant = tanh_constant
     steps, width = len(self.sizes), max(self.sizes)
     # Token 0 starts the sequence; step t's value v is token offsets[t] + v + 1.
@@ -89,45 +119,57 @@ class Controller(nnx.Module):
     self.head_b = nnx.Param(jnp.zeros((steps, width)))
     self.hidden = hidden
 
-  def _logits(self, t: int, h: jax.Array) -> jax.Array:
-    logits = h @ self.head_w[t] + self.head_b[t]
-    if self.tanh_constant is not None:
-      logits = self.tanh_constant * jnp.tanh(logits / self.tanh_constant)
-    valid = jnp.arange(logits.shape[-1]) < self.sizes[t]
-    return jnp.where(valid, logits, -1e9)
+  def _run(self, batch: int, pick, xs) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Runs the LSTM over every step; ``pick(log_probs, x_t) -> int [batch]`` chooses."""
+    sizes = jnp.asarray(self.sizes)
+    offsets = jnp.asarray(self.offsets)
+    width = self.head_w.shape[-1]
+    steps = len(self.sizes)
+    excl = np.zeros((steps, steps), bool)
+    for t, u in self.distinct:
+      excl[t, u] = True
+    excl = jnp.asarray(excl)
 
-  def _run(self, batch: int, pick) -> tuple[jax.Array, jax.Array, jax.Array]:
-    carry = (jnp.zeros((batch, self.hidden)), jnp.zeros((batch, self.hidden)))
-    x = self.embed(jnp.zeros((batch,), jnp.int32))
-    logp = ent = jnp.zeros((batch,))
-    out = []
-    # The sequence is short and its steps differ in size, so a Python loop
-    # (unrolled once at trace time) is simpler than a scan with padding.
-    for t in range(len(self.sizes)):
-      carry, h = self.cell(carry, x)
-      log_probs = jax.nn.log_softmax(self._logits(t, h))
-      a = pick(t, log_probs)
+    # One scanned step (steps differ only in their head, size and embedding
+    # rows, all indexed by t), so compile time does not grow with the length.
+    def step(carry, inp):
+      lstm, x, logp, ent, hist = carry
+      t, x_t = inp
+      lstm, h = self.cell(lstm, x)
+      logits = h @ self.head_w[t] + self.head_b[t]
+      if self.tanh_constant is not None:
+        logits = self.tanh_constant * jnp.tanh(logits / self.tanh_constant)
+      taken = jnp.any(jax.nn.one_hot(hist, width, dtype=bool) & excl[t][None, :, None], axis=1)
+      logits = jnp.where((jnp.arange(width) < sizes[t]) & ~taken, logits, -1e9)
+      log_probs = jax.nn.log_softmax(logits)
+      a = pick(log_probs, x_t).astype(jnp.int32)
       logp = logp + jnp.take_along_axis(log_probs, a[:, None], axis=-1)[:, 0]
       probs = jnp.exp(log_probs)
       ent = ent - jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
-      out.append(a)
-      x = self.embed(self.offsets[t] + a + 1)
-    return jnp.stack(out, axis=1).astype(jnp.int32), logp, ent
+      hist = hist.at[:, t].set(a)
+      return (lstm, self.embed(offsets[t] + a + 1), logp, ent, hist), a
+
+    zeros = jnp.zeros((batch, self.hidden))
+    init = ((zeros, zeros), self.embed(jnp.zeros((batch,), jnp.int32)), jnp.zeros((batch,)),
+            jnp.zeros((batch,)), jnp.full((batch, steps), -1, jnp.int32))
+    (_, _, logp, ent, _), out = jax.lax.scan(step, init, (jnp.arange(steps), xs))
+    return out.T, logp, ent
 
   def sample(self, key: jax.Array, batch: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``batch`` decision sequences ``int32 [batch, steps]``, their log-probs and entropies."""
     keys = jax.random.split(key, len(self.sizes))
-    return self._run(batch, lambda t, lp: jax.random.categorical(keys[t], lp))
+    return self._run(batch, lambda lp, k: jax.random.categorical(k, lp), keys)
 
   def log_prob(self, decisions: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Log-probability and entropy (summed over steps) of given decision sequences."""
     decisions = jnp.asarray(decisions, jnp.int32)
-    _, logp, ent = self._run(decisions.shape[0], lambda t, lp: decisions[:, t])
+    _, logp, ent = self._run(decisions.shape[0], lambda lp, d: d, decisions.T)
     return logp, ent
 
   def greedy(self) -> jax.Array:
     """The most likely decision at every step (arg-max decoding), ``int32 [steps]``."""
-    return self._run(1, lambda t, lp: jnp.argmax(lp, axis=-1))[0][0]
+    dummy = jnp.zeros((len(self.sizes), 1), jnp.int32)
+    return self._run(1, lambda lp, d: jnp.argmax(lp, axis=-1), dummy)[0][0]
 
 
 class ReinforceState(NamedTuple):
@@ -142,9 +184,9 @@ class ReinforceState(NamedTuple):
 
 
 def reinforce(space_or_sizes: Any, *, batch_size: int = 1, hidden: int = 64,
-              learning_rate: float = 0.01, entropy_weight: float = 1e-3,
-              baseline_decay: float = 0.9, tanh_constant: float | None = 2.5
-              ) -> AskTellStrategy:
+              learning_rate: float = 0.02, entropy_weight: float = 0.01,
+              baseline_decay: float = 0.9, tanh_constant: float | None = 2.5,
+              init_scale: float = 0.08) -> AskTellStrategy:
   """REINFORCE with a moving-average baseline and an entropy bonus (Zoph & Le, 2017).
 
   Args:
@@ -157,6 +199,7 @@ def reinforce(space_or_sizes: Any, *, batch_size: int = 1, hidden: int = 64,
     baseline_decay: the baseline is ``decay * b + (1 - decay) * mean(R)``; the
       first batch sets it to its mean reward.
     tanh_constant: logit squashing (see :class:`Controller`).
+    init_scale: weights start uniform in ``[-init_scale, init_scale]``.
 
   Returns:
     An :class:`AskTellStrategy`: ``init(key)``, ``ask(state) -> (state, int32
@@ -171,18 +214,27 @@ def reinforce(space_or_sizes: Any, *, batch_size: int = 1, hidden: int = 64,
     >>> st = jax.jit(s.tell)(st, d, jnp.array([0.5, 0.9]))
   """
   sizes = sizes_of(space_or_sizes)
+  distinct = distinct_pairs(space_or_sizes)
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   if not 0.0 <= baseline_decay < 1.0:
     raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
-  make = lambda key: Controller(sizes, hidden, tanh_constant=tanh_constant,
-                                rngs=nnx.Rngs(params=key))
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: make(jax.random.key(0))))
+  graphdef, template = nnx.split(nnx.eval_shape(
+      lambda: Controller(sizes, hidden, tanh_constant=tanh_constant, distinct=distinct,
+                         rngs=nnx.Rngs(0))), nnx.Param)
   tx = optax.adam(learning_rate)
 
   def init(key: jax.Array) -> ReinforceState:
     k_init, k_run = jax.random.split(key)
-    params = nnx.state(make(k_init), nnx.Param)
+    # Zoph & Le initialise every controller weight uniformly in [-0.08, 0.08]
+    # (one draw for all of them: each random call costs seconds to compile on CPU).
+    leaves, treedef = jax.tree.flatten(template)
+    flat = jax.random.uniform(k_init, (sum(leaf.size for leaf in leaves),), jnp.float32,
+                              -init_scale, init_scale)
+    splits = np.cumsum([leaf.size for leaf in leaves])[:-1]
+    params = jax.tree.unflatten(treedef, [
+        part.reshape(leaf.shape).astype(leaf.dtype)
+        for part, leaf in zip(jnp.split(flat, splits), leaves)])
     return ReinforceState(params, tx.init(params), jnp.zeros(()), jnp.zeros((), bool), k_run,
                           jnp.zeros((), jnp.int32))
 
@@ -225,7 +277,8 @@ def controller_policy(space_or_sizes: Any, state: ReinforceState, *, hidden: int
   """
   sizes = sizes_of(space_or_sizes)
   graphdef, _ = nnx.split(nnx.eval_shape(
-      lambda: Controller(sizes, hidden, tanh_constant=tanh_constant, rngs=nnx.Rngs(0))))
+      lambda: Controller(sizes, hidden, tanh_constant=tanh_constant,
+                         distinct=distinct_pairs(space_or_sizes), rngs=nnx.Rngs(0))))
   return nnx.merge(graphdef, state.params)
 
 
