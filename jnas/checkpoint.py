@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -52,21 +53,39 @@ def _keys_to_data(tree: Any) -> Any:
   return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
+def _uncommitted(x: Any) -> bool:
+  return isinstance(x, jax.Array) and not getattr(x, "committed", True)
+
+
 def _data_target(target: Any) -> Any:
-  """``target`` with typed keys replaced by the shape of their raw data."""
+  """``target`` with typed keys replaced by their raw data, and where to restore each leaf.
+
+  A jax array that was not placed explicitly (uncommitted, the usual case on
+  one device) is restored through host memory and placed like a fresh array
+  again: restored committed arrays would lower the jitted step differently
+  and cost a second compilation. Committed (e.g. sharded) targets restore
+  straight into their sharding.
+  """
   def conv(x):
     if _is_key(x):
-      return jax.eval_shape(jax.random.key_data, x)
-    if isinstance(x, jax.ShapeDtypeStruct):
+      x = jax.eval_shape(jax.random.key_data, x)
+      return np.empty(x.shape, x.dtype)
+    if isinstance(x, jax.ShapeDtypeStruct) or (isinstance(x, jax.Array) and x.committed):
       return x
-    return np.asarray(x) if not isinstance(x, jax.Array) else x
+    return np.empty(np.shape(x), np.asarray(x).dtype if not isinstance(x, jax.Array)
+                    else x.dtype)
   return jax.tree.map(conv, target)
 
 
-def _data_to_keys(tree: Any, target: Any) -> Any:
-  return jax.tree.map(
-      lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
-      tree, target)
+def _from_host(tree: Any, target: Any) -> Any:
+  """Typed keys wrapped again; leaves restored to host memory put back where ``target``'s were."""
+  def conv(x, t):
+    if _is_key(t):
+      return jax.random.wrap_key_data(jnp.asarray(x), impl=jax.random.key_impl(t))
+    if _uncommitted(t):
+      return jnp.asarray(x)
+    return x
+  return jax.tree.map(conv, tree, target)
 
 
 class Checkpoints:
@@ -169,7 +188,7 @@ class Checkpoints:
     if target is not None:
       if jax.tree.structure(_data_target(target)) != jax.tree.structure(tree):
         raise ValueError(f"checkpoint {self.directory / str(step)} has another tree structure")
-      tree = _data_to_keys(tree, target)
+      tree = _from_host(tree, target)
     return tree, dict(out["meta"] or {})
 
   def latest_good(self, target: Any | None = None) -> tuple[int, Any, dict] | None:

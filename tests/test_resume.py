@@ -70,6 +70,8 @@ def test_checkpoint_round_trip_keeps_structure_keys_and_last_two(tmp_path):
   assert np.array_equal(jax.random.key_data(got["key"]), jax.random.key_data(tree["key"]))
   for a, b in zip(jax.tree.leaves(got["params"]), jax.tree.leaves(tree["params"])):
     assert np.array_equal(a, b)
+    # Placed like fresh arrays: a jitted step lowers (and is cached) as before the stop.
+    assert isinstance(a, jax.Array) and not a.committed
 
 
 def test_corrupt_newest_checkpoint_is_skipped_with_warning(tmp_path, caplog):
