@@ -82,3 +82,18 @@ def test_empty_workdir_skips_everything_and_missing_dir_fails(tmp_path, capsys):
   assert made == [] and len(skipped) == 4
   assert main(["plot", str(tmp_path / "nope")]) == 2
   assert "does not exist" in capsys.readouterr().err
+
+
+def test_learning_curves_include_retraining(tmp_path):
+  from jnas.plot import plot_learning_curves
+  from jnas.utils.metrics import MetricWriter
+
+  with MetricWriter(str(tmp_path)) as w:
+    for e in (1, 2):
+      w.write(7 * e, phase="search", epoch=e, train_loss=2.0 / e, val_loss=2.1 / e,
+              train_acc=0.3 * e)
+    for e in (1, 2, 3):
+      w.write(e, phase="retrain", retrain_loss=1.0 / e, retrain_acc=0.5 + 0.1 * e)
+  path = plot_learning_curves(tmp_path, tmp_path / "curves.png")
+  assert path is not None and _is_png(path)
+  assert plot_learning_curves(tmp_path / "empty", tmp_path / "none.png") is None
