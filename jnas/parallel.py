@@ -124,8 +124,8 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   shardings propagate through the step without annotations.
 
   Example:
-    >>> make_mesh(1).shape
-    OrderedDict({'data': 1})
+    >>> dict(make_mesh(1).shape)
+    {'data': 1}
   """
   available = jax.device_count()
   n = available if num_devices is None else int(num_devices)

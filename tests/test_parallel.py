@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,45 @@ def batches(key: int = 1, n: int = 2):
 def _flat(tree) -> dict[str, np.ndarray]:
   leaves = jax.tree_util.tree_leaves_with_path(tree)
   return {jax.tree_util.keystr(p): np.asarray(jax.device_get(v)) for p, v in leaves}
+
+
+def _toy_step(state, batch_train, batch_val):
+  """A least-squares step with a batch-norm-like running mean: cheap to compile."""
+  x, y = batch_train
+  loss = lambda w: jnp.mean((x @ w - y) ** 2)  # noqa: E731
+  l, g = jax.value_and_grad(loss)(state["w"])
+  new = {"w": state["w"] - 0.1 * g, "mean": 0.9 * state["mean"] + 0.1 * jnp.mean(x, axis=0)}
+  return new, {"loss": l, "val_x": jnp.mean(batch_val[0])}
+
+
+def _toy_data():
+  x = jax.random.normal(jax.random.key(3), (2, BATCH, 4))
+  return x, jnp.sum(x, -1), {"w": jnp.zeros(4), "mean": jnp.zeros(4)}
+
+
+def _multihost_worker(out_path: str) -> None:
+  """One of two processes (2 CPU devices each) running the toy step on a 4-device mesh."""
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  assert parallel.initialize_distributed()
+  assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
+  mesh = parallel.make_mesh()
+  xs, ys, state0 = _toy_data()
+  state = parallel.replicate(state0, mesh)
+  step = parallel.data_parallel_step(_toy_step, mesh)
+  half = BATCH // 2
+  lo = jax.process_index() * half
+  for i in range(2):
+    local = (xs[i, lo:lo + half], ys[i, lo:lo + half])  # this process's part of the batch
+    bt = parallel.shard_batch(local, mesh)
+    assert bt[0].shape == (BATCH, 4)
+    state, metrics = step(state, bt, bt)
+  got = {k: np.asarray(v.addressable_shards[0].data) for k, v in state.items()}
+  ref = state0
+  for i in range(2):  # the same steps on the whole batch, on this process's first device
+    ref, _ = jax.jit(_toy_step)(ref, (xs[i], ys[i]), (xs[i], ys[i]))
+  np.savez(out_path, **{f"got_{k}": v for k, v in got.items()},
+           **{f"ref_{k}": np.asarray(v) for k, v in ref.items()},
+           loss=np.asarray(metrics["loss"].addressable_shards[0].data))
 
 
 def _worker(out_dir: str, strategy_names: list[str]) -> None:
@@ -257,6 +297,33 @@ def test_full_space_on_4_devices_equals_one_device(tmp_path):
     assert_same_state(single, multi)
 
 
+def test_two_processes_equal_one(tmp_path):
+  # Two processes with 2 CPU devices each, started through initialize_distributed's
+  # JAX_* variables: each feeds half of every batch, the step sees the global batch.
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  root = Path(__file__).resolve().parents[1]
+  procs = []
+  for pid in range(2):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(pid),
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    procs.append(subprocess.Popen([sys.executable, __file__, str(tmp_path / f"{pid}.npz"),
+                                   "multihost"], env=env, cwd=root, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-4000:]
+  for pid in range(2):
+    with np.load(tmp_path / f"{pid}.npz") as z:
+      for k in ("w", "mean"):
+        assert np.abs(z[f"ref_{k}"]).max() > 1e-3  # the steps did something
+        np.testing.assert_allclose(z[f"got_{k}"], z[f"ref_{k}"], rtol=1e-5, atol=1e-6)
+
+
 def test_make_mesh_and_shard_batch_checks():
   mesh = parallel.make_mesh()
   assert mesh.axis_names == (parallel.DATA_AXIS,)
@@ -292,4 +359,7 @@ def test_initialize_distributed_reads_the_jax_variables(monkeypatch):
 
 
 if __name__ == "__main__":
-  _worker(sys.argv[1], sys.argv[2:])
+  if sys.argv[2] == "multihost":
+    _multihost_worker(sys.argv[1])
+  else:
+    _worker(sys.argv[1], sys.argv[2:])
