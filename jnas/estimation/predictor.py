@@ -131,14 +131,16 @@ def fit_predictor(key: jax.Array, sizes: Sequence[int], decisions: Any, scores: 
   y_mean = float(y.mean())
   y_std = float(y.std()) if n > 1 and y.std() > 1e-8 else 1.0
   features = len(sizes) * (max(sizes) + 1)
-  return _fit(key, encode_decisions(sizes, xp), jnp.asarray((yp - y_mean) / y_std),
+  return _fit(key, xp, jnp.asarray((yp - y_mean) / y_std),
               jnp.asarray(valid), jnp.float32(y_mean), jnp.float32(y_std), features=features,
               members=members, hidden=hidden, depth=depth, steps=steps,
-              learning_rate=learning_rate, weight_decay=weight_decay, bootstrap=bootstrap)
+              learning_rate=learning_rate, weight_decay=weight_decay, bootstrap=bootstrap,
+              sizes=tuple(int(v) for v in sizes))
 
 
 def _fit_impl(key, x, y, valid, y_mean, y_std, *, features, members, hidden, depth, steps,
-              learning_rate, weight_decay, bootstrap):
+              learning_rate, weight_decay, bootstrap, sizes):
+  x = encode_decisions(sizes, x)
   graphdef = _graphdef(features, hidden, depth)
   k_init, k_boot = jax.random.split(key)
   weights = jax.vmap(lambda k: nnx.state(MLP(features, hidden, depth, rngs=nnx.Rngs(params=k)),
@@ -164,7 +166,8 @@ def _fit_impl(key, x, y, valid, y_mean, y_std, *, features, members, hidden, dep
 
 
 _fit = jax.jit(_fit_impl, static_argnames=("features", "members", "hidden", "depth", "steps",
-                                           "learning_rate", "weight_decay", "bootstrap"))
+                                           "learning_rate", "weight_decay", "bootstrap",
+                                           "sizes"))
 
 
 def predict(params: PredictorParams, sizes: Sequence[int], decisions: Any
@@ -186,18 +189,19 @@ def predict(params: PredictorParams, sizes: Sequence[int], decisions: Any
   depth = sum(1 for k in params.weights["layers"])
   hidden = int(params.weights["out"]["kernel"].shape[-2])
   features = len(sizes) * (max(sizes) + 1)
-  mean, std = _predict(params, encode_decisions(sizes, xp), features=features, hidden=hidden,
-                       depth=depth)
-  return np.asarray(mean[:n]), np.asarray(std[:n])
+  mean, std = _predict(params, xp, features=features, hidden=hidden, depth=depth,
+                       sizes=tuple(int(v) for v in sizes))
+  return np.asarray(mean)[:n], np.asarray(std)[:n]
 
 
-def _predict_fn(params, x, *, features, hidden, depth):
+def _predict_fn(params, x, *, features, hidden, depth, sizes):
+  x = encode_decisions(sizes, x)
   pred = _apply(_graphdef(features, hidden, depth), params.weights, x)
   pred = pred * params.y_std + params.y_mean
   return jnp.mean(pred, axis=0), jnp.std(pred, axis=0)
 
 
-_predict = jax.jit(_predict_fn, static_argnames=("features", "hidden", "depth"))
+_predict = jax.jit(_predict_fn, static_argnames=("features", "hidden", "depth", "sizes"))
 
 
 def kendall_tau(a: Any, b: Any) -> float:

@@ -320,6 +320,9 @@ def replay(strategy: Any, bench: TabularBenchmark, *, budget: float, cost_scale:
   return out
 
 
+_COMPILED: dict[tuple, tuple] = {}
+
+
 def replay_many(name: str, bench: TabularBenchmark, *, budget: float, runs: int = 500,
                 seed: int = 0, cost_scale: float = 1.0, settings: Mapping[str, Any] | None = None,
                 max_queries: int = 100_000) -> dict[str, Any]:
@@ -338,8 +341,14 @@ def replay_many(name: str, bench: TabularBenchmark, *, budget: float, runs: int 
   strategy, jit, merged = make_strategy(name, bench.space, settings)
   base = jax.random.key(seed)
   t0 = time.time()
-  compiled = ((jax.jit(strategy.init), jax.jit(strategy.ask), jax.jit(strategy.tell)) if jit
-              else None)
+  compiled = None
+  if jit:
+    # One compilation per (strategy, settings) per process, not per call.
+    cache_key = (name, json.dumps(merged, sort_keys=True, default=str), bench.space.num_edges)
+    if cache_key not in _COMPILED:
+      _COMPILED[cache_key] = (jax.jit(strategy.init), jax.jit(strategy.ask),
+                              jax.jit(strategy.tell))
+    compiled = _COMPILED[cache_key]
   results = [replay(strategy, bench, budget=budget, cost_scale=cost_scale,
                     key=jax.random.fold_in(base, i), max_queries=max_queries, _compiled=compiled)
              for i in range(runs)]
