@@ -15,6 +15,11 @@ from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import nsga2
 from jnas.strategies.evolution import regularized_evolution
 from jnas.strategies.evolution import topk_evolution
+from jnas.strategies.progressive import dpp_net
+from jnas.strategies.progressive import measured_front
+from jnas.strategies.progressive import pnas
 from jnas.strategies.random_search import random_search
+from jnas.strategies.reinforce import mnasnet_reward
+from jnas.strategies.reinforce import reinforce
 from jnas.strategies.sampling import ConstraintError
 from jnas.strategies.sampling import Constraints
