@@ -17,7 +17,12 @@ the settings: ``k3_e3`` (a 3x expansion with dense 1x1 convolutions) and
 ``k5_e1_g2`` (no expansion, a two-group 1x1 projection). On XLA:CPU a grouped
 1x1 convolution in bfloat16 is several times slower than in float32, so the
 table for bfloat16 ranks ``k3_e3`` first and the float32 table ``k5_e1_g2``
-(the script prints both tables' per-block ratios; the note quotes a run).
+(the script prints both tables; /work/notes/helper_fbnet.md quotes a run).
+
+Shared-weight accuracy is reported as measured, with batch norm re-estimated
+for each architecture; with this short, high-temperature search it is far
+below the supernet's accuracy under the soft encoding (the blocks co-adapt to
+the mixture), so it does not rank A and B.
 """
 
 from __future__ import annotations
