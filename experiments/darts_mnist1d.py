@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.depthwise_impl = "auto"  # taps on CPU, XLA grouped conv on GPU/TPU
 
   c.search = ml_collections.ConfigDict()
-  c.search.strategy = "darts"
+  c.search.strategy = "darts"  # or "gdas", "snas" (jnas/strategies/registry.py)
   c.search.order = 1
   c.search.epochs = 10
   c.search.batch_size = 64
@@ -45,6 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.a_b1 = 0.5
   c.search.a_b2 = 0.999
   c.search.a_weight_decay = 1e-3
+  # GDAS (search.strategy='gdas'): temperature linear from tau_max to tau_min.
+  c.search.tau_max = 10.0
+  c.search.tau_min = 0.1
+  # SNAS (search.strategy='snas'): temperature tau0 * tau_decay ** epoch.
+  c.search.tau0 = 1.0
+  c.search.tau_decay = 0.97
 
   c.retrain = ml_collections.ConfigDict()
   c.retrain.enabled = True

@@ -34,7 +34,7 @@ from jnas.data import epoch_batches, eval_batches, load_dataset, split_train_val
 from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
 from jnas.ops.primitives import set_depthwise_impl
 from jnas.spaces.darts import GENOTYPES, DartsSpace, Genotype
-from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
+from jnas.strategies.registry import GRADIENT_STRATEGIES, build_gradient_strategy
 from jnas.supernet.darts import DartsSupernet
 from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.train.network import DiscreteNetwork
@@ -262,8 +262,9 @@ def search(config, workdir: str) -> dict[str, Any]:
     return {**done, "status": "finished"}
   write_json_atomic(str(wd / "config.json"), config_dict)
   sc = config.search
-  if sc.strategy != "darts":
-    raise ValueError(f"unknown search strategy {sc.strategy!r} (known: darts)")
+  if sc.strategy not in GRADIENT_STRATEGIES:
+    raise ValueError(f"unknown search strategy {sc.strategy!r} "
+                     f"(known: {', '.join(GRADIENT_STRATEGIES)})")
 
   # ---- Data: the training set split in halves (weights / alpha). ----
   ds = load_dataset(config.data.name, seed=config.data.seed)
@@ -282,12 +283,9 @@ def search(config, workdir: str) -> dict[str, Any]:
   split = split_model(net)
   apply_fn = make_apply(split.graphdef)
   alpha = space.init_alpha(jax.random.fold_in(key, 1))
-  w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
-                           total_steps)
-  a_opt = arch_optimizer(sc.a_lr, sc.a_b1, sc.a_b2, sc.a_weight_decay)
-  strategy = darts(apply_fn, split.params, split.state, alpha, w_opt=w_opt, a_opt=a_opt,
-                   order=sc.order, unrolled_lr=sc.w_lr, unrolled_momentum=sc.momentum,
-                   unrolled_weight_decay=sc.weight_decay)
+  strategy = build_gradient_strategy(sc, split.graphdef, split.params, split.state, alpha,
+                                     total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                                     key=jax.random.fold_in(key, 2))
   state = strategy.init(key)
   step = jax.jit(strategy.step, donate_argnums=0)
   log.info("search: %s order %d, %d supernet weights, %d steps (%d epochs)", sc.strategy,

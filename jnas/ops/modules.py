@@ -154,17 +154,33 @@ class FactorizedReduce(nnx.Module):
     self.bn = EdgeBatchNorm(num_edges, c_out, affine=affine)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    x = jax.nn.relu(x)
-    nd = P.spatial_ndim(x)
-    even = x[(slice(None), slice(None)) + (slice(None, None, 2),) * nd]
-    # The odd branch starts one step later; pad at the end so odd lengths keep
-    # the same output size as the even branch.
-    shifted = x[(slice(None), slice(None)) + (slice(1, None),) * nd]
-    shifted = jnp.pad(shifted, [(0, 0), (0, 0)] + [(0, 1)] * nd + [(0, 0)])
-    odd = shifted[(slice(None), slice(None)) + (slice(None, None, 2),) * nd]
-    odd = odd[(slice(None), slice(None)) + tuple(slice(0, s) for s in even.shape[2:-1])]
-    y = jnp.concatenate([self.conv1(even), self.conv2(odd)], axis=-1)
+    y = factorized_reduce(x, self.conv1.w.get_value(), self.conv2.w.get_value())
     return self.bn(y, train=train)
+
+
+def factorized_reduce(x: jax.Array, w1: jax.Array, w2: jax.Array) -> jax.Array:
+  """ReLU, then two offset stride-2 1x1 convolutions concatenated (before BN).
+
+  Args:
+    x: ``[E, B, *S, C_in]``.
+    w1, w2: ``[E, C_in, C_out // 2]`` weights of the even and odd branches.
+
+  Example:
+    >>> w = jnp.ones((1, 4, 2))
+    >>> factorized_reduce(jnp.ones((1, 2, 8, 4)), w, w).shape
+    (1, 2, 4, 4)
+  """
+  x = jax.nn.relu(x)
+  nd = P.spatial_ndim(x)
+  even = x[(slice(None), slice(None)) + (slice(None, None, 2),) * nd]
+  # The odd branch starts one step later; pad at the end so odd lengths keep
+  # the same output size as the even branch.
+  shifted = x[(slice(None), slice(None)) + (slice(1, None),) * nd]
+  shifted = jnp.pad(shifted, [(0, 0), (0, 0)] + [(0, 1)] * nd + [(0, 0)])
+  odd = shifted[(slice(None), slice(None)) + (slice(None, None, 2),) * nd]
+  odd = odd[(slice(None), slice(None)) + tuple(slice(0, s) for s in even.shape[2:-1])]
+  return jnp.concatenate([P.pointwise_conv(even, w1.astype(x.dtype)),
+                          P.pointwise_conv(odd, w2.astype(x.dtype))], axis=-1)
 
 
 class Identity(nnx.Module):

@@ -15,6 +15,7 @@ and the work per kernel large.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -23,7 +24,7 @@ from flax import nnx
 
 from jnas.ops import primitives as P
 from jnas.ops.modules import (DepthwiseConv, EdgeBatchNorm, FactorizedReduce, PointwiseConv,
-                              ReLUConvBN, make_op)
+                              ReLUConvBN, factorized_reduce, make_op)
 from jnas.spaces.darts import DartsSpace, edge_index
 
 
@@ -109,7 +110,101 @@ class MixedEdges(nnx.Module):
       outs["skip_connect"] = self.skip(x, train=train)
     return outs
 
-  def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool) -> jax.Array:
+  # Single path ---------------------------------------------------------------
+  # GDAS, SPOS and population evaluation pick one op per edge; running the
+  # other candidates would waste most of the step. Each edge then runs only its
+  # chosen op through a switch (see P.switch_recompute), with that edge's slice
+  # of the stacked weights and statistics.
+
+  def _bns(self) -> dict[str, EdgeBatchNorm]:
+    bns = {"bn1": self.bn1, "bn2": self.bn2, "pool_bn": self.pool_bn}
+    if isinstance(self.skip, FactorizedReduce):
+      bns["skip_bn"] = self.skip.bn
+    return {k: v for k, v in bns.items() if v is not None}
+
+  def _per_edge(self, a: jax.Array) -> jax.Array:
+    """``[K * E, ...]`` (op-major stacking) -> ``[E, K, ...]``."""
+    e = self.num_edges
+    return jnp.swapaxes(a.reshape((a.shape[0] // e, e) + a.shape[1:]), 0, 1)
+
+  def _edge_params(self) -> dict:
+    p = {}
+    if self.conv_ops:
+      p["dw1"] = [dw.w.get_value() for dw in self.dw1]  # tap counts differ
+      p["pw1"] = self._per_edge(self.pw1.w.get_value())
+    if self.sep_ops:
+      p["dw2"] = [dw.w.get_value() for dw in self.dw2]
+      p["pw2"] = self._per_edge(self.pw2.w.get_value())
+    if isinstance(self.skip, FactorizedReduce):
+      p["fr"] = jnp.stack([self.skip.conv1.w.get_value(), self.skip.conv2.w.get_value()], 1)
+    return p
+
+  def _run_one(self, name: str, x: jax.Array, p: dict, s: dict, *, train: bool):
+    """Candidate ``name`` on one edge: ``x: [1, B, *S, C]``, one edge's weights/stats."""
+    bns = self._bns()
+
+    def bn(key, k, h):
+      mod = bns[key]
+      mean, var = s[key]
+      y, (m, v) = P.batch_norm(h, mean[k][None], var[k][None], train=train,
+                               momentum=mod.momentum, eps=mod.eps)
+      return y, {**s, key: (mean.at[k].set(m[0]), var.at[k].set(v[0]))}
+
+    if name == "none":
+      nd = P.spatial_ndim(x)
+      return jnp.zeros_like(x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * nd]), s
+    if name == "skip_connect":
+      if not isinstance(self.skip, FactorizedReduce):
+        return x, s
+      h = factorized_reduce(x, p["fr"][0][None], p["fr"][1][None])
+      return bn("skip_bn", 0, h)
+    if name in POOL_KINDS:
+      k = self.pool_ops.index(name)
+      return bn("pool_bn", k, P.pool(x, POOL_KINDS[name], stride=self.stride))
+    kernel, dilation, stages = CONV_SPECS[name]
+    k = self.conv_ops.index(name)
+    h = P.depthwise_conv(jax.nn.relu(x), p["dw1"][k][None].astype(x.dtype), kernel=kernel,
+                         dilation=dilation, stride=self.stride, impl=self.impl)
+    h, s = bn("bn1", k, P.pointwise_conv(h, p["pw1"][k][None].astype(x.dtype)))
+    if stages == 2:
+      k = self.sep_ops.index(name)
+      h = P.depthwise_conv(jax.nn.relu(h), p["dw2"][k][None].astype(x.dtype), kernel=kernel,
+                           dilation=dilation, impl=self.impl)
+      h, s = bn("bn2", k, P.pointwise_conv(h, p["pw2"][k][None].astype(x.dtype)))
+    return h, s
+
+  def single_path(self, x: jax.Array, weights: jax.Array, *, train: bool) -> jax.Array:
+    """Runs only each edge's chosen op: ``argmax(weights[e])``, scaled by that weight.
+
+    ``weights`` is a one-hot (or hard straight-through Gumbel) matrix
+    ``[E, num_ops]``. The output equals :meth:`__call__` for one-hot weights;
+    the gradient reaches ``weights[e, chosen]`` (and through a straight-through
+    sample, all of alpha), as in GDAS.
+    """
+    idx = jnp.argmax(weights, axis=-1)
+    params = self._edge_params()
+    bns = self._bns()
+    stats = {k: (self._per_edge(m.mean.get_value()), self._per_edge(m.var.get_value()))
+             for k, m in bns.items()}
+    branches = [functools.partial(self._run_one, name, train=train) for name in self.primitives]
+    ys, new_stats = [], []
+    for e in range(self.num_edges):
+      take = lambda a: a[e]
+      y, s_new = P.switch_recompute(branches, idx[e], x[e:e + 1], jax.tree.map(take, params),
+                                    jax.tree.map(take, stats))
+      ys.append(y[0] * weights[e, idx[e]].astype(y.dtype))
+      new_stats.append(s_new)
+    if train:
+      for key, mod in bns.items():
+        for j, var in enumerate((mod.mean, mod.var)):
+          per_edge = jnp.stack([ns[key][j] for ns in new_stats])  # [E, K, C]
+          var.set_value(jnp.swapaxes(per_edge, 0, 1).reshape(var.get_value().shape))
+    return jnp.stack(ys)
+
+  def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool,
+               single_path: bool = False) -> jax.Array:
+    if single_path:
+      return self.single_path(x, weights, train=train)
     outs = self.candidate_outputs(x, train=train)
     # "none" contributes exactly zero, so it is left out of the sum.
     live = [k for k, name in enumerate(self.primitives) if name != "none"]
@@ -147,15 +242,16 @@ class SearchCell(nnx.Module):
         for k, g in enumerate(self.groups)
     ])
 
-  def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array, *, train: bool
-               ) -> jax.Array:
+  def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array, *, train: bool,
+               single_path: bool = False) -> jax.Array:
     """Maps cell inputs ``[B, *S, C]`` to ``[B, *S', num_nodes * channels]``."""
     n = self.num_nodes
     s0 = self.pre0(s0[None], train=train)[0]
     s1 = self.pre1(s1[None], train=train)[0]
     x = jnp.concatenate([jnp.broadcast_to(s0, (n,) + s0.shape),
                          jnp.broadcast_to(s1, (n,) + s1.shape)])
-    y = self.edges[0](x, weights[jnp.array(self.groups[0])], train=train)
+    y = self.edges[0](x, weights[jnp.array(self.groups[0])], train=train,
+                      single_path=single_path)
     # pending[j]: running sum of the edges already computed into node j.
     pending = [y[j] + y[n + j] for j in range(n)]
     nodes = []
@@ -166,7 +262,7 @@ class SearchCell(nnx.Module):
         break
       idx = jnp.array(self.groups[g])
       x = jnp.broadcast_to(node, (len(self.groups[g]),) + node.shape)
-      y = self.edges[g](x, weights[idx], train=train)
+      y = self.edges[g](x, weights[idx], train=train, single_path=single_path)
       for k, j in enumerate(range(g, n)):
         pending[j] = pending[j] + y[k]
     return jnp.concatenate(nodes, axis=-1)
@@ -262,9 +358,16 @@ class DartsSupernet(nnx.Module):
         for c_pp, c_p, c, red, red_prev in plan])
     self.classifier = Classifier(space.num_nodes * plan[-1][2], num_classes, rngs=rngs)
 
-  def __call__(self, x: jax.Array, encoding, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, encoding, *, train: bool, single_path: bool = False
+               ) -> jax.Array:
+    """Logits for ``x`` under ``encoding``.
+
+    ``single_path=True`` runs only the op with the largest weight on each edge
+    (for one-hot encodings and hard Gumbel samples: GDAS, SPOS, evaluating
+    discrete architectures); otherwise every candidate runs (DARTS, SNAS).
+    """
     s0 = s1 = self.stem(x, train=train)
     for cell in self.cells:
       w = encoding["reduce"] if cell.reduction else encoding["normal"]
-      s0, s1 = s1, cell(s0, s1, w, train=train)
+      s0, s1 = s1, cell(s0, s1, w, train=train, single_path=single_path)
     return self.classifier(s1)

@@ -41,12 +41,13 @@ def split_model(model: nnx.Module) -> Split:
 ApplyFn = Callable[..., tuple[jax.Array, State]]
 
 
-def make_apply(graphdef: Any) -> ApplyFn:
+def make_apply(graphdef: Any, **call_kwargs: Any) -> ApplyFn:
   """Returns ``apply(params, state, encoding, x, train) -> (logits, new_state)``.
 
   ``encoding`` is passed to the module's ``__call__`` as a traced argument, so
   one compiled function serves every architecture. Pass ``encoding=None`` for
-  modules that take no encoding (discrete networks).
+  modules that take no encoding (discrete networks). ``call_kwargs`` are
+  passed to every call (e.g. ``single_path=True`` for the supernet).
 
   Example:
     >>> apply = make_apply(split.graphdef)  # doctest: +SKIP
@@ -59,9 +60,9 @@ def make_apply(graphdef: Any) -> ApplyFn:
     params, state = jax.tree.map(lambda a: a, (params, state))
     model = nnx.merge(graphdef, params, state)
     if encoding is None:
-      logits = model(x, train=train)
+      logits = model(x, train=train, **call_kwargs)
     else:
-      logits = model(x, encoding, train=train)
+      logits = model(x, encoding, train=train, **call_kwargs)
     new_state = nnx.state(model, nnx.BatchStat)
     return logits, new_state
 
