@@ -21,8 +21,9 @@ import time
 
 def main(argv: list[str] | None = None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--strategy", default="darts", choices=["darts", "darts2"],
-                 help="darts: first order; darts2: second order")
+  p.add_argument("--strategy", default="darts", choices=["darts", "darts2", "gdas", "snas", "spos"],
+                 help="darts: first order; darts2: second order; gdas: hard Gumbel samples, "
+                      "one op per edge; snas: soft Gumbel samples; spos: one uniform path")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--C", type=int, default=16)
   p.add_argument("--layers", type=int, default=8)
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.ops.primitives import resolve_depthwise_impl, set_depthwise_impl
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
+  from jnas.strategies.gumbel import gdas, snas
+  from jnas.strategies.spos import encoding_pool, spos
   from jnas.supernet import DartsSupernet, count_params, make_apply, split_model
 
   set_depthwise_impl(args.impl)
@@ -47,9 +50,20 @@ def main(argv: list[str] | None = None) -> dict:
   net = DartsSupernet(space, 3, 10, ndim=2, channels=args.C, layers=args.layers,
                       rngs=nnx.Rngs(0))
   s = split_model(net)
-  strat = darts(make_apply(s.graphdef), s.params, s.state, space.init_alpha(jax.random.key(0)),
-                w_opt=weight_optimizer(total_steps=1000), a_opt=arch_optimizer(),
-                order=2 if args.strategy == "darts2" else 1)
+  alpha = space.init_alpha(jax.random.key(0))
+  w_opt, a_opt = weight_optimizer(total_steps=1000), arch_optimizer()
+  if args.strategy in ("darts", "darts2"):
+    strat = darts(make_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt, a_opt=a_opt,
+                  order=2 if args.strategy == "darts2" else 1)
+  elif args.strategy == "gdas":
+    strat = gdas(make_apply(s.graphdef, single_path=True), s.params, s.state, alpha,
+                 w_opt=w_opt, a_opt=a_opt, total_steps=1000)
+  elif args.strategy == "snas":
+    strat = snas(make_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt, a_opt=a_opt,
+                 steps_per_epoch=100)
+  else:
+    strat = spos(make_apply(s.graphdef, single_path=True), s.params, s.state,
+                 encoding_pool(space, 1024), w_opt=w_opt)
   state = strat.init(jax.random.key(0))
   shape = (args.batch, args.size, args.size, 3)
   batches = [(jax.random.normal(jax.random.key(i), shape), jnp.arange(args.batch) % 10)

@@ -1,0 +1,167 @@
+"""Single-path one-shot (SPOS) supernet training, and scoring a population with it.
+
+Guo et al. (2019), following Bender et al. (2018): train the supernet so that
+every path is trained fairly, by sampling one architecture uniformly at random
+per step and updating only the weights on that path; then search the trained
+supernet with evolution, scoring each candidate by its validation accuracy
+with the shared weights after recalibrating batch-norm statistics on a few
+training batches.
+
+The uniform samples come from a *pool* of encodings drawn on the host before
+training (optionally under hard constraints, e.g. a FLOPs range as in the
+SPOS paper). The step picks a pool entry with the key in its state, so the
+step stays a pure jitted function and a run is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jnas.spaces.base import SearchSpace
+from jnas.strategies.base import Batch, GradientStrategy
+from jnas.strategies.sampling import Constraints, as_constraints
+from jnas.supernet.functional import cross_entropy
+
+
+class SposState(NamedTuple):
+  """SPOS training state (a pytree): weights, BN statistics, optimizer, key."""
+
+  params: Any
+  batch_stats: Any
+  w_opt_state: optax.OptState
+  step: jax.Array
+  key: jax.Array
+
+
+def encoding_pool(space: SearchSpace, size: int, *, seed: int = 0,
+                  constraints: Constraints | Callable[[Any], bool] | None = None
+                  ) -> dict[str, np.ndarray]:
+  """``size`` uniformly sampled encodings (stacked) that satisfy ``constraints``.
+
+  Raises ``jnas.strategies.sampling.ConstraintError`` (a one-line message
+  naming the limits) when the constraints reject every candidate.
+
+  Example:
+    >>> pool = encoding_pool(DartsSpace(), 16)  # doctest: +SKIP
+    >>> pool["normal"].shape  # doctest: +SKIP
+    (16, 14, 8)
+  """
+  if size < 1:
+    raise ValueError(f"pool size must be >= 1, got {size}")
+  rng = np.random.default_rng(seed)
+  cons = as_constraints(constraints)
+  genotypes = []
+  for _ in range(size):
+    genotypes.append(cons.sample(lambda: space.random_genotype(rng)) if cons.active
+                     else space.random_genotype(rng))
+  encs = [space.genotype_to_encoding(g) for g in genotypes]
+  return {k: np.stack([e[k] for e in encs]).astype(np.float32) for k in encs[0]}
+
+
+def spos(
+    apply_fn: Callable[..., tuple[jax.Array, Any]],
+    params: Any,
+    batch_stats: Any,
+    pool: dict[str, np.ndarray],
+    *,
+    w_opt: optax.GradientTransformation,
+) -> GradientStrategy:
+  """SPOS supernet training: one uniformly sampled path per step.
+
+  Args:
+    apply_fn: the supernet's *single-path* apply
+      (``make_apply(graphdef, single_path=True)``), so only the sampled ops
+      run and only their weights get gradients.
+    params, batch_stats: initial supernet weights and BN statistics.
+    pool: stacked encodings to sample from (see :func:`encoding_pool`).
+    w_opt: the weight optimizer.
+
+  Returns:
+    A :class:`GradientStrategy`; ``step(state, batch_train, batch_val)``
+    ignores ``batch_val`` (SPOS trains weights only). There are no
+    architecture parameters: ``encoding``/``arch_params`` return ``None``.
+
+  Example:
+    >>> strat = spos(single_apply, params, stats, encoding_pool(space, 1024),
+    ...              w_opt=optax.sgd(0.05, momentum=0.9))  # doctest: +SKIP
+  """
+  pool = jax.tree.map(jnp.asarray, pool)
+  n = jax.tree.leaves(pool)[0].shape[0]
+
+  def loss(p, stats, enc, batch):
+    x, y = batch
+    logits, new_stats = apply_fn(p, stats, enc, x, True)
+    return cross_entropy(logits, y), (new_stats, logits)
+
+  def init(key: jax.Array) -> SposState:
+    return SposState(params, batch_stats, w_opt.init(params), jnp.zeros((), jnp.int32), key)
+
+  def step(state: SposState, batch_train: Batch, batch_val: Batch | None = None):
+    del batch_val
+    key, k = jax.random.split(state.key)
+    i = jax.random.randint(k, (), 0, n)
+    enc = jax.tree.map(lambda a: a[i], pool)
+    (l, (stats, logits)), g = jax.value_and_grad(loss, has_aux=True)(
+        state.params, state.batch_stats, enc, batch_train)
+    updates, opt_state = w_opt.update(g, state.w_opt_state, state.params)
+    new = SposState(optax.apply_updates(state.params, updates), stats, opt_state,
+                    state.step + 1, key)
+    return new, {"train_loss": l, "train_acc": jnp.mean(jnp.argmax(logits, -1) == batch_train[1]),
+                 "path": i}
+
+  return GradientStrategy(init=init, step=step, encoding=lambda s: None,
+                          arch_params=lambda s: None)
+
+
+def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
+                                bn_momentum: float = 0.9) -> Callable[..., dict[str, jax.Array]]:
+  """Returns ``evaluate(params, stats, encoding, calib_x, val_x, val_y) -> metrics``.
+
+  SPOS scores a sampled path with batch-norm statistics recomputed for that
+  path: the running statistics are replaced by the mean over the training
+  batches ``calib_x: [K, B, ...]`` of their batch statistics, then the path is
+  evaluated on ``val_x: [M, B, ...]``, ``val_y: [M, B]``. One pure function:
+  ``jax.jit`` it once and call it (or ``vmap`` it) for every architecture
+  without recompiling.
+
+  Args:
+    apply_fn: the supernet's apply (single-path for speed on CPU).
+    bn_momentum: the momentum of the supernet's batch norms (jnas's BNs use
+      0.9, PyTorch's 0.1): one training-mode pass from zeroed statistics gives
+      ``(1 - bn_momentum) * batch_statistic``, which is divided out.
+
+  Example:
+    >>> ev = jax.jit(make_recalibrated_evaluator(single_apply))  # doctest: +SKIP
+    >>> ev(params, stats, enc, calib_x, val_x, val_y)["accuracy"]  # doctest: +SKIP
+  """
+  if not 0.0 <= bn_momentum < 1.0:
+    raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
+
+  def evaluate(params, stats, encoding, calib_x, val_x, val_y):
+    zeros = jax.tree.map(jnp.zeros_like, stats)
+
+    def calib(total, x):
+      _, new = apply_fn(params, zeros, encoding, x, True)
+      return jax.tree.map(lambda t, a: t + a / (1.0 - bn_momentum), total, new), None
+
+    total, _ = jax.lax.scan(calib, zeros, calib_x)
+    recal = jax.tree.map(lambda t: t / calib_x.shape[0], total)
+
+    def val(carry, batch):
+      x, y = batch
+      logits, _ = apply_fn(params, recal, encoding, x, False)
+      correct = jnp.sum(jnp.argmax(logits, -1) == y)
+      loss = cross_entropy(logits, y) * y.shape[0]
+      return (carry[0] + correct, carry[1] + loss), None
+
+    (correct, loss), _ = jax.lax.scan(val, (jnp.zeros((), jnp.int32), jnp.zeros(())),
+                                      (val_x, val_y))
+    count = val_y.shape[0] * val_y.shape[1]
+    return {"accuracy": correct / count, "loss": loss / count}
+
+  return evaluate
