@@ -113,9 +113,10 @@ def fbnet_loss(ce: jax.Array, latency: jax.Array, *, a: float = 0.2, b: float = 
   """FBNet's objective ``CE * a * log(LAT) ** b`` (latency in the table's unit).
 
   ``log(LAT)`` must be positive: give the latency in a unit where networks
-  take more than 1 (FBNet used milliseconds on a phone; jnas uses
-  microseconds by default for small CPU networks). Values below
-  ``e`` are clipped so the power stays defined.
+  take more than ``e`` (FBNet used milliseconds on a phone; :func:`fbnet`
+  scales jnas's milliseconds to microseconds). Values below ``e`` are
+  clipped so the power stays defined, which also makes the latency term
+  constant there: a wrong unit shows up as ``cost`` below ~2.7 in the metrics.
 
   Example:
     >>> float(fbnet_loss(jnp.float32(2.0), jnp.float32(jnp.e)))
@@ -238,13 +239,17 @@ def snas(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, steps_per_epoch:
 
 def fbnet(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, steps_per_epoch: int,
           latency_fn: Callable[[Any], jax.Array], a: float = 0.2, b: float = 0.6,
-          tau0: float = 5.0, decay: float = 0.956, key: jax.Array | None = None
-          ) -> GradientStrategy:
+          latency_scale: float = 1000.0, tau0: float = 5.0, decay: float = 0.956,
+          key: jax.Array | None = None) -> GradientStrategy:
   """FBNet: soft Gumbel samples and the loss ``CE * a * log(LAT(sample)) ** b``.
 
   ``latency_fn(encoding)`` is the expected latency of a sample under a
   latency table measured on the target device (see
-  ``jnas.estimation.latency.expected_latency``).
+  ``jnas.estimation.latency.expected_latency``, in milliseconds).
+  ``LAT = latency_scale * latency_fn(...)``: the default turns jnas's
+  milliseconds into microseconds, because ``log(LAT)`` must stay above 1 for
+  the latency term to have a gradient (small CPU networks take about 1 ms;
+  FBNet's phones took tens of ms).
 
   Example:
     >>> strat = fbnet(apply, params, stats, alpha, w_opt=weight_optimizer(),
@@ -253,5 +258,6 @@ def fbnet(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, steps_per_epoch
   """
   return gumbel(apply_fn, params, batch_stats, alpha, w_opt=w_opt, a_opt=a_opt,
                 tau=exponential_tau(tau0, decay, steps_per_epoch), hard=False,
-                cost_fn=latency_fn, objective=lambda ce, lat: fbnet_loss(ce, lat, a=a, b=b),
+                cost_fn=lambda enc: latency_scale * latency_fn(enc),
+                objective=lambda ce, lat: fbnet_loss(ce, lat, a=a, b=b),
                 key=key)
