@@ -40,6 +40,7 @@ def _synthetic_table(space, ms):
       "latency_ms": ms, "stem_ms": 0.1, "head_ms": 0.1})
 
 
+@pytest.mark.slow  # compiles several networks; run with -m slow
 def test_one_hot_supernet_equals_discrete_network_and_single_path():
   net = ChainSupernet(FB, rngs=nnx.Rngs(0))
   split = split_model(net)
@@ -154,6 +155,7 @@ def test_latency_target_loss_adds_hinge_above_target():
     latency_target_loss(ce, lat, target=0.0)
 
 
+@pytest.mark.slow  # compiles several networks; run with -m slow
 def test_latency_target_is_met_by_search_and_measurement():
   # Dense convolutions of 1, 3 or 5 taps at batch 64: compute dominates, so
   # the table separates the architectures clearly. The target sits halfway

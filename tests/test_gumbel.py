@@ -60,11 +60,11 @@ def test_schedules():
 
 
 @pytest.mark.parametrize("ndim, primitives", [
-    (1, NO_MAX_POOL), (2, NO_MAX_POOL),
-    pytest.param(1, ("none", "max_pool_3x3"), marks=pytest.mark.xfail(
+    (1, NO_MAX_POOL), pytest.param(2, NO_MAX_POOL, marks=pytest.mark.slow),
+    pytest.param(1, ("none", "max_pool_3x3"), marks=[pytest.mark.slow, pytest.mark.xfail(
         strict=False, reason="known bug: with max pooling the single-path weight gradients of "
                             "the stem and cell-0 preprocessing differ from the full mixed op's "
-                            "(forward outputs agree); see the session note")),
+                            "(forward outputs agree); see the session note")]),
 ])
 def test_single_path_equals_full_mixed_op_for_one_hot_encodings(ndim, primitives):
   space, s = tiny(ndim=ndim, primitives=primitives)

@@ -264,6 +264,7 @@ def assert_same_state(single: dict, multi: dict) -> None:
   assert all(groups.values()), groups
 
 
+@pytest.mark.slow  # compiles several networks; run with -m slow
 def test_darts_on_4_devices_equals_one_device(worker_results):
   single, multi, facts = worker_results["darts"]
   assert facts["batch_shards"] == [NUM_DEVICES, NUM_DEVICES]  # the batch really was split
@@ -279,6 +280,7 @@ def test_darts_on_4_devices_equals_one_device(worker_results):
     np.testing.assert_allclose(facts["metrics_multi"][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow  # compiles several networks; run with -m slow
 @pytest.mark.skipif(not _gdas_available(), reason="jnas.strategies.gumbel.gdas not written yet")
 def test_gdas_on_4_devices_equals_one_device(worker_results):
   single, multi, facts = worker_results["gdas"]
@@ -297,6 +299,7 @@ def test_full_space_on_4_devices_equals_one_device(tmp_path):
     assert_same_state(single, multi)
 
 
+@pytest.mark.slow  # compiles several networks; run with -m slow
 def test_two_processes_equal_one(tmp_path):
   # Two processes with 2 CPU devices each, started through initialize_distributed's
   # JAX_* variables: each feeds half of every batch, the step sees the global batch.

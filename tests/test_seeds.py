@@ -59,6 +59,7 @@ def test_seed_batch_indices_follow_the_search_data_plan():
     parallel.seed_batch_indices(N_EXAMPLES, 20, [0], epoch=0)
 
 
+@pytest.mark.slow  # compiles the DARTS step twice; run with -m slow
 @pytest.mark.parametrize("space", [SMALL, pytest.param(FULL, marks=pytest.mark.slow)],
                          ids=["small", "full"])
 def test_vmapped_seeds_equal_separate_runs(space):
