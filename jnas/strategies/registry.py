@@ -39,8 +39,6 @@ def build_gradient_strategy(sc: Any, graphdef: Any, params: Any, batch_stats: An
   name = sc.strategy
   if name not in GRADIENT_STRATEGIES:
     raise ValueError(f"unknown search strategy {name!r} (known: {', '.join(GRADIENT_STRATEGIES)})")
-  get = lambda field, default: sc.get(field, default) if hasattr(sc, "get") else getattr(
-      sc, field, default)
   w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
                            total_steps)
   a_opt = arch_optimizer(sc.a_lr, sc.a_b1, sc.a_b2, sc.a_weight_decay)
@@ -50,8 +48,8 @@ def build_gradient_strategy(sc: Any, graphdef: Any, params: Any, batch_stats: An
                  unrolled_weight_decay=sc.weight_decay)
   if name == "gdas":
     return gdas(make_apply(graphdef, single_path=True), params, batch_stats, alpha, w_opt=w_opt,
-                a_opt=a_opt, total_steps=total_steps, tau_max=get("tau_max", 10.0),
-                tau_min=get("tau_min", 0.1), key=key)
+                a_opt=a_opt, total_steps=total_steps, tau_max=sc.get("tau_max", 10.0),
+                tau_min=sc.get("tau_min", 0.1), key=key)
   return snas(make_apply(graphdef), params, batch_stats, alpha, w_opt=w_opt, a_opt=a_opt,
-              steps_per_epoch=steps_per_epoch, tau0=get("tau0", 1.0),
-              decay=get("tau_decay", 0.97), key=key)
+              steps_per_epoch=steps_per_epoch, tau0=sc.get("tau0", 1.0),
+              decay=sc.get("tau_decay", 0.97), key=key)
