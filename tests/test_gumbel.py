@@ -13,10 +13,6 @@ from jnas.strategies.gumbel import (exponential_tau, fbnet_loss, gdas, gumbel_so
 from jnas.supernet import DartsSupernet, make_apply, split_model
 
 
-# Every DARTS op but max pooling: see the xfail test below.
-NO_MAX_POOL = tuple(op for op in PRIMITIVES if op != "max_pool_3x3")
-
-
 def tiny(ndim=1, layers=3, primitives=PRIMITIVES):
   space = DartsSpace(num_nodes=2, primitives=primitives)
   c_in = 1 if ndim == 1 else 3
@@ -60,11 +56,11 @@ def test_schedules():
 
 
 @pytest.mark.parametrize("ndim, primitives", [
-    (1, NO_MAX_POOL), pytest.param(2, NO_MAX_POOL, marks=pytest.mark.slow),
-    pytest.param(1, ("none", "max_pool_3x3"), marks=[pytest.mark.slow, pytest.mark.xfail(
-        strict=False, reason="known bug: with max pooling the single-path weight gradients of "
-                            "the stem and cell-0 preprocessing differ from the full mixed op's "
-                            "(forward outputs agree); see the session note")]),
+    # Five ops keep the default suite short; chained max pools make exact ties,
+    # where the gradient convention matters.
+    (1, ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3")),
+    pytest.param(1, PRIMITIVES, marks=pytest.mark.slow),
+    pytest.param(2, PRIMITIVES, marks=pytest.mark.slow),
 ])
 def test_single_path_equals_full_mixed_op_for_one_hot_encodings(ndim, primitives):
   space, s = tiny(ndim=ndim, primitives=primitives)

@@ -13,9 +13,12 @@ from jnas.strategies.spos import encoding_pool, make_recalibrated_evaluator, spo
 from jnas.supernet import DartsSupernet, make_apply, split_model
 
 
-def tiny():
-  # No max pooling: its single-path gradient has a known bug (tests/test_gumbel.py xfail).
-  space = DartsSpace(num_nodes=2, primitives=tuple(p for p in PRIMITIVES if p != "max_pool_3x3"))
+# Four ops (one of each kind, max pooling included) keep compilation short.
+SMALL = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
+
+
+def tiny(primitives=SMALL):
+  space = DartsSpace(num_nodes=2, primitives=primitives)
   net = DartsSupernet(space, 1, 10, ndim=1, channels=4, layers=3, rngs=nnx.Rngs(0))
   return space, split_model(net)
 
@@ -26,9 +29,9 @@ def convs(g):
 
 
 def test_pool_respects_constraints_and_refuses_impossible_ones():
-  space, _ = tiny()
+  space = DartsSpace(num_nodes=2, primitives=PRIMITIVES)
   pool = encoding_pool(space, 20, seed=0, constraints=None)
-  assert pool["normal"].shape == (20, 5, 7)
+  assert pool["normal"].shape == (20, 5, 8)
   from jnas.strategies.sampling import Constraints
   cons = Constraints(cost_fn=convs, max_flops=2)
   pool = encoding_pool(space, 20, seed=0, constraints=cons)
@@ -39,13 +42,12 @@ def test_pool_respects_constraints_and_refuses_impossible_ones():
     encoding_pool(space, 2, constraints=Constraints(cost_fn=convs, max_flops=-1, max_tries=50))
 
 
-@pytest.mark.xfail(strict=False, reason="fails at the end of session 2, not yet diagnosed: check "
-                   "whether the loss or the sampled-path assertion fails (see the session note)")
-def test_spos_trains_only_the_sampled_path_and_compiles_once():
-  space, s = tiny()
+@pytest.mark.parametrize("primitives", [SMALL, pytest.param(PRIMITIVES, marks=pytest.mark.slow)])
+def test_spos_trains_only_the_sampled_path_and_compiles_once(primitives):
+  space, s = tiny(primitives)
   pool = encoding_pool(space, 8, seed=0)
-  strat = spos(make_apply(s.graphdef, single_path=True), s.params, s.state, pool,
-               w_opt=optax.sgd(0.1, momentum=0.9))
+  apply = make_apply(s.graphdef, single_path=True)
+  strat = spos(apply, s.params, s.state, pool, w_opt=optax.sgd(0.05, momentum=0.9))
   x = jax.random.normal(jax.random.key(1), (16, 12, 1))
   y = jnp.arange(16) % 10
   traces = []
@@ -56,24 +58,35 @@ def test_spos_trains_only_the_sampled_path_and_compiles_once():
 
   jstep = jax.jit(step)
   state = strat.init(jax.random.key(0))
-  losses = []
+  paths = set()
   for _ in range(30):
     state, m = jstep(state, (x, y), (x, y))
-    losses.append(float(m["train_loss"]))
+    paths.add(int(m["path"]))
   assert len(traces) == 1
-  # Paths change every step, so compare averages: the shared weights learn.
-  assert np.mean(losses[-5:]) < np.mean(losses[:5])
+  assert len(paths) > 1, "SPOS must sample different paths"
+
+  # The shared weights learn for the pool as a whole: the loss of every path,
+  # evaluated with one fixed function, falls on average.
+  def pool_loss(params):
+    def one(e):
+      logits, _ = apply(params, s.state, e, x, True)
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(16), y])
+    return jnp.mean(jax.lax.map(one, {k: jnp.asarray(v) for k, v in pool.items()}))
+
+  pool_loss = jax.jit(pool_loss)
+  assert float(pool_loss(state.params)) < float(pool_loss(s.params))
 
   # One step changes only the weights of the sampled ops (plus stem/classifier/preprocessing).
   s0 = strat.init(jax.random.key(3))
-  s1, m = jax.jit(strat.step)(s0, (x, y), (x, y))
-  enc = {k: v[int(m["path"])] for k, v in pool.items()}
+  s1, m = jstep(s0, (x, y), (x, y))
+  enc = {k: jnp.asarray(v[int(m["path"])]) for k, v in pool.items()}
   g = jax.jit(jax.grad(lambda p: jnp.sum(make_apply(s.graphdef)(p, s.state, enc, x, True)[0])))(
       s.params)
-  untouched = jax.tree.map(lambda a, b, gg: bool(jnp.all(a == b)) or bool(jnp.any(gg != 0)),
-                           s0.params, s1.params, g)
-  # Every parameter that changed had a nonzero gradient on the sampled path.
-  assert all(jax.tree.leaves(untouched))
+  # Element by element: every weight that changed has a nonzero gradient on the
+  # sampled path (momentum starts at zero, so nothing else can move it).
+  ok = jax.tree.map(lambda a, b, gg: bool(jnp.all((a == b) | (gg != 0))), s0.params, s1.params, g)
+  assert all(jax.tree.leaves(ok))
+  assert len(traces) == 1
 
 
 def test_recalibrated_evaluator_population_equals_loop_and_compiles_once():

@@ -43,8 +43,25 @@ def test_depthwise_impls_agree():
 def test_max_pool_custom_gradient_matches_autodiff():
   x = jax.random.normal(jax.random.key(0), (2, 3, 7, 6, 4))
   f = lambda x: jnp.sum(jnp.sin(P.pool(x, "max")))
-  g = lambda x: jnp.sum(jnp.sin(P._max_pool_fwd_only(x, 3, 1)))
-  np.testing.assert_allclose(jax.grad(f)(x), jax.grad(g)(x), atol=1e-6)
+  g = lambda x: jnp.sum(jnp.sin(P._max_pool_autodiff(x, 3, 1)))
+  np.testing.assert_allclose(jax.jit(jax.grad(f))(x), jax.jit(jax.grad(g))(x), atol=1e-6)
+
+
+def test_max_pool_routes_tied_gradients_to_one_input():
+  """Chained max pools create exact ties; each window's gradient must reach exactly one input."""
+  x = jax.random.normal(jax.random.key(0), (1, 2, 9, 3))
+  x = P.pool(x, "max")  # now full of ties
+  ones = jnp.ones_like(x)
+  _, vjp_custom = jax.vjp(lambda x: P.pool(x, "max"), x)
+  _, vjp_plain = jax.vjp(lambda x: P._max_pool_autodiff(x, 3, 1), x)
+  (dx_custom,), (dx_plain,) = vjp_custom(ones), vjp_plain(ones)
+  # Gradient mass is conserved (one unit per output), not duplicated or split.
+  assert float(jnp.sum(dx_custom)) == ones.size
+  np.testing.assert_array_equal(dx_custom, dx_plain)
+  # The reduction-cell (stride 2) pool uses the same convention.
+  _, vjp_s2 = jax.vjp(lambda x: P.pool(x, "max", stride=2), x)
+  (dx_s2,) = vjp_s2(jnp.ones((1, 2, 5, 3)))
+  assert float(jnp.sum(dx_s2)) == 1 * 2 * 5 * 3
 
 
 def test_hand_written_backward_passes_match_autodiff():

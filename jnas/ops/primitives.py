@@ -357,7 +357,7 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
   if kind == "max":
     if stride == 1 and _CUSTOM_VJPS[0]:
       return _max_pool_s1(x, kernel)
-    return _max_pool_fwd_only(x, kernel, stride)
+    return _max_pool_autodiff(x, kernel, stride)
   if kind == "avg":
     views, _ = _shifted_views(x, kernel, 1, stride)
     total = views[0]
@@ -397,42 +397,58 @@ def forward_mode_compatible():
     _CUSTOM_VJPS[0] = previous
 
 
-def _max_pool_fwd_only(x, kernel, stride):
+def _max_pool_argmax(x, kernel, stride):
+  """Window maxima and, per output, the index of the first tap that attains it."""
   views, _ = _shifted_views(x, kernel, 1, stride, pad_value=-jnp.inf)
   out = views[0]
-  for v in views[1:]:
-    out = jnp.maximum(out, v)
+  idx = jnp.zeros(out.shape, jnp.int8)
+  for k, v in enumerate(views[1:], start=1):
+    # Strictly greater keeps the first maximal tap, so ties route the whole
+    # gradient to one input (as cuDNN and PyTorch do) instead of duplicating
+    # or splitting it; chained max pools create many exact ties.
+    better = v > out
+    out = jnp.where(better, v, out)
+    idx = jnp.where(better, jnp.int8(k), idx)
+  return views, out, idx
+
+
+def _max_pool_autodiff(x, kernel, stride):
+  # Selecting the winning view by index differentiates (forward and reverse
+  # mode) to the same first-maximum convention as the custom VJP below.
+  views, _, idx = _max_pool_argmax(x, kernel, stride)
+  idx = lax.stop_gradient(idx)
+  out = jnp.zeros_like(views[0])
+  for k, v in enumerate(views):
+    out = out + jnp.where(idx == k, v, 0.0)
   return out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool_s1(x, kernel):
-  return _max_pool_fwd_only(x, kernel, 1)
+  return _max_pool_argmax(x, kernel, 1)[1]
 
 
 def _max_pool_s1_fwd(x, kernel):
-  out = _max_pool_fwd_only(x, kernel, 1)
-  return out, (x, out)
+  _, out, idx = _max_pool_argmax(x, kernel, 1)
+  return out, idx
 
 
-def _max_pool_s1_bwd(kernel, res, g):
-  # "Pull" form: each input gathers the gradient of every window whose max it
-  # is. Unlike autodiff of a chain of maxima (one padded scatter per tap), this
-  # is one fused loop, ~20x faster on XLA:CPU. Exact ties share the gradient
-  # (each tied input receives it), which only matters for equal activations.
-  x, out = res
-  nd = spatial_ndim(x)
+def _max_pool_s1_bwd(kernel, idx, g):
+  # "Pull" form: each input gathers the gradient of every window whose (first)
+  # maximum it is. Unlike autodiff (one padded scatter per tap), this is one
+  # fused loop, ~20x faster on XLA:CPU.
+  nd = len(idx.shape) - 3
   pad = (kernel - 1) // 2
   widths = [(0, 0), (0, 0)] + [(pad, pad)] * nd + [(0, 0)]
   gp = jnp.pad(g, widths)
-  op = jnp.pad(out, widths, constant_values=jnp.inf)
+  ip = jnp.pad(idx, widths, constant_values=-1)
   dx = None
-  for offs in itertools.product(range(kernel), repeat=nd):
+  for k, offs in enumerate(itertools.product(range(kernel), repeat=nd)):
     start = (0, 0) + tuple(2 * pad - o for o in offs) + (0,)
-    limit = tuple(st + n for st, n in zip(start, x.shape))
-    term = jnp.where(x == lax.slice(op, start, limit), lax.slice(gp, start, limit), 0.0)
+    limit = tuple(st + n for st, n in zip(start, idx.shape))
+    term = jnp.where(lax.slice(ip, start, limit) == k, lax.slice(gp, start, limit), 0.0)
     dx = term if dx is None else dx + term
-  return (dx,)
+  return (dx.astype(g.dtype),)
 
 
 _max_pool_s1.defvjp(_max_pool_s1_fwd, _max_pool_s1_bwd)
