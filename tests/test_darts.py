@@ -12,8 +12,9 @@ from jnas.strategies.darts import arch_optimizer, darts, mixed_hvp, weight_optim
 from jnas.supernet import DartsSupernet, make_apply, split_model
 
 
-def setup(order=1, layers=1):
-  space = DartsSpace(num_nodes=2)
+def setup(order=1, layers=1, primitives=None):
+  space = DartsSpace(num_nodes=2) if primitives is None else DartsSpace(num_nodes=2,
+                                                                         primitives=primitives)
   net = DartsSupernet(space, 1, 10, ndim=1, channels=4, layers=layers, rngs=nnx.Rngs(0))
   s = split_model(net)
   apply = make_apply(s.graphdef)
@@ -55,7 +56,9 @@ def test_mixed_hvp_matches_finite_differences():
   jax.config.update("jax_enable_x64", True)
   try:
     # One reduction cell: see the issue note on deeper networks.
-    _, strat, apply, bt, _ = setup(layers=1)
+    # One op of each kind keeps the float64 compilation short.
+    _, strat, apply, bt, _ = setup(layers=1, primitives=("none", "avg_pool_3x3", "skip_connect",
+                                                          "sep_conv_3x3"))
     state = strat.init(jax.random.key(0))
     f64 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float64), t)
     p, a, stats = f64(state.params), f64(state.alpha), f64(state.batch_stats)
@@ -66,10 +69,11 @@ def test_mixed_hvp_matches_finite_differences():
       return optax.softmax_cross_entropy_with_integer_labels(logits, bt[1]).mean()
 
     v = jax.tree.map(lambda t: jax.random.normal(jax.random.key(3), t.shape, jnp.float64), p)
-    exact = mixed_hvp(loss, p, a, v)
+    # Jitted: eager autodiff of the supernet compiles op by op and takes minutes.
+    exact = jax.jit(lambda p, v: mixed_hvp(loss, p, a, v))(p, v)
     # DARTS's finite-difference approximation, done out of place.
     eps = 1e-5
-    ga = lambda q: jax.grad(loss, argnums=1)(q, a)
+    ga = jax.jit(lambda q: jax.grad(loss, argnums=1)(q, a))
     plus = ga(jax.tree.map(lambda w, d: w + eps * d, p, v))
     minus = ga(jax.tree.map(lambda w, d: w - eps * d, p, v))
     for k in ("reduce",):  # a one-cell network has no normal cell

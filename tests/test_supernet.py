@@ -129,18 +129,22 @@ def test_vmapped_evaluator_compiles_once_and_matches_one_by_one():
 def test_zero_encoding_rows_drop_edges():
   # A one-hot encoding of a derived cell computes exactly that cell: rows of
   # zeros contribute nothing, so changing an unused edge's weights does nothing.
-  space, s = tiny()
-  apply = make_apply(s.graphdef)
+  space, s = tiny()  # two cells, both reduction cells
+  apply = jax.jit(make_apply(s.graphdef), static_argnums=4)
   g = space.random_genotype(np.random.default_rng(1))
   enc = space.genotype_to_encoding(g)
   x = jax.random.normal(jax.random.key(0), (4, 40, 1))
   base, _ = apply(s.params, s.state, enc, x, False)
-  unused = np.where(enc["normal"].sum(1) == 0)[0]
+  unused = np.where(enc["reduce"].sum(1) == 0)[0]
   assert len(unused) > 0
   enc2 = {k: v.copy() for k, v in enc.items()}
-  enc2["normal"][unused[0]] = 0.0
+  enc2["reduce"][unused[0]] = 0.0
   again, _ = apply(s.params, s.state, enc2, x, False)
   np.testing.assert_allclose(base, again, rtol=1e-6)
+  # The same edge with a nonzero row does change the output: the edge is wired in.
+  enc2["reduce"][unused[0], 1] = 1.0
+  moved, _ = apply(s.params, s.state, enc2, x, False)
+  assert float(jnp.max(jnp.abs(moved - base))) > 1e-6
 
 
 def test_bad_primitive_in_supernet():
