@@ -70,6 +70,18 @@ def out_size(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
   return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _materialize(x: jax.Array) -> jax.Array:
+  """Keeps XLA from fusing ``x``'s producers into a many-tap consumer.
+
+  A tap-sum reads its input at every tap offset. Left alone, XLA:CPU fuses the
+  elementwise chain that produces the input (batch-norm normalisation, the
+  mixed-op sum, ReLU) into the consumer and recomputes it once per tap: up to
+  25 times per conv, which made single fusions of the DARTS step take 0.5 s.
+  An optimization barrier makes XLA write the input to memory once.
+  """
+  return lax.optimization_barrier(x)
+
+
 def _shifted_views(
     x: jax.Array, kernel: int, dilation: int, stride: int, pad_value: float = 0.0
 ) -> tuple[list[jax.Array], list[int]]:
@@ -78,8 +90,8 @@ def _shifted_views(
   pad = dilation * (kernel - 1) // 2
   spatial = x.shape[2:-1]
   outs = [out_size(s, kernel, stride, dilation) for s in spatial]
-  xp = jnp.pad(
-      x, [(0, 0), (0, 0)] + [(pad, pad)] * nd + [(0, 0)], constant_values=pad_value)
+  xp = _materialize(jnp.pad(
+      x, [(0, 0), (0, 0)] + [(pad, pad)] * nd + [(0, 0)], constant_values=pad_value))
   views = []
   for offs in itertools.product(range(kernel), repeat=nd):
     start = (0, 0) + tuple(o * dilation for o in offs) + (0,)
@@ -165,7 +177,7 @@ def _depthwise_taps_vjp_bwd(kernel, dilation, stride, res, g):
     up = (n_out - 1) * stride + 1
     cfg.append((pad, n_in + pad - up, stride - 1))
   cfg.append((0, 0, 0))
-  gp = lax.pad(g, zero, cfg)
+  gp = _materialize(lax.pad(g, zero, cfg))
   w_flip = w[:, ::-1]
   views = []
   for offs in itertools.product(range(kernel), repeat=nd):
@@ -440,7 +452,7 @@ def _max_pool_s1_bwd(kernel, idx, g):
   nd = len(idx.shape) - 3
   pad = (kernel - 1) // 2
   widths = [(0, 0), (0, 0)] + [(pad, pad)] * nd + [(0, 0)]
-  gp = jnp.pad(g, widths)
+  gp = _materialize(jnp.pad(g, widths))
   ip = jnp.pad(idx, widths, constant_values=-1)
   dx = None
   for k, offs in enumerate(itertools.product(range(kernel), repeat=nd)):

@@ -42,6 +42,17 @@ def _stack(ys: list[jax.Array]) -> jax.Array:
   return ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=0)
 
 
+def _unstack(y: jax.Array, parts: int, *, squeeze: bool = False) -> list[jax.Array]:
+  """Splits the leading axis into ``parts`` equal pieces.
+
+  ``jnp.split`` rather than one slice per piece: the transpose of a slice is a
+  zero pad to the full size, so k slices cost k full-size writes in the
+  backward pass; a split transposes to one concatenate.
+  """
+  pieces = jnp.split(y, parts, axis=0) if parts > 1 else [y]
+  return [q[0] for q in pieces] if squeeze else pieces
+
+
 class MixedEdges(nnx.Module):
   """A group of ``num_edges`` mixed ops: each edge's output is ``sum_o w[o] * op_o(x)``.
 
@@ -88,24 +99,20 @@ class MixedEdges(nnx.Module):
 
   def candidate_outputs(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
     """Every non-``none`` candidate's output ``[E, B, *S_out, C]``, by op name."""
-    e = self.num_edges
     outs: dict[str, jax.Array] = {}
     if self.conv_ops:
       r = jax.nn.relu(x)
       h = _stack([dw(r) for dw in self.dw1])
       h = self.bn1(self.pw1(h), train=train)
-      for k, name in enumerate(self.conv_ops):
-        outs[name] = h[k * e:(k + 1) * e]
+      outs.update(zip(self.conv_ops, _unstack(h, len(self.conv_ops))))
       if self.sep_ops:
         h2 = _stack([dw(jax.nn.relu(outs[name])) for dw, name in zip(self.dw2, self.sep_ops)])
         h2 = self.bn2(self.pw2(h2), train=train)
-        for k, name in enumerate(self.sep_ops):
-          outs[name] = h2[k * e:(k + 1) * e]
+        outs.update(zip(self.sep_ops, _unstack(h2, len(self.sep_ops))))
     if self.pool_ops:
       h = _stack([P.pool(x, POOL_KINDS[p], stride=self.stride) for p in self.pool_ops])
       h = self.pool_bn(h, train=train)
-      for k, name in enumerate(self.pool_ops):
-        outs[name] = h[k * e:(k + 1) * e]
+      outs.update(zip(self.pool_ops, _unstack(h, len(self.pool_ops))))
     if self.skip is not None:
       outs["skip_connect"] = self.skip(x, train=train)
     return outs
@@ -248,12 +255,13 @@ class SearchCell(nnx.Module):
     n = self.num_nodes
     s0 = self.pre0(s0[None], train=train)[0]
     s1 = self.pre1(s1[None], train=train)[0]
-    x = jnp.concatenate([jnp.broadcast_to(s0, (n,) + s0.shape),
-                         jnp.broadcast_to(s1, (n,) + s1.shape)])
+    # Group 0 holds input 0 -> nodes 0..n-1, then input 1 -> nodes 0..n-1.
+    x = jnp.broadcast_to(jnp.stack([s0, s1])[:, None], (2, n) + s0.shape).reshape(
+        (2 * n,) + s0.shape)
     y = self.edges[0](x, weights[jnp.array(self.groups[0])], train=train,
                       single_path=single_path)
     # pending[j]: running sum of the edges already computed into node j.
-    pending = [y[j] + y[n + j] for j in range(n)]
+    pending = _unstack(jnp.sum(y.reshape((2, n) + y.shape[1:]), axis=0), n, squeeze=True)
     nodes = []
     for g in range(1, n + 1):
       node = pending[g - 1]
@@ -263,8 +271,8 @@ class SearchCell(nnx.Module):
       idx = jnp.array(self.groups[g])
       x = jnp.broadcast_to(node, (len(self.groups[g]),) + node.shape)
       y = self.edges[g](x, weights[idx], train=train, single_path=single_path)
-      for k, j in enumerate(range(g, n)):
-        pending[j] = pending[j] + y[k]
+      for j, contribution in zip(range(g, n), _unstack(y, n - g, squeeze=True)):
+        pending[j] = pending[j] + contribution
     return jnp.concatenate(nodes, axis=-1)
 
 
