@@ -42,9 +42,15 @@ def test_depthwise_impls_agree():
 
 def test_max_pool_custom_gradient_matches_autodiff():
   x = jax.random.normal(jax.random.key(0), (2, 3, 7, 6, 4))
-  f = lambda x: jnp.sum(jnp.sin(P.pool(x, "max")))
-  g = lambda x: jnp.sum(jnp.sin(P._max_pool_autodiff(x, 3, 1)))
-  np.testing.assert_allclose(jax.jit(jax.grad(f))(x), jax.jit(jax.grad(g))(x), atol=1e-6)
+  for stride in (1, 2):
+    f = lambda x: jnp.sum(jnp.sin(P.pool(x, "max", stride=stride)))
+    g = lambda x: jnp.sum(jnp.sin(P._max_pool_autodiff(x, 3, stride)))
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(x), jax.jit(jax.grad(g))(x), atol=1e-6)
+    # Average pooling's backward pass (the depthwise one) against plain autodiff.
+    f = lambda x: jnp.sum(jnp.sin(P.pool(x, "avg", stride=stride)))
+    with P.forward_mode_compatible():
+      plain = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(P.pool(x, "avg", stride=stride)))))(x)
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(x), plain, atol=1e-6)
 
 
 def test_max_pool_routes_tied_gradients_to_one_input():

@@ -367,14 +367,15 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
     (1, 1, 4, 4, 2)
   """
   if kind == "max":
-    if stride == 1 and _CUSTOM_VJPS[0]:
-      return _max_pool_s1(x, kernel)
+    if _CUSTOM_VJPS[0]:
+      return _max_pool(x, kernel, stride)
     return _max_pool_autodiff(x, kernel, stride)
   if kind == "avg":
-    views, _ = _shifted_views(x, kernel, 1, stride)
-    total = views[0]
-    for v in views[1:]:
-      total = total + v
+    # A depthwise conv with unit weights: its hand-written backward pass (one
+    # fused correlation) replaces autodiff's one padded scatter per tap.
+    nd = spatial_ndim(x)
+    unit = jnp.ones((x.shape[0], kernel**nd, x.shape[-1]), x.dtype)
+    total = depthwise_conv(x, unit, kernel=kernel, stride=stride, impl="taps")
     ones = jnp.ones((1, 1) + x.shape[2:-1] + (1,), x.dtype)
     count_views, _ = _shifted_views(ones, kernel, 1, stride)
     count = count_views[0]
@@ -435,35 +436,42 @@ def _max_pool_autodiff(x, kernel, stride):
   return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool_s1(x, kernel):
-  return _max_pool_argmax(x, kernel, 1)[1]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x, kernel, stride):
+  return _max_pool_argmax(x, kernel, stride)[1]
 
 
-def _max_pool_s1_fwd(x, kernel):
-  _, out, idx = _max_pool_argmax(x, kernel, 1)
-  return out, idx
+def _max_pool_fwd(x, kernel, stride):
+  _, out, idx = _max_pool_argmax(x, kernel, stride)
+  return out, (idx, x.shape[2:-1])
 
 
-def _max_pool_s1_bwd(kernel, idx, g):
+def _max_pool_bwd(kernel, stride, res, g):
   # "Pull" form: each input gathers the gradient of every window whose (first)
   # maximum it is. Unlike autodiff (one padded scatter per tap), this is one
-  # fused loop, ~20x faster on XLA:CPU.
-  nd = len(idx.shape) - 3
+  # fused loop, ~20x faster on XLA:CPU. For stride 2 the output gradient and
+  # the argmax are zero-upsampled first (as in the depthwise backward pass).
+  idx, spatial = res
+  nd = len(spatial)
   pad = (kernel - 1) // 2
-  widths = [(0, 0), (0, 0)] + [(pad, pad)] * nd + [(0, 0)]
-  gp = _materialize(jnp.pad(g, widths))
-  ip = jnp.pad(idx, widths, constant_values=-1)
+  cfg = [(0, 0, 0), (0, 0, 0)]
+  for n_in, n_out in zip(spatial, g.shape[2:-1]):
+    up = (n_out - 1) * stride + 1
+    cfg.append((pad, n_in + pad - up, stride - 1))
+  cfg.append((0, 0, 0))
+  gp = _materialize(lax.pad(g, jnp.zeros((), g.dtype), cfg))
+  ip = lax.pad(idx, jnp.int8(-1), cfg)
+  in_shape = g.shape[:2] + tuple(spatial) + g.shape[-1:]
   dx = None
   for k, offs in enumerate(itertools.product(range(kernel), repeat=nd)):
     start = (0, 0) + tuple(2 * pad - o for o in offs) + (0,)
-    limit = tuple(st + n for st, n in zip(start, idx.shape))
+    limit = tuple(st + n for st, n in zip(start, in_shape))
     term = jnp.where(lax.slice(ip, start, limit) == k, lax.slice(gp, start, limit), 0.0)
     dx = term if dx is None else dx + term
   return (dx.astype(g.dtype),)
 
 
-_max_pool_s1.defvjp(_max_pool_s1_fwd, _max_pool_s1_bwd)
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def batch_norm(
