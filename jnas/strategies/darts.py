@@ -167,7 +167,7 @@ def darts(
     params = optax.apply_updates(state.params, w_updates)
     acc = jnp.mean(jnp.argmax(logits, -1) == batch_train[1])
     metrics = {"train_loss": train_loss, "train_acc": acc, "val_loss": val_loss,
-               "grad_norm": optax.global_norm(w_grad)}
+               "grad_norm": optax.tree.norm(w_grad)}
     return DartsState(params, stats, alpha, w_opt_state, a_opt_state, state.step + 1), metrics
 
   return GradientStrategy(init=init, step=step, encoding=lambda s: relax(s.alpha),

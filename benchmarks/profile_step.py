@@ -1,0 +1,107 @@
+"""Where a DARTS search step spends its time: per-fusion and per-op-kind profile.
+
+  python benchmarks/profile_step.py --layers 2 --batch 32 [--top 30]
+
+Compiles the DARTS first-order step of the search supernet (C=16, 32x32x3),
+runs it once under ``jax.profiler`` and prints the slowest XLA thunks (fused
+kernels) with their output shape and the JAX operation they came from, then
+totals by operation kind, split into forward (``fwd``) and backward
+(``bwd``, JAX's ``transpose``). This is how the optimisation barrier on tap
+inputs and the split-instead-of-slice change were found (see README,
+Benchmarks). ``--layers 2`` compiles in about a minute on 2 cores; the
+8-cell network takes several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+
+def main(argv: list[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--layers", type=int, default=2)
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--C", type=int, default=16)
+  p.add_argument("--top", type=int, default=30)
+  args = p.parse_args(argv)
+
+  work = tempfile.mkdtemp(prefix="jnas_profile_")
+  dump = os.path.join(work, "hlo")
+  # The HLO dump maps fusion names back to JAX operations; it must be set
+  # before the backend starts.
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             f" --xla_dump_to={dump} --xla_dump_hlo_as_text"
+                             " --xla_dump_hlo_module_re=.*step.*")
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from jnas.spaces.darts import DartsSpace
+  from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
+  from jnas.supernet import DartsSupernet, make_apply, split_model
+
+  space = DartsSpace()
+  net = DartsSupernet(space, 3, 10, ndim=2, channels=args.C, layers=args.layers, rngs=nnx.Rngs(0))
+  s = split_model(net)
+  strat = darts(make_apply(s.graphdef), s.params, s.state, space.init_alpha(jax.random.key(0)),
+                w_opt=weight_optimizer(total_steps=1000), a_opt=arch_optimizer())
+  state = strat.init(jax.random.key(0))
+  batch = (jax.random.normal(jax.random.key(1), (args.batch, 32, 32, 3)),
+           jnp.arange(args.batch) % 10)
+  t0 = time.perf_counter()
+  step = jax.jit(strat.step).lower(state, batch, batch).compile()
+  print(f"compile: {time.perf_counter() - t0:.1f} s")
+  jax.block_until_ready(step(state, batch, batch))
+  times = []
+  for _ in range(3):
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(state, batch, batch))
+    times.append(time.perf_counter() - t0)
+  print(f"step: min {min(times):.2f} s of {len(times)}")
+
+  trace_dir = os.path.join(work, "trace")
+  with jax.profiler.trace(trace_dir):
+    jax.block_until_ready(step(state, batch, batch))
+  trace = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)[0]
+  durations: collections.Counter = collections.Counter()
+  for event in json.load(gzip.open(trace))["traceEvents"]:
+    if event.get("ph") == "X":
+      durations[event["name"]] += event["dur"]
+  modules = sorted(glob.glob(f"{dump}/*jit_step*after_optimizations.txt"), key=os.path.getsize)
+  hlo = open(modules[-1]).read() if modules else ""
+
+  def describe(name: str) -> tuple[str, str] | None:
+    m = re.search(r"\n\s*%" + re.escape(name) + r" = ([^\n]*)", hlo)
+    if not m:
+      return None
+    op = re.search(r'op_name="([^"]*)"', m.group(1))
+    return m.group(1).split(" ")[0][:40], (op.group(1) if op else "?").replace("jit(step)/", "")
+
+  kinds: collections.Counter = collections.Counter()
+  rows = []
+  for name, us in durations.most_common():
+    d = describe(name)
+    if d is None:
+      continue  # runtime bookkeeping, not a kernel
+    shape, op = d
+    rows.append((us, name, shape, op))
+    kinds[("bwd " if "transpose" in op else "fwd ") + op.split("/")[-1]] += us
+  print(f"\nslowest {args.top} kernels (ms, name, output, JAX op):")
+  for us, name, shape, op in rows[:args.top]:
+    print(f"{us / 1e3:8.1f}  {name[:32]:32s} {shape:40s} {op[-60:]}")
+  print("\nby operation kind (ms; kernels overlap on several cores):")
+  for kind, us in kinds.most_common(20):
+    print(f"{us / 1e3:8.1f}  {kind}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
