@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
   val_x, val_y = jnp.asarray(xb[args.calib:]), jnp.asarray(yb[args.calib:])
 
   space = DartsSpace()
-  net = DartsSupernet(space, x.shape[-1], ds.num_classes, ndim=x.ndim - 1, channels=args.C,
+  net = DartsSupernet(space, x.shape[-1], ds.num_classes, ndim=x.ndim - 2, channels=args.C,
                       layers=args.layers, rngs=nnx.Rngs(args.seed))
   s = split_model(net)
   encs = space.sample_encodings(np.random.default_rng(args.seed), args.num)
