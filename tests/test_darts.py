@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+from jnas.ops.primitives import forward_mode_compatible
 from jnas.spaces.darts import PRIMITIVES, DartsSpace
 from jnas.strategies.darts import arch_optimizer, darts, mixed_hvp, weight_optimizer
 from jnas.supernet import DartsSupernet, make_apply, split_model
@@ -74,8 +75,11 @@ def test_mixed_hvp_matches_finite_differences():
     # DARTS's finite-difference approximation, done out of place.
     eps = 1e-5
     ga = jax.jit(lambda q: jax.grad(loss, argnums=1)(q, a))
-    plus = ga(jax.tree.map(lambda w, d: w + eps * d, p, v))
-    minus = ga(jax.tree.map(lambda w, d: w - eps * d, p, v))
+    # Plain autodiff throughout: the custom VJPs accumulate some reductions in
+    # float32, whose rounding the 1/(2 eps) of central differences amplifies.
+    with forward_mode_compatible():
+      plus = ga(jax.tree.map(lambda w, d: w + eps * d, p, v))
+      minus = ga(jax.tree.map(lambda w, d: w - eps * d, p, v))
     for k in ("reduce",):  # a one-cell network has no normal cell
       approx = (plus[k] - minus[k]) / (2 * eps)
       assert float(jnp.max(jnp.abs(exact[k]))) > 1e-3, f"{k}: trivial Hessian product"
@@ -134,8 +138,9 @@ def test_mixed_hvp_on_normal_and_reduction_cells(with_max_pool):
     if not with_max_pool:
       ga = jax.jit(lambda q: jax.grad(loss, argnums=1)(q, a))
       eps = 1e-6
-      plus = ga(jax.tree.map(lambda w, d: w + eps * d, p, v))
-      minus = ga(jax.tree.map(lambda w, d: w - eps * d, p, v))
+      with forward_mode_compatible():  # float64 throughout (see the test above)
+        plus = ga(jax.tree.map(lambda w, d: w + eps * d, p, v))
+        minus = ga(jax.tree.map(lambda w, d: w - eps * d, p, v))
       for k in ("normal", "reduce"):
         scale = float(jnp.max(jnp.abs(exact[k])))
         np.testing.assert_allclose(exact[k], (plus[k] - minus[k]) / (2 * eps), atol=2e-2 * scale)
