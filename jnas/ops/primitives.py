@@ -82,6 +82,17 @@ def _materialize(x: jax.Array) -> jax.Array:
   return lax.optimization_barrier(x)
 
 
+def _upsample_pad_config(in_spatial, out_spatial, pad: int, stride: int) -> list:
+  """``lax.pad`` config that zero-upsamples an output-sized ``[E, B, *S, C]`` array by
+  ``stride`` and pads it so that slices of the input's size line up with every tap
+  (the backward passes of strided tap-sums)."""
+  cfg = [(0, 0, 0), (0, 0, 0)]
+  for n_in, n_out in zip(in_spatial, out_spatial):
+    up = (n_out - 1) * stride + 1
+    cfg.append((pad, n_in + pad - up, stride - 1))
+  return cfg + [(0, 0, 0)]
+
+
 def _shifted_views(
     x: jax.Array, kernel: int, dilation: int, stride: int, pad_value: float = 0.0
 ) -> tuple[list[jax.Array], list[int]]:
@@ -171,13 +182,8 @@ def _depthwise_taps_vjp_bwd(kernel, dilation, stride, res, g):
   x, w = res
   nd = spatial_ndim(x)
   pad = dilation * (kernel - 1) // 2
-  zero = jnp.zeros((), g.dtype)
-  cfg = [(0, 0, 0), (0, 0, 0)]
-  for n_in, n_out in zip(x.shape[2:-1], g.shape[2:-1]):
-    up = (n_out - 1) * stride + 1
-    cfg.append((pad, n_in + pad - up, stride - 1))
-  cfg.append((0, 0, 0))
-  gp = _materialize(lax.pad(g, zero, cfg))
+  cfg = _upsample_pad_config(x.shape[2:-1], g.shape[2:-1], pad, stride)
+  gp = _materialize(lax.pad(g, jnp.zeros((), g.dtype), cfg))
   w_flip = w[:, ::-1]
   views = []
   for offs in itertools.product(range(kernel), repeat=nd):
@@ -454,11 +460,7 @@ def _max_pool_bwd(kernel, stride, res, g):
   idx, spatial = res
   nd = len(spatial)
   pad = (kernel - 1) // 2
-  cfg = [(0, 0, 0), (0, 0, 0)]
-  for n_in, n_out in zip(spatial, g.shape[2:-1]):
-    up = (n_out - 1) * stride + 1
-    cfg.append((pad, n_in + pad - up, stride - 1))
-  cfg.append((0, 0, 0))
+  cfg = _upsample_pad_config(spatial, g.shape[2:-1], pad, stride)
   gp = _materialize(lax.pad(g, jnp.zeros((), g.dtype), cfg))
   ip = lax.pad(idx, jnp.int8(-1), cfg)
   in_shape = g.shape[:2] + tuple(spatial) + g.shape[-1:]
