@@ -1,11 +1,21 @@
-"""Times one search step of a strategy on the DARTS search network.
+"""Times one search step of a strategy on the DARTS search network (or FBNet's chain supernet).
 
   python benchmarks/search_step.py --strategy darts --batch 32 --json
+  python benchmarks/search_step.py --strategy fbnet --batch 32 --size 32 --json
 
 Builds the paper's search supernet (C=16, 8 cells, 4 nodes, 32x32x3 input,
 10 classes by default), compiles one step (architecture step + weight step),
 then runs it ``--steps`` times on random data and reports the median seconds
-per step, the compile time and the process's peak resident memory.
+per step, images per second, the compile time, the process's peak resident
+memory and, on an accelerator, the device's peak memory.
+
+``--strategy fbnet`` times FBNet's step on its chain supernet instead: FBNet's
+ImageNet macro-architecture (22 blocks of 9 candidates) at ``--size`` x
+``--size`` x 3 input and 10 classes (``--size 224`` is the paper's), or with
+``--ndim 1`` the space of ``experiments/fbnet_mnist1d.py``. Its cost
+term is the expected multiply-add count under the sample (a per-choice table,
+the same computation as a latency lookup table; a measured table needs a
+build step that would dominate this benchmark).
 """
 
 from __future__ import annotations
@@ -17,18 +27,23 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--strategy", default="darts", choices=["darts", "darts2", "gdas", "snas", "spos"],
+  p.add_argument("--strategy", default="darts", choices=["darts", "darts2", "gdas", "snas", "spos", "fbnet"],
                  help="darts: first order; darts2: second order; gdas: hard Gumbel samples, "
-                      "one op per edge; snas: soft Gumbel samples; spos: one uniform path")
+                      "one op per edge; snas: soft Gumbel samples; spos: one uniform path; "
+                      "fbnet: soft Gumbel samples on FBNet's chain supernet")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--C", type=int, default=16)
   p.add_argument("--layers", type=int, default=8)
   p.add_argument("--nodes", type=int, default=4)
-  p.add_argument("--size", type=int, default=32, help="image side")
+  p.add_argument("--size", type=int, default=32, help="image side (sequence length if --ndim 1)")
+  p.add_argument("--ndim", type=int, default=2, choices=[1, 2],
+                 help="2: size x size x 3 images; 1: sequences of length size, 1 channel "
+                      "(the MNIST-1D config: --ndim 1 --size 40 --C 8 --layers 3 --batch 64)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--impl", default="auto", choices=["auto", "taps", "xla"])
   p.add_argument("--json", action="store_true")
@@ -46,12 +61,35 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.supernet import DartsSupernet, count_params, make_apply, split_model
 
   set_depthwise_impl(args.impl)
-  space = DartsSpace(num_nodes=args.nodes)
-  net = DartsSupernet(space, 3, 10, ndim=2, channels=args.C, layers=args.layers,
-                      rngs=nnx.Rngs(0))
-  s = split_model(net)
-  alpha = space.init_alpha(jax.random.key(0))
   w_opt, a_opt = weight_optimizer(total_steps=1000), arch_optimizer()
+  if args.strategy == "fbnet":
+    from jnas.estimation.flops import cost_table, expected_cost
+    from jnas.spaces.chain import FBNetSpace
+    from jnas.strategies.gumbel import fbnet
+    from jnas.supernet.chain import ChainSupernet, make_supernet_apply
+
+    if args.ndim == 2:
+      space = FBNetSpace((args.size, args.size, 3), 10)
+    else:  # ImageNet's macro-architecture would pool 40 positions away: use the MNIST-1D config's
+      from jnas.config import load_config
+      from jnas.spaces.chain import space_from_config
+      config = load_config(str(Path(__file__).resolve().parents[1] / "experiments" /
+                               "fbnet_mnist1d.py"))
+      config.data.input_shape = (args.size, 1)
+      space = space_from_config(config)
+    s = split_model(ChainSupernet(space, rngs=nnx.Rngs(0)))
+    alpha = {"blocks": jnp.zeros((space.num_blocks, len(space.candidates)), jnp.float32)}
+    table = cost_table(space)
+    # Mega multiply-adds stand in for milliseconds: same shape of computation as a latency table.
+    strat = fbnet(make_supernet_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt,
+                  a_opt=a_opt, steps_per_epoch=100,
+                  latency_fn=lambda enc: expected_cost(table, enc)["madds"] / 1e6)
+  else:
+    space = DartsSpace(num_nodes=args.nodes)
+    net = DartsSupernet(space, 3 if args.ndim == 2 else 1, 10, ndim=args.ndim, channels=args.C,
+                        layers=args.layers, rngs=nnx.Rngs(0))
+    s = split_model(net)
+    alpha = space.init_alpha(jax.random.key(0))
   if args.strategy in ("darts", "darts2"):
     strat = darts(make_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt, a_opt=a_opt,
                   order=2 if args.strategy == "darts2" else 1)
@@ -61,11 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
   elif args.strategy == "snas":
     strat = snas(make_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt, a_opt=a_opt,
                  steps_per_epoch=100)
-  else:
+  elif args.strategy == "spos":
     strat = spos(make_apply(s.graphdef, single_path=True), s.params, s.state,
                  encoding_pool(space, 1024), w_opt=w_opt)
   state = strat.init(jax.random.key(0))
-  shape = (args.batch, args.size, args.size, 3)
+  shape = (args.batch, args.size, args.size, 3) if args.ndim == 2 else (args.batch, args.size, 1)
   batches = [(jax.random.normal(jax.random.key(i), shape), jnp.arange(args.batch) % 10)
              for i in range(2)]
 
@@ -80,15 +118,24 @@ def main(argv: list[str] | None = None) -> dict:
     state, m = step(state, batches[0], batches[1])
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
+  try:
+    device_peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
+  except Exception:  # CPU backends may not report memory statistics
+    device_peak = None
+  median = statistics.median(times)
   result = {
       "strategy": args.strategy,
       "batch": args.batch,
       "C": args.C,
       "layers": args.layers,
-      "median_s": statistics.median(times),
+      "size": args.size,
+      "ndim": args.ndim,
+      "median_s": median,
+      "images_per_s": args.batch / median,
       "min_s": min(times),
       "compile_s": compile_s,
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "device_peak_mb": None if device_peak is None else device_peak / 2**20,
       "supernet_params": count_params(s.params),
       "depthwise_impl": resolve_depthwise_impl(args.impl),
       "device": str(jax.devices()[0].device_kind),
