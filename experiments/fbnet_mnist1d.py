@@ -9,7 +9,7 @@ vs measured end-to-end latency gave Spearman 0.80, Pearson 0.84, Kendall tau
 0.63, mean absolute percentage error 9% (one run; runs under other loads gave
 Spearman 0.69-0.85).
 
-Search (needs the fbnet strategy, jnas/strategies/gumbel.py):
+Search (measures a latency table on this machine first unless latency.table names one):
   jnas search --config experiments/fbnet_mnist1d.py --workdir runs/fbnet_mnist1d \
       --config.latency.table=runs/fbnet_mnist1d/latency_b1.json
 

@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,16 +66,23 @@ def build_space(config) -> DartsSpace:
   return DartsSpace(num_nodes=config.space.num_nodes)
 
 
+def _genotype_path(genotype: str | None, workdir: str | None) -> str:
+  """``genotype`` itself, or ``WORKDIR/genotype.json`` when it is ``None``."""
+  if genotype is not None:
+    return genotype
+  if workdir is None:
+    raise ValueError("no genotype given and no work directory to read genotype.json from")
+  genotype = str(Path(workdir) / "genotype.json")
+  if not Path(genotype).exists():
+    raise FileNotFoundError(f"{genotype} does not exist: run `jnas search` first or pass "
+                            f"--genotype NAME_OR_FILE")
+  return genotype
+
+
 def resolve_genotype(space: DartsSpace, genotype: str | None, workdir: str | None = None
                      ) -> Genotype:
   """A genotype from a published name, a JSON file, or ``WORKDIR/genotype.json``."""
-  if genotype is None:
-    if workdir is None:
-      raise ValueError("no genotype given and no work directory to read genotype.json from")
-    genotype = str(Path(workdir) / "genotype.json")
-    if not Path(genotype).exists():
-      raise FileNotFoundError(f"{genotype} does not exist: run `jnas search` first or pass "
-                              f"--genotype NAME_OR_FILE")
+  genotype = _genotype_path(genotype, workdir)
   if genotype in GENOTYPES:
     return space.genotype_by_name(genotype)
   path = Path(genotype)
@@ -130,6 +139,7 @@ def _evaluate(apply_fn, params, state, encoding, x, y, batch_size: int) -> float
 SEARCH_CKPT_DIR = "checkpoints/search"
 RETRAIN_CKPT_DIR = "checkpoints/retrain"
 SUMMARY_FILE = "summary.json"
+CHAIN_SPACE_NAMES = ("fbnet", "kernel_chain")
 ALPHA_HISTORY_FILE = "alpha_history.npz"
 
 
@@ -261,6 +271,8 @@ def search(config, workdir: str) -> dict[str, Any]:
              wd)
     return {**done, "status": "finished"}
   write_json_atomic(str(wd / "config.json"), config_dict)
+  if config.space.name in CHAIN_SPACE_NAMES:
+    return _search_chain(config, wd)
   sc = config.search
   if sc.strategy not in GRADIENT_STRATEGIES:
     raise ValueError(f"unknown search strategy {sc.strategy!r} "
@@ -382,6 +394,91 @@ def search(config, workdir: str) -> dict[str, Any]:
   return summary
 
 
+def _chain_latency_table(config, space, wd: Path):
+  """The config's latency table, or one measured now (in a child process) and kept in ``wd``.
+
+  A child process because XLA reads its thread settings (``latency.cpu_threads``)
+  only when the backend starts, and this process's backend runs the search.
+  """
+  from jnas.estimation.latency import load_latency_table
+
+  lc = config.latency
+  if lc.get("table"):
+    return load_latency_table(lc.table, space, int(lc.batch_size), str(lc.dtype)), lc.table
+  path = wd / "latency_table.json"
+  if not path.exists():
+    log.info("measuring a latency table on this machine (batch %d, %s) -> %s",
+             lc.batch_size, lc.dtype, path)
+    cmd = [sys.executable, "-m", "jnas.estimation.latency", str(wd / "config.json"), str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+      tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+      raise RuntimeError(f"building the latency table failed: {tail}")
+  return load_latency_table(path, space, int(lc.batch_size), str(lc.dtype)), str(path)
+
+
+def _search_chain(config, wd: Path) -> dict[str, Any]:
+  """``search`` for chain spaces (FBNet / kernel chain): FBNet against a measured latency table.
+
+  Writes ``latency_table.json`` (unless ``latency.table`` names one),
+  ``metrics.jsonl`` (one line per epoch), ``arch_params.npz``,
+  ``genotype.json`` and ``summary.json``; retrains when
+  ``config.retrain.enabled``. A killed run restarts its search from the
+  beginning (the table is kept): FBNet searches on the CPU-sized configs take
+  minutes, and mid-search checkpoints exist for the DARTS-space strategies only.
+  """
+  from jnas.spaces.chain import space_from_config
+  from jnas.supernet.chain import search_fbnet
+
+  sc = config.search
+  if sc.strategy != "fbnet":
+    raise ValueError(f"search.strategy={sc.strategy!r} does not apply to the "
+                     f"{config.space.name} space; chain spaces are searched with 'fbnet'")
+  space = space_from_config(config)
+  ds = load_dataset(config.data.name, seed=config.data.seed)
+  if tuple(ds.input_shape) != tuple(space.input_shape) or ds.num_classes != space.num_classes:
+    raise ValueError(f"data.input_shape/num_classes {tuple(space.input_shape)}/"
+                     f"{space.num_classes} do not match the dataset {config.data.name!r} "
+                     f"({tuple(ds.input_shape)}/{ds.num_classes})")
+  table, table_path = _chain_latency_table(config, space, wd)
+  data = split_train_val(ds.x_train, ds.y_train, fraction=0.5, seed=config.seed)
+  fc = config.fbnet
+  target = float(fc.target_ms) if fc.get("target_ms") else None
+  fastest = table.fixed_ms + float(table.ops_ms.min(axis=1).sum())
+  if target is not None and target < fastest:
+    raise ValueError(f"fbnet.target_ms={target} is below the fastest architecture of the "
+                     f"latency table ({fastest:.4f} ms, {table_path}); no architecture can meet it")
+  records: list[dict] = []
+  replace_phase(str(wd), "search", records)
+  with MetricWriter(str(wd), tensorboard="search") as writer:
+    result = search_fbnet(
+        space, table, data, epochs=int(sc.epochs), seed=int(config.seed),
+        batch_size=int(sc.batch_size), warmup_epochs=int(sc.warmup_epochs), w_lr=float(sc.w_lr),
+        momentum=float(sc.momentum), weight_decay=float(sc.weight_decay), a_lr=float(sc.a_lr),
+        a=float(fc.alpha), b=float(fc.beta), tau0=float(fc.temperature),
+        tau_decay=float(fc.temperature_decay), target_ms=target,
+        enforce_target=target is not None, log=log.info)
+    for m in result.history:
+      scalars = {k: float(v) for k, v in m.items()
+                 if k not in ("epoch", "genotype", "arch") and isinstance(v, (int, float))}
+      records.append(writer.write(int(m["epoch"]) + 1, phase="search", **scalars))
+  tmp = wd / ".arch_params.tmp.npz"
+  np.savez(tmp, blocks=result.alpha)
+  os.replace(tmp, wd / "arch_params.npz")
+  geno_json = space.genotype_to_json(result.genotype)
+  write_json_atomic(str(wd / "genotype.json"), geno_json)
+  summary: dict[str, Any] = {
+      "genotype": geno_json, "predicted_ms": result.predicted_ms,
+      "target_ms": target, "target_repairs": result.repairs,
+      "supernet_val_accuracy": result.val_acc, "latency_table": table_path,
+      "search_seconds": round(result.seconds, 1)}
+  if config.retrain.enabled:
+    summary.update(train(config, str(wd), str(wd / "genotype.json")))
+  summary["workdir"] = str(wd)
+  write_json_atomic(str(wd / SUMMARY_FILE), summary)
+  return summary
+
+
 def build_discrete(config, genotype: Genotype, input_shape, num_classes: int,
                    rngs: nnx.Rngs | None = None) -> DiscreteNetwork:
   """The retraining network a config describes for ``genotype``."""
@@ -408,8 +505,15 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
   set_depthwise_impl(config.model.depthwise_impl)
   wd = Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
+  chain = config.space.name in CHAIN_SPACE_NAMES
   space = build_space(config)
-  geno = resolve_genotype(space, genotype, workdir)
+  if chain:
+    from jnas.spaces.chain import resolve_chain_genotype
+    from jnas.train.chain_network import ChainNetwork
+
+    space, geno = resolve_chain_genotype(space, _genotype_path(genotype, workdir))
+  else:
+    geno = resolve_genotype(space, genotype, workdir)
   geno_json = space.genotype_to_json(geno)
   retrain_id = _dict_hash({"config": config_to_dict(config), "genotype": geno_json})
   done = _finished(wd, "report.json")
@@ -419,7 +523,10 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
             "report": str(wd / "report.json")}
   rc = config.retrain
   ds = load_dataset(config.data.name, seed=config.data.seed)
-  net = build_discrete(config, geno, ds.input_shape, ds.num_classes)
+  if chain:
+    net = ChainNetwork(space, geno, rngs=nnx.Rngs(config.seed))
+  else:
+    net = build_discrete(config, geno, ds.input_shape, ds.num_classes)
   split = split_model(net)
   graphdef = split.graphdef
   num_params = count_params(split.params)
@@ -435,7 +542,8 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
     del encoding
     params, state = jax.tree.map(lambda a: a, (params, state))
     model = nnx.merge(graphdef, params, state)
-    logits = model(x, train=train_mode, key=key)
+    # Chain networks have no drop-path, so no key.
+    logits = model(x, train=train_mode) if chain else model(x, train=train_mode, key=key)
     return logits, nnx.state(model, nnx.BatchStat)
 
   @jax.jit

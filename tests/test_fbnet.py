@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,3 +180,41 @@ def test_latency_target_is_met_by_search_and_measurement():
   slowest = ChainGenotype(("k5", "k5"))
   got, worst = measure_latencies(space, [res.genotype, slowest], 64, repeats=5, stat="min")
   assert got <= 1.2 * target and got < worst
+
+
+def test_jnas_search_on_a_chain_config_measures_a_table_and_meets_its_target(tmp_path, capsys):
+  """`jnas search` on an FBNet config: latency table measured here, target met, files written."""
+  from jnas import cli
+  from jnas.estimation.latency import load_latency_table, predicted_latency
+
+  root = Path(__file__).resolve().parents[1]
+  base = [f"--config={root / 'experiments' / 'fbnet_mnist1d.py'}",
+          "--config.space.stem_channels=4", "--config.space.stages=((4,1,1),(8,1,2))",
+          "--config.space.head_channels=8", "--config.search.epochs=1",
+          "--config.search.warmup_epochs=0", "--config.search.batch_size=200",
+          "--config.latency.repeats=3", "--config.retrain.enabled=false"]
+  # An impossible target is refused before any search work, naming the fastest possible.
+  assert cli.main(["search", *base, "--workdir", str(tmp_path / "a"),
+                   "--config.fbnet.target_ms=1e-6"]) != 0
+  assert "below the fastest architecture" in capsys.readouterr().err
+  wd = tmp_path / "a"  # the table measured above is reused: same config apart from the target
+  table = load_latency_table(wd / "latency_table.json")
+  ops = table.ops_ms
+  target = (table.fixed_ms + float(ops.min(axis=1).sum())
+            + 0.25 * float((ops.max(1) - ops.min(1)).sum()))
+  wd2 = tmp_path / "b"
+  wd2.mkdir()
+  (wd2 / "latency_table.json").write_text((wd / "latency_table.json").read_text())
+  assert cli.main(["search", *base, "--workdir", str(wd2), f"--config.fbnet.target_ms={target}"]) == 0
+  summary = json.loads((wd2 / "summary.json").read_text())
+  space = FBNetSpace((40, 1), 10, stem_channels=4, stem_stride=1,
+                     stages=((4, 1, 1), (8, 1, 2)), head_channels=8)
+  geno = space.genotype_from_json(json.loads((wd2 / "genotype.json").read_text()))
+  assert predicted_latency(table, geno) <= target + 1e-9
+  assert summary["predicted_ms"] == pytest.approx(predicted_latency(table, geno))
+  assert np.load(wd2 / "arch_params.npz")["blocks"].shape == (2, len(space.candidates))
+  assert len((wd2 / "metrics.jsonl").read_text().splitlines()) == 1
+  # A finished run is reported as such and left alone.
+  capsys.readouterr()
+  assert cli.main(["search", *base, "--workdir", str(wd2), f"--config.fbnet.target_ms={target}"]) == 0
+  assert "finished" in capsys.readouterr().out

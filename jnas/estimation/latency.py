@@ -616,3 +616,34 @@ def validate_table(space: ChainSpace, table: LatencyTable, num_archs: int = 20, 
   out["architectures"] = [{"blocks": list(g.blocks), "predicted_ms": p, "measured_ms": m}
                           for g, p, m in zip(genos, predicted, measured)]
   return out
+
+
+def _main(argv: Sequence[str]) -> None:
+  """``python -m jnas.estimation.latency CONFIG_JSON OUT``: measure the table a config asks for.
+
+  Used by ``jnas search`` on chain spaces; it runs in its own process so the
+  config's ``latency.cpu_threads`` applies before XLA starts.
+  """
+  import ml_collections
+
+  if len(argv) != 2:
+    raise SystemExit("usage: python -m jnas.estimation.latency CONFIG_JSON OUT_JSON")
+  config = ml_collections.ConfigDict(json.loads(Path(argv[0]).read_text()))
+  lc = config.latency
+  set_cpu_threads(int(lc.get("cpu_threads", 0)))
+  from jnas.ops.primitives import set_depthwise_impl
+  from jnas.spaces.chain import space_from_config
+
+  if "model" in config and "depthwise_impl" in config.model:
+    set_depthwise_impl(config.model.depthwise_impl)
+  table = build_latency_table(space_from_config(config), int(lc.batch_size), str(lc.dtype),
+                              int(lc.repeats), seed=int(config.get("seed", 0)),
+                              stat=str(lc.get("statistic", "median")),
+                              clock=str(lc.get("clock", "wall")))
+  table.save(argv[1])
+
+
+if __name__ == "__main__":
+  import sys
+
+  _main(sys.argv[1:])
