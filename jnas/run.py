@@ -56,13 +56,16 @@ def enable_compilation_cache(path: str | None = None) -> None:
 
 
 def build_space(config) -> DartsSpace:
-  """The search space a config names."""
+  """The search space a config names (``space.primitives``, if set, picks DARTS's candidate ops)."""
   if config.space.name in ("fbnet", "kernel_chain"):
     from jnas.spaces.chain import space_from_config
     return space_from_config(config)
   if config.space.name != "darts":
     raise ValueError(f"unknown search space {config.space.name!r} "
                      f"(known: darts, fbnet, kernel_chain)")
+  prims = config.space.get("primitives")
+  if prims:  # a custom candidate set (``none`` first, as in DARTS)
+    return DartsSpace(num_nodes=config.space.num_nodes, primitives=tuple(prims))
   return DartsSpace(num_nodes=config.space.num_nodes)
 
 
