@@ -44,7 +44,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     Example:
         >>> parser, subs = build_parser()
         >>> sorted(subs)
-        ['info', 'plot', 'search', 'tabular', 'train']
+        ['compare', 'info', 'plot', 'search', 'tabular', 'train']
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -94,6 +94,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     plot.add_argument("--out", default=None, metavar="DIR",
                       help="where to write the PNG files (default: WORKDIR/plots)")
     subs["plot"] = plot
+
+    cmp_ = add("compare", "Run several strategies with several seeds on one config and "
+                          "tabulate the retrained results (Markdown, JSON, PNG).")
+    cmp_.add_argument("--workdir", required=True, metavar="DIR",
+                      help="one sub-directory per run, and compare.{json,md,png}")
+    cmp_.add_argument("--strategies", default="darts,darts2,gdas,snas",
+                      help="comma-separated: darts, darts2, gdas, snas (DARTS-space configs) "
+                           "or fbnet (chain-space configs); default darts,darts2,gdas,snas")
+    cmp_.add_argument("--seeds", type=int, default=3,
+                      help="runs per strategy, seeds config.seed + 0, 1, ... (default 3)")
 
     tab = subparsers.add_parser(
         "tabular", help="Replay a search strategy on a NAS-Bench-201 table (CSV).",
@@ -253,8 +263,20 @@ def _cmd_tabular(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace, overrides: list[str]) -> int:
+    from jnas.compare import compare
+
+    config = _load(args, overrides)
+    strategies = [s for s in args.strategies.split(",") if s]
+    result = compare(config, args.workdir, strategies, args.seeds)
+    print(result["table"])
+    for kind, path in result["files"].items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 _COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot,
-             "tabular": _cmd_tabular}
+             "tabular": _cmd_tabular, "compare": _cmd_compare}
 
 
 def _one_line(text: str) -> str:
