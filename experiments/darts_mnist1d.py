@@ -34,6 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.batch_size = 64
   c.search.channels = 8
   c.search.layers = 3
+  # 0: one device; n: split every batch over n devices (jax.jit + NamedSharding); -1: all devices.
+  c.search.data_parallel = 0
   # Weight optimizer (DARTS paper values).
   c.search.w_lr = 0.025
   c.search.w_lr_min = 0.001

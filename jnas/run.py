@@ -302,9 +302,30 @@ def search(config, workdir: str) -> dict[str, Any]:
                                      total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                                      key=jax.random.fold_in(key, 2))
   state = strategy.init(key)
-  step = jax.jit(strategy.step, donate_argnums=0)
-  log.info("search: %s order %d, %d supernet weights, %d steps (%d epochs)", sc.strategy,
-           sc.order, count_params(split.params), total_steps, sc.epochs)
+  # search.data_parallel: 0 = one device; n > 0 = split each batch over n devices; -1 = all.
+  n_dev = int(sc.get("data_parallel", 0))
+  n_dev = jax.device_count() if n_dev == -1 else n_dev
+  if n_dev < 0 or n_dev > jax.device_count():
+    raise ValueError(f"search.data_parallel={sc.get('data_parallel')} must be 0 (off), -1 (all) "
+                     f"or 1..{jax.device_count()} (the devices JAX sees)")
+  if n_dev and sc.batch_size % n_dev:
+    raise ValueError(f"search.batch_size={sc.batch_size} must be a multiple of the {n_dev} "
+                     f"devices of search.data_parallel")
+  if n_dev:
+    from jnas import parallel
+
+    mesh = parallel.make_mesh(n_dev)
+    place = lambda st: parallel.replicate(st, mesh)
+    dp_step = parallel.data_parallel_step(strategy.step, mesh)
+    step = lambda st, bt, bv: dp_step(st, parallel.shard_batch(bt, mesh),
+                                      parallel.shard_batch(bv, mesh))
+    state = place(state)
+  else:
+    place = lambda st: st
+    step = jax.jit(strategy.step, donate_argnums=0)
+  log.info("search: %s order %d, %d supernet weights, %d steps (%d epochs)%s", sc.strategy,
+           sc.order, count_params(split.params), total_steps, sc.epochs,
+           f", batches split over {n_dev} devices" if n_dev else "")
 
   # ---- Resume: the newest readable checkpoint, if any. ----
   # Batches are a pure function of (seed, epoch), so (epoch, batch) is the
@@ -320,7 +341,7 @@ def search(config, workdir: str) -> dict[str, Any]:
     if meta.get("config_hash") != chash:
       raise ValueError(f"checkpoint {ckpt.directory / str(ck_step)} belongs to another config "
                        f"(hash {meta.get('config_hash')}, this config {chash})")
-    state, key = tree["strategy"], tree["key"]
+    state, key = place(tree["strategy"]), tree["key"]
     start_epoch, start_batch = int(meta["epoch"]), int(meta["batch"])
     sums, elapsed0 = _sums_from_json(meta.get("partial_sums")), float(meta["elapsed_s"])
     records, history = list(meta["metrics"]), meta["alpha_history"]

@@ -366,3 +366,29 @@ if __name__ == "__main__":
     _multihost_worker(sys.argv[1])
   else:
     _worker(sys.argv[1], sys.argv[2:])
+
+
+@pytest.mark.slow  # two small searches in a 4-device subprocess; about a minute or two on 2 cores
+def test_jnas_search_data_parallel_equals_one_device(tmp_path):
+  """`jnas search --config.search.data_parallel=4` ends with the alphas of a one-device run."""
+  root = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JNAS_PROGRESS="off",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={NUM_DEVICES}")
+  common = [sys.executable, "-m", "jnas", "search",
+            f"--config={root / 'experiments' / 'darts_mnist1d.py'}",
+            "--config.search.epochs=1", "--config.search.channels=4",
+            "--config.search.batch_size=256", "--config.space.num_nodes=2",
+            "--config.retrain.enabled=false"]
+  alphas = {}
+  for n in (0, NUM_DEVICES):
+    wd = tmp_path / f"dp{n}"
+    proc = subprocess.run([*common, f"--workdir={wd}", f"--config.search.data_parallel={n}"],
+                          env=env, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if n:
+      assert f"split over {n} devices" in proc.stderr
+    with np.load(wd / "arch_params.npz") as z:
+      alphas[n] = {k: z[k] for k in z.files}
+  for k, a in alphas[0].items():
+    assert np.abs(a).max() > 0, k  # the search moved alpha
+    np.testing.assert_allclose(alphas[NUM_DEVICES][k], a, rtol=2e-4, atol=2e-5, err_msg=k)
