@@ -125,3 +125,40 @@ def test_recalibration_uses_the_calibration_batches():
   assert float(a["loss"]) != float(b["loss"])
   with pytest.raises(ValueError, match="bn_momentum"):
     make_recalibrated_evaluator(lambda *a: None, bn_momentum=1.0)
+
+
+def test_spos_on_a_chain_space_updates_only_the_sampled_blocks():
+  """SPOS is space-agnostic: on an FBNet chain, a step touches only the sampled candidates."""
+  from jnas.spaces.chain import FBNetSpace
+  from jnas.supernet.chain import ChainSupernet, make_supernet_apply
+
+  space = FBNetSpace((12, 1), 10, stem_channels=4, stem_stride=1, stages=((4, 1, 1), (8, 1, 2)),
+                     head_channels=8, candidates=("k3_e1", "k5_e3", "skip"))
+  s = split_model(ChainSupernet(space, rngs=nnx.Rngs(0)))
+  pool = encoding_pool(space, 6, seed=0)
+  assert pool["blocks"].shape == (6, 2, 3)
+  strat = spos(make_supernet_apply(s.graphdef, single_path=True), s.params, s.state, pool,
+               w_opt=optax.sgd(0.05))
+  x = jax.random.normal(jax.random.key(1), (16, 12, 1))
+  y = jnp.arange(16) % 10
+  jstep = jax.jit(strat.step)
+  s0 = strat.init(jax.random.key(3))
+  s1, m = jstep(s0, (x, y), (x, y))
+  chosen = np.argmax(pool["blocks"][int(m["path"])], axis=-1)
+  moved = {jax.tree_util.keystr(path): bool(jnp.any(a != b)) for (path, a), b in zip(
+      jax.tree_util.tree_flatten_with_path(s0.params)[0], jax.tree.leaves(s1.params))}
+  for b in range(space.num_blocks):
+    for k in range(len(space.candidates)):
+      prefix = f"['blocks'][{b}]['candidates'][{k}]"
+      changed = [v for name, v in moved.items() if name.startswith(prefix)]
+      if k == chosen[b]:
+        assert not changed or any(changed), (b, k)  # "skip" has no weights
+      else:
+        assert changed == [] or not any(changed), (b, k, chosen)
+  # Some sampled candidate with weights learned (the pool holds parameterised blocks).
+  assert any(v for name, v in moved.items() if "['candidates']" in name)
+  # And the loss over the pool falls after a few steps.
+  state = s0
+  for _ in range(20):
+    state, m = jstep(state, (x, y), (x, y))
+  assert float(m["train_loss"]) < 2.3
