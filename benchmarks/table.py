@@ -56,8 +56,12 @@ def _run_json(cmd: list[str], timeout: float) -> dict:
   except subprocess.TimeoutExpired:
     return {"error": f"timed out after {timeout:.0f} s"}
   if proc.returncode != 0:
-    tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"error": f"exit {proc.returncode}: {tail}"}
+    # XLA's fatal errors end with a stack trace of bare addresses: keep the lines that say why.
+    lines = [ln for ln in proc.stderr.splitlines()
+             if ln.strip() and not ln.lstrip().startswith("@")]
+    why = [ln for ln in lines if "Check failed" in ln or "Error" in ln] or lines[-1:]
+    return {"error": f"exit {proc.returncode}: {why[-1] if why else '(no output)'}",
+            "stderr_tail": lines[-15:]}
   lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
   if not lines:
     return {"error": "no JSON in the output"}
