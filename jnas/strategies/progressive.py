@@ -28,8 +28,10 @@ The loop, per level:
    predictor.
 
 After the last level a new pass starts from level 0 with the better-trained
-predictor; at the last level only unmeasured architectures are kept, so
-every pass measures something new. State is a pytree (NumPy arrays and the
+predictor. Only the first pass measures every level (that is what trains the
+predictor, as in PNAS); later passes rank the partial levels by prediction
+alone and measure only complete architectures, and at the last level only
+unmeasured ones are kept, so every pass measures something new. State is a pytree (NumPy arrays and the
 predictor's weights); ``ask``/``tell`` run on the host (they train a
 predictor), so they are not jitted.
 
@@ -231,9 +233,14 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
     rng = np.random.default_rng(np.asarray(jax.random.key_data(sub)).ravel())
     level, beam = int(state.level), state.beam
     measured = set(keys_of(state.measured_x).tolist())
+    replan = False
     for _ in range(2 * levels + 1):
-      if level == levels:  # a pass is over: start again with a better predictor
-        level, beam = 0, np.zeros((1, 0), np.int32)
+      if level == levels:
+        # A pass is over: plan a new one with the better predictor. The first
+        # pass measured every level to train the predictor (PNAS); later passes
+        # rank the partial levels by prediction alone and measure only complete
+        # architectures, so the budget is not spent on skip-filled cells again.
+        level, beam, replan = 0, np.zeros((1, 0), np.int32), state.predictor is not None
       t = level
       lo, hi = bounds[t], bounds[t + 1]
       grid = np.stack(np.meshgrid(*[np.arange(v) for v in sizes[lo:hi]], indexing="ij"),
@@ -253,6 +260,8 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
         continue
       keep = choose(state, scores_of(state, full), full, rng)
       beam, level = cand[keep], t + 1
+      if replan and not last:
+        continue
       new = full[keep]
       _, first = np.unique(keys_of(new), return_index=True)
       new = new[np.sort(first)]
