@@ -182,6 +182,7 @@ def test_latency_target_is_met_by_search_and_measurement():
   assert got <= 1.2 * target and got < worst
 
 
+@pytest.mark.slow  # about 60-90 s on 2 cores; the target is also checked in the default suite above
 def test_jnas_search_on_a_chain_config_measures_a_table_and_meets_its_target(tmp_path, capsys):
   """`jnas search` on an FBNet config: latency table measured here, target met, files written."""
   from jnas import cli

@@ -127,6 +127,7 @@ def test_recalibration_uses_the_calibration_batches():
     make_recalibrated_evaluator(lambda *a: None, bn_momentum=1.0)
 
 
+@pytest.mark.slow  # 25-45 s on 2 cores: keeps the default suite under 10 minutes
 def test_spos_on_a_chain_space_updates_only_the_sampled_blocks():
   """SPOS is space-agnostic: on an FBNet chain, a step touches only the sampled candidates."""
   from jnas.spaces.chain import FBNetSpace
