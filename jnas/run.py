@@ -308,6 +308,9 @@ def search(config, workdir: str) -> dict[str, Any]:
   if n_dev < 0 or n_dev > jax.device_count():
     raise ValueError(f"search.data_parallel={sc.get('data_parallel')} must be 0 (off), -1 (all) "
                      f"or 1..{jax.device_count()} (the devices JAX sees)")
+  if n_dev and jax.process_count() > 1:
+    raise ValueError("search.data_parallel in jnas search uses one host's devices; for several "
+                     "processes use jnas.parallel from Python (see the README)")
   if n_dev and sc.batch_size % n_dev:
     raise ValueError(f"search.batch_size={sc.batch_size} must be a multiple of the {n_dev} "
                      f"devices of search.data_parallel")
