@@ -46,7 +46,9 @@ def strategy_config(config, strategy: str, seed: int):
     >>> strategy_config(config, "darts2", 1).search.order  # doctest: +SKIP
     2
   """
-  chain = config.space.name in ("fbnet", "kernel_chain")
+  from jnas.run import CHAIN_SPACE_NAMES
+
+  chain = config.space.name in CHAIN_SPACE_NAMES
   known = ("fbnet",) if chain else _DARTS_SPACE
   if strategy not in known:
     raise ValueError(f"strategy {strategy!r} does not run on the {config.space.name} space of "

@@ -57,7 +57,7 @@ def enable_compilation_cache(path: str | None = None) -> None:
 
 def build_space(config) -> DartsSpace:
   """The search space a config names (``space.primitives``, if set, picks DARTS's candidate ops)."""
-  if config.space.name in ("fbnet", "kernel_chain"):
+  if config.space.name in CHAIN_SPACE_NAMES:
     from jnas.spaces.chain import space_from_config
     return space_from_config(config)
   if config.space.name != "darts":
@@ -661,7 +661,7 @@ def info(config, genotype: str) -> dict[str, Any]:
     >>> info(load_config("experiments/darts_cifar10.py"), "DARTS_V2")["num_params"]  # doctest: +SKIP
     3349342
   """
-  if config.space.name in ("fbnet", "kernel_chain"):
+  if config.space.name in CHAIN_SPACE_NAMES:
     from jnas.estimation.flops import chain_info
     return chain_info(config, genotype)
   space = build_space(config)
