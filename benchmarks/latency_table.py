@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.config import load_config
 
   config = load_config(args.config)
-  lat = config.get("latency", {})
-  threads = args.cpu_threads if args.cpu_threads is not None else int(
-      lat.get("cpu_threads", 0))
-  # XLA reads its flags when the backend starts, so this comes before any JAX work.
-  from jnas.estimation.latency import set_cpu_threads
+  # Importing jnas.estimation.latency does not start JAX's backend, so the
+  # thread setting below still applies (XLA reads its flags at backend start).
+  from jnas.estimation.latency import latency_settings, set_cpu_threads
+  lat = latency_settings(config)
+  threads = args.cpu_threads if args.cpu_threads is not None else lat["cpu_threads"]
   set_cpu_threads(threads)
 
   import jax
@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
   if "model" in config and "depthwise_impl" in config.model:
     set_depthwise_impl(config.model.depthwise_impl)
   space = space_from_config(config)
-  batch = args.batch or int(lat.get("batch_size", 1))
-  dtype = args.dtype or str(lat.get("dtype", "float32"))
-  repeats = args.repeats or int(lat.get("repeats", 20))
-  stat = args.stat or str(lat.get("statistic", "median"))
-  clock = args.clock or str(lat.get("clock", "wall"))
+  batch = args.batch or lat["batch_size"]
+  dtype = args.dtype or lat["dtype"]
+  repeats = args.repeats or lat["repeats"]
+  stat = args.stat or lat["statistic"]
+  clock = args.clock or lat["clock"]
 
   result: dict = {"config": args.config, "space": space.name,
                   "space_fingerprint": space.fingerprint(), "num_blocks": space.num_blocks,

@@ -618,6 +618,22 @@ def validate_table(space: ChainSpace, table: LatencyTable, num_archs: int = 20, 
   return out
 
 
+def latency_settings(config) -> dict[str, Any]:
+  """A config's ``latency`` section with its defaults: how a table for it is measured.
+
+  Keys: ``batch_size``, ``dtype``, ``repeats``, ``statistic``, ``clock``,
+  ``cpu_threads``.
+
+  Example:
+    >>> latency_settings(load_config("experiments/fbnet_mnist1d.py"))["clock"]  # doctest: +SKIP
+    'cpu'
+  """
+  lc = config.get("latency", {})
+  return {"batch_size": int(lc.get("batch_size", 1)), "dtype": str(lc.get("dtype", "float32")),
+          "repeats": int(lc.get("repeats", 20)), "statistic": str(lc.get("statistic", "median")),
+          "clock": str(lc.get("clock", "wall")), "cpu_threads": int(lc.get("cpu_threads", 0))}
+
+
 def _main(argv: Sequence[str]) -> None:
   """``python -m jnas.estimation.latency CONFIG_JSON OUT``: measure the table a config asks for.
 
@@ -629,17 +645,16 @@ def _main(argv: Sequence[str]) -> None:
   if len(argv) != 2:
     raise SystemExit("usage: python -m jnas.estimation.latency CONFIG_JSON OUT_JSON")
   config = ml_collections.ConfigDict(json.loads(Path(argv[0]).read_text()))
-  lc = config.latency
-  set_cpu_threads(int(lc.get("cpu_threads", 0)))
+  st = latency_settings(config)
+  set_cpu_threads(st["cpu_threads"])
   from jnas.ops.primitives import set_depthwise_impl
   from jnas.spaces.chain import space_from_config
 
   if "model" in config and "depthwise_impl" in config.model:
     set_depthwise_impl(config.model.depthwise_impl)
-  table = build_latency_table(space_from_config(config), int(lc.batch_size), str(lc.dtype),
-                              int(lc.repeats), seed=int(config.get("seed", 0)),
-                              stat=str(lc.get("statistic", "median")),
-                              clock=str(lc.get("clock", "wall")))
+  table = build_latency_table(space_from_config(config), st["batch_size"], st["dtype"],
+                              st["repeats"], seed=int(config.get("seed", 0)),
+                              stat=st["statistic"], clock=st["clock"])
   table.save(argv[1])
 
 
