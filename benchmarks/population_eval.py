@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
 
   from jnas.data import load_dataset
   from jnas.spaces.darts import DartsSpace
-  from jnas.strategies.spos import make_recalibrated_evaluator
+  from jnas.strategies.spos import make_population_evaluator, make_recalibrated_evaluator
   from jnas.supernet import DartsSupernet, make_apply, split_model
 
   ds = load_dataset("mnist1d")
@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> dict:
   encs = {k: jnp.asarray(v, jnp.float32) for k, v in encs.items()}
 
   traces = []
-  single = make_recalibrated_evaluator(make_apply(s.graphdef, single_path=True))
+  population_fn = make_population_evaluator(make_apply(s.graphdef, single_path=True))
 
   def population(params, stats, encodings, calib_x, val_x, val_y):
     traces.append(1)  # runs only while tracing
-    return jax.lax.map(lambda e: single(params, stats, e, calib_x, val_x, val_y), encodings)
+    return population_fn(params, stats, encodings, calib_x, val_x, val_y)
 
   pop = jax.jit(population)
   t0 = time.perf_counter()

@@ -81,6 +81,7 @@ def plot_alpha_history(history_npz: str | os.PathLike, out_dir: str | os.PathLik
     epochs = h["epoch"]
     primitives = [str(p) for p in h["primitives"]]
     edges = h["edges"].tolist() if "edges" in h else None
+    edge_labels = [str(t) for t in h["edge_labels"]] if "edge_labels" in h else None
     cells = {k[len("alpha_"):]: h[k] for k in h.files if k.startswith("alpha_")}
   from matplotlib import colormaps
 
@@ -100,7 +101,12 @@ def plot_alpha_history(history_npz: str | os.PathLike, out_dir: str | os.PathLik
       for o, name in enumerate(primitives):
         ax.plot(epochs, probs[:, e, o], color=colors(o % 10), lw=1.3, label=name,
                 marker="." if len(epochs) < 15 else None)
-      title = f"node {edges[e][0]} <- {_input_name(edges[e][1])}" if edges else f"edge {e}"
+      if edge_labels is not None:
+        title = edge_labels[e]
+      elif edges:
+        title = f"node {edges[e][0]} <- {_input_name(edges[e][1])}"
+      else:
+        title = f"edge {e}"
       ax.set_title(title, fontsize=8)
       ax.tick_params(labelsize=7)
       ax.ticklabel_format(axis="y", useOffset=False)

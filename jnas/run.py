@@ -35,10 +35,14 @@ from jnas.config import config_to_dict
 from jnas.data import epoch_batches, eval_batches, load_dataset, split_train_val
 from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
 from jnas.ops.primitives import set_depthwise_impl
+from jnas.spaces.base import SearchSpace
 from jnas.spaces.darts import GENOTYPES, DartsSpace, Genotype
+from jnas.spaces.nb201 import NB201_OPS, NB201Genotype, NB201Space
 from jnas.strategies.registry import GRADIENT_STRATEGIES, build_gradient_strategy
 from jnas.supernet.darts import DartsSupernet
 from jnas.supernet.functional import count_params, make_apply, split_model
+from jnas.supernet.nb201 import NB201Supernet
+from jnas.train.nb201_network import NB201Network
 from jnas.train.network import DiscreteNetwork
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 from jnas.utils.progress import progress
@@ -55,18 +59,51 @@ def enable_compilation_cache(path: str | None = None) -> None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def build_space(config) -> DartsSpace:
-  """The search space a config names (``space.primitives``, if set, picks DARTS's candidate ops)."""
+def build_space(config) -> SearchSpace:
+  """The search space a config names (``space.primitives``, if set, picks the candidate ops).
+
+  ``space.name``: ``darts`` (the DARTS cell), ``nb201`` (the NAS-Bench-201 cell)
+  or a chain space (``fbnet``, ``kernel_chain``).
+  """
   if config.space.name in CHAIN_SPACE_NAMES:
     from jnas.spaces.chain import space_from_config
     return space_from_config(config)
+  prims = config.space.get("primitives")
+  if config.space.name == "nb201":
+    return NB201Space(num_nodes=config.space.get("num_nodes", 4),
+                      ops=tuple(prims) if prims else NB201_OPS)
   if config.space.name != "darts":
     raise ValueError(f"unknown search space {config.space.name!r} "
-                     f"(known: darts, fbnet, kernel_chain)")
-  prims = config.space.get("primitives")
+                     f"(known: darts, nb201, {', '.join(CHAIN_SPACE_NAMES)})")
   if prims:  # a custom candidate set (``none`` first, as in DARTS)
     return DartsSpace(num_nodes=config.space.num_nodes, primitives=tuple(prims))
   return DartsSpace(num_nodes=config.space.num_nodes)
+
+
+def build_supernet(config, space: SearchSpace, ds) -> nnx.Module:
+  """The supernet of ``space`` sized by ``config.search`` for dataset ``ds``.
+
+  DARTS cells: ``search.channels``/``search.layers``; NAS-Bench-201:
+  ``search.channels``/``search.cells_per_stage``; chain spaces: the space's
+  own stages.
+
+  Example:
+    >>> net = build_supernet(cfg, build_space(cfg), load_dataset("mnist1d"))  # doctest: +SKIP
+  """
+  sc = config.search
+  if isinstance(space, NB201Space):
+    return NB201Supernet(space, ds.input_shape[-1], ds.num_classes, ndim=_ndim(ds),
+                         channels=sc.channels, cells_per_stage=sc.cells_per_stage,
+                         rngs=nnx.Rngs(config.seed))
+  if isinstance(space, DartsSpace):
+    return DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=_ndim(ds),
+                         channels=sc.channels, layers=sc.layers, rngs=nnx.Rngs(config.seed))
+  from jnas.supernet.chain import ChainSupernet
+  if tuple(ds.input_shape) != tuple(space.input_shape) or ds.num_classes != space.num_classes:
+    raise ValueError(f"data.input_shape/num_classes {tuple(space.input_shape)}/"
+                     f"{space.num_classes} do not match the dataset {config.data.name!r} "
+                     f"({tuple(ds.input_shape)}/{ds.num_classes})")
+  return ChainSupernet(space, rngs=nnx.Rngs(config.seed))
 
 
 def _genotype_path(genotype: str | None, workdir: str | None) -> str:
@@ -82,17 +119,22 @@ def _genotype_path(genotype: str | None, workdir: str | None) -> str:
   return genotype
 
 
-def resolve_genotype(space: DartsSpace, genotype: str | None, workdir: str | None = None
-                     ) -> Genotype:
-  """A genotype from a published name, a JSON file, or ``WORKDIR/genotype.json``."""
+def resolve_genotype(space: SearchSpace, genotype: str | None, workdir: str | None = None):
+  """A genotype from a published name, a JSON file, ``WORKDIR/genotype.json``, or (NAS-Bench-201)
+  the benchmark's architecture string."""
   genotype = _genotype_path(genotype, workdir)
-  if genotype in GENOTYPES:
+  if isinstance(space, NB201Space) and genotype.lstrip().startswith("|"):
+    return space.parse(genotype)
+  if genotype in GENOTYPES and isinstance(space, DartsSpace):
     return space.genotype_by_name(genotype)
   path = Path(genotype)
   if path.suffix == ".json" or path.exists():
     if not path.exists():
       raise FileNotFoundError(f"genotype file {genotype} does not exist")
     return space.genotype_loads(path.read_text())
+  if isinstance(space, NB201Space):
+    raise ValueError(f"unknown genotype {genotype!r} (give a NAS-Bench-201 string "
+                     f"'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' or a genotype .json file)")
   raise ValueError(f"unknown genotype {genotype!r} (known names: {', '.join(GENOTYPES)}; "
                    f"or a path to a genotype .json file)")
 
@@ -212,14 +254,24 @@ def _sums_from_json(d: dict | None) -> dict | None:
   return {k: jnp.asarray(np.asarray(v, dtype=dt)) for k, (v, dt) in d.items()}
 
 
-def _write_alpha_history(wd: Path, history: dict[str, list], primitives: tuple[str, ...],
-                         edges: list[tuple[int, int]]) -> None:
+def _edge_labels(space: SearchSpace) -> list[str] | None:
+  """Panel titles for the alpha plots where the DARTS naming (``c_{k-2}``, ...) does not apply."""
+  if isinstance(space, NB201Space):
+    return [f"node {j} <- node {i}" for j, i in space.edge_list]
+  return None
+
+
+def _write_alpha_history(wd: Path, history: dict[str, list], space: SearchSpace) -> None:
   """Writes ``alpha_history.npz``: the raw alpha of every finished epoch, stacked."""
   if not history.get("epoch"):
     (wd / ALPHA_HISTORY_FILE).unlink(missing_ok=True)
     return
   arrays = {"epoch": np.asarray(history["epoch"], np.int32),
-            "primitives": np.asarray(primitives), "edges": np.asarray(edges, np.int32)}
+            "primitives": np.asarray(space.primitives),
+            "edges": np.asarray(space.edges(), np.int32)}
+  labels = _edge_labels(space)
+  if labels is not None:
+    arrays["edge_labels"] = np.asarray(labels)
   for k, v in history.items():
     if k != "epoch":
       arrays[f"alpha_{k}"] = np.asarray(v, np.float32)
@@ -274,12 +326,16 @@ def search(config, workdir: str) -> dict[str, Any]:
              wd)
     return {**done, "status": "finished"}
   write_json_atomic(str(wd / "config.json"), config_dict)
+  sc = config.search
+  if sc.strategy == "spos":
+    from jnas.spos_search import search_spos
+    return search_spos(config, wd, chash)
   if config.space.name in CHAIN_SPACE_NAMES:
     return _search_chain(config, wd)
-  sc = config.search
   if sc.strategy not in GRADIENT_STRATEGIES:
     raise ValueError(f"unknown search strategy {sc.strategy!r} "
-                     f"(known: {', '.join(GRADIENT_STRATEGIES)})")
+                     f"(known: {', '.join(GRADIENT_STRATEGIES + ('spos',))}; 'fbnet' on chain "
+                     f"spaces)")
 
   # ---- Data: the training set split in halves (weights / alpha). ----
   ds = load_dataset(config.data.name, seed=config.data.seed)
@@ -293,10 +349,7 @@ def search(config, workdir: str) -> dict[str, Any]:
   # ---- Supernet, architecture parameters and the strategy. ----
   space = build_space(config)
   key = jax.random.key(config.seed)
-  net = DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=_ndim(ds),
-                      channels=sc.channels, layers=sc.layers, rngs=nnx.Rngs(config.seed))
-  split = split_model(net)
-  apply_fn = make_apply(split.graphdef)
+  split = split_model(build_supernet(config, space, ds))
   alpha = space.init_alpha(jax.random.fold_in(key, 1))
   strategy = build_gradient_strategy(sc, split.graphdef, split.params, split.state, alpha,
                                      total_steps=total_steps, steps_per_epoch=steps_per_epoch,
@@ -351,7 +404,7 @@ def search(config, workdir: str) -> dict[str, Any]:
     log.info("resuming the search from checkpoint step %d (epoch %d, batch %d of %d)",
              ck_step, start_epoch + 1, start_batch, steps_per_epoch)
   replace_phase(str(wd), "search", records)
-  _write_alpha_history(wd, history, space.primitives, space.edges())
+  _write_alpha_history(wd, history, space)
 
   def save_checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
     meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
@@ -395,7 +448,7 @@ def search(config, workdir: str) -> dict[str, Any]:
       history["epoch"].append(epoch + 1)
       for k, v in alpha_now.items():
         history[k].append(np.asarray(v, np.float32).tolist())
-      _write_alpha_history(wd, history, space.primitives, space.edges())
+      _write_alpha_history(wd, history, space)
       save_checkpoint(epoch + 1, 0, None)
       log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f", epoch + 1,
                means["train_loss"], means["train_acc"], means["val_loss"])
@@ -506,13 +559,18 @@ def _search_chain(config, wd: Path) -> dict[str, Any]:
   return summary
 
 
-def build_discrete(config, genotype: Genotype, input_shape, num_classes: int,
-                   rngs: nnx.Rngs | None = None) -> DiscreteNetwork:
-  """The retraining network a config describes for ``genotype``."""
+def build_discrete(config, genotype, input_shape, num_classes: int,
+                   rngs: nnx.Rngs | None = None) -> nnx.Module:
+  """The retraining network a config describes for ``genotype`` (a DARTS or NAS-Bench-201 cell)."""
   rc = config.retrain
+  rngs = rngs or nnx.Rngs(config.seed)
+  if isinstance(genotype, NB201Genotype):
+    return NB201Network(genotype, input_shape[-1], num_classes, ndim=len(input_shape) - 1,
+                        channels=rc.channels, cells_per_stage=rc.cells_per_stage,
+                        space=build_space(config), rngs=rngs)
   return DiscreteNetwork(genotype, input_shape[-1], num_classes, ndim=len(input_shape) - 1,
                          channels=rc.channels, layers=rc.layers,
-                         drop_path_rate=rc.drop_path, rngs=rngs or nnx.Rngs(config.seed))
+                         drop_path_rate=rc.drop_path, rngs=rngs)
 
 
 def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
@@ -673,6 +731,8 @@ def info(config, genotype: str) -> dict[str, Any]:
   else:
     num_classes = config.data.num_classes
   net = nnx.eval_shape(lambda: build_discrete(config, geno, shape, num_classes))
+  depth = ({"cells_per_stage": config.retrain.cells_per_stage} if isinstance(space, NB201Space)
+           else {"layers": config.retrain.layers})
   return {"genotype": genotype, "num_params": count_params(nnx.state(net, nnx.Param)),
-          "channels": config.retrain.channels, "layers": config.retrain.layers,
+          "channels": config.retrain.channels, **depth,
           "input_shape": list(shape), "num_classes": num_classes}

@@ -116,6 +116,20 @@ class NB201Space(SearchSpace):
     self.num_edges = len(self.edge_list)
 
   @property
+  def primitives(self) -> tuple[str, ...]:
+    """The candidate op names (``ops``), under the name the DARTS space uses."""
+    return self.ops
+
+  def edges(self) -> list[tuple[int, int]]:
+    """``(node, input_node)`` of every edge, in the benchmark's (and the encoding's) order.
+
+    Example:
+      >>> NB201Space().edges()[:3]
+      [(1, 0), (2, 0), (2, 1)]
+    """
+    return list(self.edge_list)
+
+  @property
   def num_architectures(self) -> int:
     """Number of distinct cells (``len(ops) ** num_edges``)."""
     return len(self.ops) ** self.num_edges

@@ -165,3 +165,27 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
     return {"accuracy": correct / count, "loss": loss / count}
 
   return evaluate
+
+
+def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
+                              bn_momentum: float = 0.9) -> Callable[..., dict[str, jax.Array]]:
+  """Returns ``evaluate(params, stats, encodings, calib_x, val_x, val_y) -> metrics [P]``.
+
+  :func:`make_recalibrated_evaluator` mapped over a stacked population of
+  encodings (leading axis ``P``) with ``lax.map``: architectures run one
+  after another inside one compiled program, so a single-path ``apply_fn``
+  runs only each architecture's chosen ops (a ``vmap`` would turn its switch
+  into a select over every candidate), and nothing recompiles per
+  architecture. Jit it once per population size.
+
+  Example:
+    >>> pop = jax.jit(make_population_evaluator(single_apply))  # doctest: +SKIP
+    >>> pop(params, stats, encodings, calib_x, val_x, val_y)["accuracy"].shape  # doctest: +SKIP
+    (64,)
+  """
+  one = make_recalibrated_evaluator(apply_fn, bn_momentum=bn_momentum)
+
+  def evaluate(params, stats, encodings, calib_x, val_x, val_y):
+    return jax.lax.map(lambda e: one(params, stats, e, calib_x, val_x, val_y), encodings)
+
+  return evaluate

@@ -42,6 +42,7 @@ from jnas.estimation.latency import LatencyTable, check_table, expected_latency,
 from jnas.ops import primitives as P
 from jnas.spaces.chain import ChainGenotype, ChainSpace, Position
 from jnas.supernet.functional import cross_entropy, split_model
+from jnas.supernet.mixed import MixedCandidates
 from jnas.train.chain_network import ChainNetwork, build_block, build_head, build_stem
 
 
@@ -49,8 +50,11 @@ def _blocks(encoding: Mapping[str, jax.Array] | jax.Array) -> jax.Array:
   return encoding["blocks"] if isinstance(encoding, Mapping) else encoding
 
 
-class MixedBlock(nnx.Module):
+class MixedBlock(MixedCandidates):
   """Every candidate of one chain block; the output is ``sum_k w[k] * candidate_k(x)``.
+
+  ``single_path=True`` runs only the arg-max candidate (see
+  :class:`jnas.supernet.mixed.MixedCandidates`).
 
   Example:
     >>> from jnas.spaces.chain import KernelChainSpace
@@ -61,51 +65,7 @@ class MixedBlock(nnx.Module):
   """
 
   def __init__(self, space: ChainSpace, position: Position, *, rngs: nnx.Rngs):
-    self.candidates = nnx.List([build_block(space, position, name, rngs)
-                                for name in space.candidates])
-
-  def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool,
-               single_path: bool = False) -> jax.Array:
-    if single_path:
-      return self.single_path(x, weights, train=train)
-    out = None
-    for k, cand in enumerate(self.candidates):
-      y = cand(x, train=train) * weights[k].astype(x.dtype)
-      out = y if out is None else out + y
-    return out
-
-  def single_path(self, x: jax.Array, weights: jax.Array, *, train: bool) -> jax.Array:
-    """Runs only candidate ``argmax(weights)``, scaled by its weight.
-
-    The candidates' weights and batch statistics go through
-    :func:`jnas.ops.primitives.switch_recompute` as one tuple; branch ``k``
-    uses (and updates the statistics of) entry ``k`` only, so only the chosen
-    candidate runs, forward and backward. For a one-hot (or hard
-    straight-through) ``weights`` the output equals :meth:`__call__`'s, and
-    the gradient reaches ``weights[chosen]``.
-    """
-    idx = jnp.argmax(weights)
-    parts = [nnx.split(c, nnx.Param, nnx.BatchStat) for c in self.candidates]
-    graphdefs = [g for g, _, _ in parts]
-    params = tuple(p for _, p, _ in parts)
-    stats = tuple(s for _, _, s in parts)
-
-    def branch(k: int, x, params, stats):
-      # Fresh Variables in this trace (the backward pass re-runs the branch
-      # under jax.vjp, where NNX refuses to update Variables made outside).
-      p, s = jax.tree.map(lambda a: a, (params[k], stats[k]))
-      mod = nnx.merge(graphdefs[k], p, s)
-      y = mod(x, train=train)
-      new = list(stats)
-      new[k] = nnx.state(mod, nnx.BatchStat)
-      return y, tuple(new)
-
-    branches = [functools.partial(branch, k) for k in range(len(parts))]
-    y, new_stats = P.switch_recompute(branches, idx, x, params, stats)
-    if train:
-      for cand, s in zip(self.candidates, new_stats):
-        nnx.update(cand, s)
-    return y * weights[idx].astype(y.dtype)
+    super().__init__([build_block(space, position, name, rngs) for name in space.candidates])
 
 
 class ChainSupernet(nnx.Module):

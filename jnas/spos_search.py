@@ -1,0 +1,239 @@
+"""``jnas search`` with ``search.strategy = "spos"``: single-path one-shot search, end to end.
+
+The two-stage recipe of Guo et al. (2019) (following Bender et al., 2018), on
+any space jnas has a supernet for (DARTS cells, NAS-Bench-201 cells, FBNet /
+kernel chains):
+
+1. **Supernet training.** Every step trains one path drawn uniformly from a
+   pool of ``search.pool_size`` encodings (only that path runs, through the
+   single-path supernet), on the first half of the training set.
+2. **Evolution.** SPOS's top-k evolution (crossover and mutation of the best
+   ``evolution.top_k``) over ``evolution.evals`` architectures, each scored by
+   its validation accuracy on the *second* half of the training set with the
+   shared weights, after recalibrating batch-norm statistics on
+   ``evolution.calib_batches`` training batches. Every generation is scored
+   by one compiled population evaluator (``lax.map`` over the encodings).
+3. **Retraining** of the best architecture from scratch (``retrain.*``), as
+   for every other strategy. The test set is used only there.
+
+Writes, besides what every search writes (``config.json``, ``metrics.jsonl``,
+TensorBoard events, ``genotype.json``, ``summary.json``, ``report.json``):
+``evolution.json`` (every scored architecture) and ``arch_params.npz`` (the
+found architecture's one-hot encoding: SPOS has no continuous alpha).
+Supernet training is checkpointed after every epoch and on SIGINT/SIGTERM
+after the step in flight; rerunning the command resumes it. Evolution is a
+pure function of the trained weights and the seed, so a run killed during
+evolution repeats it exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jnas import run
+from jnas.checkpoint import Checkpoints
+from jnas.data import epoch_batches, load_dataset, split_train_val
+from jnas.spaces.base import SearchSpace
+from jnas.strategies.darts import weight_optimizer
+from jnas.strategies.driver import run_ask_tell
+from jnas.strategies.evolution import topk_evolution
+from jnas.strategies.spos import encoding_pool, make_population_evaluator, spos
+from jnas.supernet.functional import count_params, make_apply, split_model
+from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
+from jnas.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+EVOLUTION_FILE = "evolution.json"
+
+
+def _check_positive(section, names: tuple[str, ...], prefix: str) -> None:
+  for name in names:
+    if int(section[name]) < 1:
+      raise ValueError(f"{prefix}.{name}={section[name]} must be >= 1")
+
+
+def _score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """BN-calibration batches (weights half) and validation batches (the other half)."""
+  ev, bs = config.evolution, config.search.batch_size
+  calib_xb, _ = epoch_batches(xw, yw, bs, seed=config.seed + 7, epoch=0)
+  if ev.calib_batches > len(calib_xb):
+    raise ValueError(f"evolution.calib_batches={ev.calib_batches} exceeds the "
+                     f"{len(calib_xb)} batches of the weights half")
+  need = ev.val_batches * bs
+  if need > len(xv):
+    raise ValueError(f"evolution.val_batches={ev.val_batches} x search.batch_size={bs} needs "
+                     f"{need} validation examples; the validation half has {len(xv)}")
+  calib_x = jnp.asarray(calib_xb[:ev.calib_batches], jnp.float32)
+  val_x = jnp.asarray(np.asarray(xv[:need], np.float32).reshape(
+      (ev.val_batches, bs) + tuple(xv.shape[1:])))
+  val_y = jnp.asarray(np.asarray(yv[:need]).reshape(ev.val_batches, bs))
+  return calib_x, val_x, val_y
+
+
+def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
+  """Runs SPOS supernet training, evolution and (optionally) retraining in ``wd``.
+
+  Called by :func:`jnas.run.search` when ``config.search.strategy == "spos"``
+  (after the work directory is claimed; ``chash`` is the config's hash).
+
+  Example:
+    >>> cfg = load_config("experiments/spos_mnist1d.py")  # doctest: +SKIP
+    >>> jnas.run.search(cfg, "runs/spos")["genotype"]  # doctest: +SKIP
+  """
+  sc, ev = config.search, config.evolution
+  _check_positive(sc, ("epochs", "batch_size", "pool_size"), "search")
+  _check_positive(ev, ("population", "top_k", "evals", "calib_batches", "val_batches"),
+                  "evolution")
+
+  # ---- Data: the training set split in halves (weights / scoring). ----
+  ds = load_dataset(config.data.name, seed=config.data.seed)
+  (xw, yw), (xv, yv) = split_train_val(ds.x_train, ds.y_train, fraction=0.5, seed=config.seed)
+  steps_per_epoch = len(xw) // sc.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"search.batch_size={sc.batch_size} is larger than half the training set "
+                     f"({len(xw)} examples)")
+  calib_x, val_x, val_y = _score_batches(config, xw, yw, xv, yv)
+
+  # ---- Supernet and the SPOS step. ----
+  space: SearchSpace = run.build_space(config)
+  split = split_model(run.build_supernet(config, space, ds))
+  single = make_apply(split.graphdef, single_path=True)
+  total_steps = sc.epochs * steps_per_epoch
+  w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
+                           total_steps)
+  pool = encoding_pool(space, int(sc.pool_size), seed=config.seed)
+  strategy = spos(single, split.params, split.state, pool, w_opt=w_opt)
+  state = strategy.init(jax.random.key(config.seed))
+  step = jax.jit(strategy.step, donate_argnums=0)
+  log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
+           count_params(split.params), total_steps, sc.epochs, sc.pool_size)
+
+  # ---- Resume supernet training from the newest readable checkpoint. ----
+  ckpt = Checkpoints(wd / run.SEARCH_CKPT_DIR, max_to_keep=2)
+  start_epoch, start_batch, sums, elapsed0 = 0, 0, None, 0.0
+  records: list[dict] = []
+  restored = ckpt.latest_good({"strategy": state})
+  if restored is not None:
+    ck_step, tree, meta = restored
+    if meta.get("config_hash") != chash:
+      raise ValueError(f"checkpoint {ckpt.directory / str(ck_step)} belongs to another config "
+                       f"(hash {meta.get('config_hash')}, this config {chash})")
+    state = tree["strategy"]
+    start_epoch, start_batch = int(meta["epoch"]), int(meta["batch"])
+    sums, elapsed0 = run._sums_from_json(meta.get("partial_sums")), float(meta["elapsed_s"])
+    records = list(meta["metrics"])
+    log.info("resuming SPOS training from checkpoint step %d (epoch %d, batch %d of %d)",
+             ck_step, start_epoch + 1, start_batch, steps_per_epoch)
+  replace_phase(str(wd), "search", records)
+
+  def save_checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
+    meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
+            "partial_sums": run._sums_to_json(partial),
+            "elapsed_s": elapsed0 + time.time() - t0, "metrics": records}
+    ckpt.save(int(jax.device_get(state.step)), {"strategy": state}, meta)
+
+  # ---- 1. Supernet training: one uniformly sampled path per step. ----
+  t0 = time.time()
+  with ckpt, MetricWriter(str(wd), tensorboard="search") as writer, \
+      run._StopOnSignal() as stop:
+    for epoch in range(start_epoch, sc.epochs):
+      xb, yb = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
+      first = start_batch if epoch == start_epoch else 0
+      if first == 0:
+        sums = None
+      with progress(total=steps_per_epoch, desc=f"spos epoch {epoch + 1}/{sc.epochs}",
+                    unit="step") as bar:
+        bar.update(first)
+        for i in range(first, steps_per_epoch):
+          state, m = step(state, (xb[i], yb[i]))
+          m = {"train_loss": m["train_loss"], "train_acc": m["train_acc"]}
+          sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+          bar.update(1)
+          if stop.requested and i + 1 < steps_per_epoch:
+            save_checkpoint(epoch, i + 1, sums)
+            log.warning("SPOS training stopped by %s at epoch %d, batch %d; rerun the same "
+                        "command to resume", stop.requested, epoch + 1, i + 1)
+            raise KeyboardInterrupt
+        means = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
+        if not np.isfinite(means["train_loss"]):
+          raise FloatingPointError(f"SPOS training diverged at epoch {epoch + 1}: train loss "
+                                   f"is NaN/inf")
+        bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
+      records.append(writer.write(int(state.step), phase="search", epoch=epoch + 1, **means,
+                                  elapsed_s=elapsed0 + time.time() - t0))
+      save_checkpoint(epoch + 1, 0, None)
+      log.info("spos epoch %d: train loss %.4f acc %.4f", epoch + 1, means["train_loss"],
+               means["train_acc"])
+      if stop.requested:
+        log.warning("SPOS training stopped by %s after epoch %d; rerun the same command to "
+                    "resume", stop.requested, epoch + 1)
+        raise KeyboardInterrupt
+  supernet_s = elapsed0 + time.time() - t0
+
+  # ---- 2. Evolution scored by the shared weights. ----
+  evaluate = jax.jit(make_population_evaluator(single))
+  params, stats = state.params, state.batch_stats
+  population = int(ev.population)
+
+  def scorer(encodings, genotypes):
+    del genotypes
+    n = next(iter(encodings.values())).shape[0]
+    # Pad the (possibly shorter) last generation to the population size, so
+    # that every generation runs the one compiled evaluator.
+    padded = {k: np.concatenate([v, np.repeat(v[:1], population - n, axis=0)])
+              if n < population else v for k, v in encodings.items()}
+    out = evaluate(params, stats, {k: jnp.asarray(v, jnp.float32) for k, v in padded.items()},
+                   calib_x, val_x, val_y)
+    return {"val_accuracy": np.asarray(out["accuracy"])[:n],
+            "val_loss": np.asarray(out["loss"])[:n]}
+
+  t1 = time.time()
+  result = run_ask_tell(
+      topk_evolution(space, population_size=population, top_k=int(ev.top_k),
+                     crossover_fraction=float(ev.crossover_fraction)),
+      space, scorer, key=jax.random.key(config.seed + 1), num_evals=int(ev.evals),
+      objectives=("val_accuracy",), desc="evolution")
+  evolution_s = time.time() - t1
+  result.save(str(wd / EVOLUTION_FILE), space)
+  best = result.best()
+  shared = np.asarray([e.objectives["val_accuracy"] for e in result.history])
+  first_gen = shared[:min(population, len(shared))]
+  with MetricWriter(str(wd)) as writer:
+    writer.write(len(result.history), phase="evolution", evaluated=len(result.history),
+                 best_val_accuracy=float(shared.max()),
+                 first_generation_mean_val_accuracy=float(first_gen.mean()),
+                 mean_val_accuracy=float(shared.mean()), elapsed_s=round(evolution_s, 1))
+  log.info("evolution: %d architectures in %.0f s; best shared-weight val acc %.4f "
+           "(first generation mean %.4f)", len(result.history), evolution_s,
+           best.objectives["val_accuracy"], first_gen.mean())
+
+  # ---- Results. ----
+  geno_json = space.genotype_to_json(best.genotype)
+  enc = space.genotype_to_encoding(best.genotype)
+  tmp = wd / ".arch_params.tmp.npz"
+  np.savez(tmp, **{k: np.asarray(v) for k, v in enc.items()})
+  os.replace(tmp, wd / "arch_params.npz")
+  write_json_atomic(str(wd / "genotype.json"), geno_json)
+  summary: dict[str, Any] = {
+      "genotype": geno_json,
+      "shared_val_accuracy": best.objectives["val_accuracy"],
+      "first_generation_mean_val_accuracy": float(first_gen.mean()),
+      "evaluated": len(result.history),
+      "supernet_seconds": round(supernet_s, 1),
+      "evolution_seconds": round(evolution_s, 1),
+      "search_seconds": round(supernet_s + evolution_s, 1),
+  }
+  if config.retrain.enabled:
+    summary.update(run.train(config, str(wd), str(wd / "genotype.json")))
+  summary["workdir"] = str(wd)
+  write_json_atomic(str(wd / run.SUMMARY_FILE), summary)
+  return summary
