@@ -16,7 +16,7 @@ Measured: see MEASURED below (2-core CPU, jax 0.10.2, seed 0).
 import ml_collections
 
 import darts_mnist1d
-import spos_mnist1d
+from jnas.spos_search import evolution_config
 
 MEASURED = "not measured yet"
 
@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.cells_per_stage = 1
   del c.search["layers"]
   c.search.pool_size = 4096  # search.strategy=spos only
-  c.evolution = spos_mnist1d.evolution_config()
+  c.evolution = evolution_config()
   c.retrain.channels = 16
   c.retrain.cells_per_stage = 5
   del c.retrain["layers"]

@@ -19,7 +19,7 @@ off. Retraining uses experiments/fbnet_imagenet.py's schedule.
 import ml_collections
 
 import fbnet_imagenet
-import spos_mnist1d
+from jnas.spos_search import evolution_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -31,6 +31,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.w_lr_min = 0.0
   c.search.weight_decay = 4e-5
   c.search.pool_size = 100_000
-  c.evolution = spos_mnist1d.evolution_config(population=50, top_k=10, evals=1000,
+  c.evolution = evolution_config(population=50, top_k=10, evals=1000,
                                               val_batches=10)
   return c

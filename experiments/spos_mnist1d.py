@@ -16,6 +16,7 @@ Measured: see MEASURED below (2-core CPU, jax 0.10.2, seed 0).
 import ml_collections
 
 import darts_mnist1d
+from jnas.spos_search import evolution_config
 
 MEASURED = "not measured yet"
 
@@ -25,18 +26,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.strategy = "spos"
   c.search.pool_size = 4096  # uniform paths are drawn from this many sampled encodings
   c.search.w_lr = 0.05
-  c.evolution = evolution_config()
+  c.evolution = evolution_config()  # population 50, top 10, 200 architectures
   return c
-
-
-def evolution_config(population: int = 50, top_k: int = 10, evals: int = 200,
-                     val_batches: int = 8) -> ml_collections.ConfigDict:
-  """SPOS's evolution settings (population 50, top 10, half crossovers) with a CPU budget."""
-  e = ml_collections.ConfigDict()
-  e.population = population
-  e.top_k = top_k
-  e.evals = evals
-  e.crossover_fraction = 0.5
-  e.calib_batches = 2  # BN recalibration batches per candidate (weights half)
-  e.val_batches = val_batches  # scoring batches per candidate (validation half)
-  return e

@@ -17,7 +17,8 @@ Figures per run: retrained test accuracy, parameters, multiply-adds (FLOPs / 2 a
 XLA's cost analysis counts them, one example), latency (median forward time of
 one example on this machine, milliseconds), search and retraining seconds.
 Strategy names: ``darts`` (first order), ``darts2`` (second order), ``gdas``,
-``snas`` on DARTS-space configs; ``fbnet`` on chain-space configs.
+``snas`` and ``spos`` on DARTS- and NAS-Bench-201-space configs; ``fbnet`` and ``spos`` on
+chain-space configs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ log = logging.getLogger("jnas.compare")
 
 FIGURES = ("test_accuracy", "num_params", "madds", "latency_ms", "search_seconds",
            "retrain_seconds")
-_DARTS_SPACE = ("darts", "darts2", "gdas", "snas")
+_CELL_SPACE = ("darts", "darts2", "gdas", "snas", "spos")
 
 
 def strategy_config(config, strategy: str, seed: int):
@@ -49,7 +50,7 @@ def strategy_config(config, strategy: str, seed: int):
   from jnas.run import CHAIN_SPACE_NAMES
 
   chain = config.space.name in CHAIN_SPACE_NAMES
-  known = ("fbnet",) if chain else _DARTS_SPACE
+  known = ("fbnet", "spos") if chain else _CELL_SPACE
   if strategy not in known:
     raise ValueError(f"strategy {strategy!r} does not run on the {config.space.name} space of "
                      f"this config (known here: {', '.join(known)})")
@@ -61,6 +62,9 @@ def strategy_config(config, strategy: str, seed: int):
     c.search.strategy = strategy
     if strategy == "darts":
       c.search.order = 1
+    if strategy == "spos":
+      from jnas.spos_search import add_spos_defaults
+      add_spos_defaults(c)
   c.retrain.enabled = True
   return c
 

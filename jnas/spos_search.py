@@ -36,6 +36,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from jnas import run
@@ -53,6 +54,36 @@ from jnas.utils.progress import progress
 log = logging.getLogger(__name__)
 
 EVOLUTION_FILE = "evolution.json"
+
+
+def evolution_config(population: int = 50, top_k: int = 10, evals: int = 200,
+                     val_batches: int = 8) -> ml_collections.ConfigDict:
+  """A config's ``evolution`` section: SPOS's settings (population 50, top 10, half crossovers).
+
+  Example:
+    >>> evolution_config(evals=1000).evals
+    1000
+  """
+  e = ml_collections.ConfigDict()
+  e.population = population
+  e.top_k = top_k
+  e.evals = evals
+  e.crossover_fraction = 0.5
+  e.calib_batches = 2  # BN recalibration batches per candidate (weights half)
+  e.val_batches = val_batches  # scoring batches per candidate (validation half)
+  return e
+
+
+def add_spos_defaults(config) -> None:
+  """Gives a config that was written for another strategy what SPOS reads, where it lacks it.
+
+  ``search.pool_size`` (4096 sampled paths) and the ``evolution`` section
+  (:func:`evolution_config`); used by ``jnas compare`` for ``spos``.
+  """
+  if "pool_size" not in config.search:
+    config.search.pool_size = 4096
+  if "evolution" not in config:
+    config.evolution = evolution_config()
 
 
 def _check_positive(section, names: tuple[str, ...], prefix: str) -> None:

@@ -23,6 +23,11 @@ def test_strategy_config_sets_strategy_order_and_seed():
   assert c.search.strategy == "darts" and c.seed == 0  # the input is not modified
   with pytest.raises(ValueError, match="fbnet.*does not run on the darts space"):
     strategy_config(c, "fbnet", 0)
+  # SPOS runs on a config written for DARTS: it gets SPOS's pool and evolution defaults.
+  sp = strategy_config(c, "spos", 2)
+  assert sp.search.strategy == "spos" and sp.search.pool_size > 0
+  assert (sp.evolution.population, sp.evolution.top_k) == (50, 10)
+  assert "evolution" not in c  # the original config is untouched
 
 
 def test_compare_aggregates_every_run_and_writes_three_files(tmp_path):
@@ -65,5 +70,5 @@ def test_compare_refuses_bad_input_before_running(tmp_path):
   never = lambda cfg, d: pytest.fail("no run should start")
   with pytest.raises(ValueError, match="seeds must be >= 1"):
     compare(_config(), tmp_path, ["darts"], 0, search_fn=never)
-  with pytest.raises(ValueError, match="'spos' does not run"):
-    compare(_config(), tmp_path, ["darts", "spos"], 1, search_fn=never)
+  with pytest.raises(ValueError, match="'enas' does not run"):
+    compare(_config(), tmp_path, ["darts", "enas"], 1, search_fn=never)
