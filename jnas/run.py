@@ -290,6 +290,40 @@ def _finished(wd: Path, what: str) -> dict | None:
     return None
 
 
+def run_epoch(step, state, batch_at, steps: int, *, first: int, sums: dict | None, desc: str,
+              stop: _StopOnSignal, save_partial, what: str = "search",
+              keys: tuple[str, ...] | None = None) -> tuple[Any, dict[str, float]]:
+  """Runs steps ``first .. steps - 1`` of one search epoch; returns the state and the epoch means.
+
+  ``step(state, *batch_at(i)) -> (state, metrics)`` is the jitted step;
+  ``sums`` are the metric sums of the steps before ``first`` (a resumed
+  epoch). Metrics (only ``keys``, if given) are summed on the device and
+  fetched once, at the end. When ``stop`` has a request before the last step,
+  ``save_partial(state, next_batch, sums)`` checkpoints the epoch's position
+  and ``KeyboardInterrupt`` is raised. A NaN/inf ``train_loss`` raises
+  ``FloatingPointError``.
+  """
+  with progress(total=steps, desc=desc, unit="step") as bar:
+    bar.update(first)
+    for i in range(first, steps):
+      state, metrics = step(state, *batch_at(i))
+      if keys is not None:
+        metrics = {k: metrics[k] for k in keys}
+      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+      bar.update(1)
+      if stop.requested and i + 1 < steps:
+        save_partial(state, i + 1, sums)
+        log.warning("%s stopped by %s at %s, batch %d; rerun the same command to resume",
+                    what, stop.requested, desc, i + 1)
+        raise KeyboardInterrupt
+    # One host transfer per epoch, not per step.
+    means = {k: float(v) / steps for k, v in jax.device_get(sums).items()}
+    if not np.isfinite(means["train_loss"]):
+      raise FloatingPointError(f"{what} diverged in {desc}: train loss is NaN/inf")
+    bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
+  return state, means
+
+
 # ---------------------------------------------------------------------------
 # Search
 # ---------------------------------------------------------------------------
@@ -406,7 +440,7 @@ def search(config, workdir: str) -> dict[str, Any]:
   replace_phase(str(wd), "search", records)
   _write_alpha_history(wd, history, space)
 
-  def save_checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
+  def save_checkpoint(state, epoch: int, batch: int, partial: dict | None) -> None:
     meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
             "partial_sums": _sums_to_json(partial), "elapsed_s": elapsed0 + time.time() - t0,
             "metrics": records, "alpha_history": history}
@@ -419,26 +453,10 @@ def search(config, workdir: str) -> dict[str, Any]:
       xw_b, yw_b = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
       xa_b, ya_b = epoch_batches(xa, ya, sc.batch_size, seed=config.seed + 1, epoch=epoch)
       first = start_batch if epoch == start_epoch else 0
-      if first == 0:
-        sums = None
-      bar = progress(total=steps_per_epoch, desc=f"search epoch {epoch + 1}/{sc.epochs}",
-                     unit="step")
-      with bar:
-        bar.update(first)
-        for i in range(first, steps_per_epoch):
-          state, metrics = step(state, (xw_b[i], yw_b[i]), (xa_b[i], ya_b[i]))
-          sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-          bar.update(1)
-          if stop.requested and i + 1 < steps_per_epoch:
-            save_checkpoint(epoch, i + 1, sums)
-            log.warning("search stopped by %s at epoch %d, batch %d; rerun the same command "
-                        "to resume", stop.requested, epoch + 1, i + 1)
-            raise KeyboardInterrupt
-        # One host transfer per epoch, not per step.
-        means = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
-        if not np.isfinite(means["train_loss"]):
-          raise FloatingPointError(f"search diverged at epoch {epoch}: train loss is NaN/inf")
-        bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
+      state, means = run_epoch(
+          step, state, lambda i: ((xw_b[i], yw_b[i]), (xa_b[i], ya_b[i])), steps_per_epoch,
+          first=first, sums=sums if first else None, desc=f"search epoch {epoch + 1}/{sc.epochs}",
+          stop=stop, save_partial=lambda st, b, partial: save_checkpoint(st, epoch, b, partial))
       alpha_now = jax.device_get(strategy.arch_params(state))
       genotype = space.encoding_to_genotype(alpha_now)
       records.append(writer.write(
@@ -449,7 +467,7 @@ def search(config, workdir: str) -> dict[str, Any]:
       for k, v in alpha_now.items():
         history[k].append(np.asarray(v, np.float32).tolist())
       _write_alpha_history(wd, history, space)
-      save_checkpoint(epoch + 1, 0, None)
+      save_checkpoint(state, epoch + 1, 0, None)
       log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f", epoch + 1,
                means["train_loss"], means["train_acc"], means["val_loss"])
       if stop.requested:

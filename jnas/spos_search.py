@@ -49,7 +49,6 @@ from jnas.strategies.evolution import topk_evolution
 from jnas.strategies.spos import encoding_pool, make_population_evaluator, spos
 from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
-from jnas.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
              ck_step, start_epoch + 1, start_batch, steps_per_epoch)
   replace_phase(str(wd), "search", records)
 
-  def save_checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
+  def save_checkpoint(state, epoch: int, batch: int, partial: dict | None) -> None:
     meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
             "partial_sums": run._sums_to_json(partial),
             "elapsed_s": elapsed0 + time.time() - t0, "metrics": records}
@@ -179,29 +178,14 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
     for epoch in range(start_epoch, sc.epochs):
       xb, yb = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
       first = start_batch if epoch == start_epoch else 0
-      if first == 0:
-        sums = None
-      with progress(total=steps_per_epoch, desc=f"spos epoch {epoch + 1}/{sc.epochs}",
-                    unit="step") as bar:
-        bar.update(first)
-        for i in range(first, steps_per_epoch):
-          state, m = step(state, (xb[i], yb[i]))
-          m = {"train_loss": m["train_loss"], "train_acc": m["train_acc"]}
-          sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-          bar.update(1)
-          if stop.requested and i + 1 < steps_per_epoch:
-            save_checkpoint(epoch, i + 1, sums)
-            log.warning("SPOS training stopped by %s at epoch %d, batch %d; rerun the same "
-                        "command to resume", stop.requested, epoch + 1, i + 1)
-            raise KeyboardInterrupt
-        means = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
-        if not np.isfinite(means["train_loss"]):
-          raise FloatingPointError(f"SPOS training diverged at epoch {epoch + 1}: train loss "
-                                   f"is NaN/inf")
-        bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
+      state, means = run.run_epoch(
+          step, state, lambda i: ((xb[i], yb[i]),), steps_per_epoch, first=first,
+          sums=sums if first else None, desc=f"spos epoch {epoch + 1}/{sc.epochs}", stop=stop,
+          save_partial=lambda st, b, partial: save_checkpoint(st, epoch, b, partial),
+          what="SPOS training", keys=("train_loss", "train_acc"))
       records.append(writer.write(int(state.step), phase="search", epoch=epoch + 1, **means,
                                   elapsed_s=elapsed0 + time.time() - t0))
-      save_checkpoint(epoch + 1, 0, None)
+      save_checkpoint(state, epoch + 1, 0, None)
       log.info("spos epoch %d: train loss %.4f acc %.4f", epoch + 1, means["train_loss"],
                means["train_acc"])
       if stop.requested:

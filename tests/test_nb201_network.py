@@ -1,6 +1,8 @@
 """NAS-Bench-201 networks: the benchmark's parameter counts, the supernet, and `jnas search` on it."""
 
 import json
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -9,13 +11,14 @@ import optax
 import pytest
 from flax import nnx
 
-from jnas import run
+from jnas import checkpoint, run
 from jnas.config import apply_overrides, load_config
 from jnas.spaces.nb201 import NB201Space
 from jnas.strategies.spos import encoding_pool, spos
 from jnas.supernet.functional import make_apply, split_model
 from jnas.supernet.nb201 import NB201Supernet
 from jnas.train.nb201_network import NB201Network
+from jnas.utils.metrics import read_metrics
 
 ALL_CONV3 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
              "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
@@ -66,18 +69,24 @@ def test_supernet_single_path_equals_mixed_and_spos_trains_only_the_path():
   assert np.isfinite(float(m["train_loss"]))
 
 
-def _tiny(strategy: str):
+def _tiny(strategy: str, epochs: int = 1):
   cfg = load_config("experiments/nb201_mnist1d.py")
   return apply_overrides(cfg, [
-      f"search.strategy={strategy}", "search.epochs=1", "search.batch_size=256",
+      f"search.strategy={strategy}", f"search.epochs={epochs}", "search.batch_size=256",
       "search.channels=4", "search.cells_per_stage=1", "search.pool_size=16",
       "evolution.population=4", "evolution.top_k=2", "evolution.evals=8",
       "evolution.calib_batches=1", "evolution.val_batches=1", "retrain.enabled=false"])
 
 
-def test_jnas_search_spos_on_nb201_writes_a_benchmark_string(tmp_path):
-  wd = tmp_path / "spos"
-  summary = run.search(_tiny("spos"), str(wd))
+@pytest.fixture(scope="module")
+def spos_run(tmp_path_factory):
+  """An uninterrupted SPOS search on NB201: 2 epochs of 7 steps, 8 architectures evolved."""
+  wd = tmp_path_factory.mktemp("spos") / "run"
+  return wd, run.search(_tiny("spos", epochs=2), str(wd))
+
+
+def test_jnas_search_spos_on_nb201_writes_a_benchmark_string(spos_run):
+  wd, summary = spos_run
   arch = json.loads((wd / "genotype.json").read_text())["arch"]
   g = NB201Space().parse(arch)  # the benchmark's own string format
   assert summary["genotype"]["arch"] == arch
@@ -88,9 +97,43 @@ def test_jnas_search_spos_on_nb201_writes_a_benchmark_string(tmp_path):
   best = max(h["val_accuracy"] for h in evo["history"])
   assert summary["shared_val_accuracy"] == pytest.approx(best)
   phases = [json.loads(line).get("phase") for line in (wd / "metrics.jsonl").open()]
-  assert phases == ["search", "evolution"]
-  again = run.search(_tiny("spos"), str(wd))
+  assert phases == ["search", "search", "evolution"]
+  again = run.search(_tiny("spos", epochs=2), str(wd))
   assert again["status"] == "finished"
+
+
+def test_spos_stopped_mid_epoch_resumes_to_the_same_result(spos_run, tmp_path, monkeypatch):
+  """SIGTERM during step 10 of 14: a checkpoint after that step, then the rerun ends identical."""
+  ref, _ = spos_run
+  real_progress = run.progress
+  steps = []
+
+  def progress_that_signals(*args, **kwargs):
+    bar = real_progress(*args, **kwargs)
+    real_update = bar.update
+
+    def update(n=1):
+      real_update(n)
+      if n == 1 and kwargs.get("unit") == "step":
+        steps.append(1)
+        if len(steps) == 10:
+          os.kill(os.getpid(), signal.SIGTERM)
+
+    bar.update = update
+    return bar
+
+  wd = tmp_path / "run"
+  monkeypatch.setattr(run, "progress", progress_that_signals)
+  with pytest.raises(KeyboardInterrupt):
+    run.search(_tiny("spos", epochs=2), str(wd))
+  monkeypatch.undo()
+  assert checkpoint.all_steps(wd / "checkpoints/search") == [7, 10]
+  assert not (wd / "evolution.json").exists()
+  run.search(_tiny("spos", epochs=2), str(wd))
+  for name in ("genotype.json", "evolution.json"):
+    assert (wd / name).read_text() == (ref / name).read_text(), name
+  losses = lambda d: [r["train_loss"] for r in read_metrics(str(d)) if r["phase"] == "search"]
+  assert losses(wd) == losses(ref)
 
 
 @pytest.mark.slow  # ~40 s: the GDAS step on the NAS-Bench-201 supernet compiles
