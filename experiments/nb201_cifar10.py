@@ -27,6 +27,8 @@ import nb201_mnist1d
 
 def get_config() -> ml_collections.ConfigDict:
   c = nb201_mnist1d.get_config()
+  c.search.strategy = "gdas"
+  c.search.w_lr = 0.025
   c.data.name = "cifar10"
   c.data.input_shape = (32, 32, 3)
   c.data.num_classes = 10

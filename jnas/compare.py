@@ -62,9 +62,6 @@ def strategy_config(config, strategy: str, seed: int):
     c.search.strategy = strategy
     if strategy == "darts":
       c.search.order = 1
-    if strategy == "spos":
-      from jnas.spos_search import add_spos_defaults
-      add_spos_defaults(c)
   c.retrain.enabled = True
   return c
 

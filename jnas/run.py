@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -350,6 +351,12 @@ def search(config, workdir: str) -> dict[str, Any]:
   """
   enable_compilation_cache()
   set_depthwise_impl(config.model.depthwise_impl)
+  if config.search.strategy == "spos":
+    # A config written for another strategy gets SPOS's pool and evolution settings, before
+    # the config is hashed and saved, so config.json says what ran.
+    from jnas.spos_search import add_spos_defaults
+    config = copy.deepcopy(config)
+    add_spos_defaults(config)
   wd = Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   config_dict = config_to_dict(config)

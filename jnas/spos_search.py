@@ -77,7 +77,8 @@ def add_spos_defaults(config) -> None:
   """Gives a config that was written for another strategy what SPOS reads, where it lacks it.
 
   ``search.pool_size`` (4096 sampled paths) and the ``evolution`` section
-  (:func:`evolution_config`); used by ``jnas compare`` for ``spos``.
+  (:func:`evolution_config`); :func:`jnas.run.search` applies it for ``spos``, so
+  ``--config.search.strategy=spos`` works on any search config.
   """
   if "pool_size" not in config.search:
     config.search.pool_size = 4096
