@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument("--C", type=int, default=8)
   p.add_argument("--layers", type=int, default=3)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--library-fusions", default="auto", choices=["auto", "on", "off"],
+                 help="XLA:CPU YNNPACK library fusions for both evaluators (jnas/utils/xla.py)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
 
@@ -74,7 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
     traces.append(1)  # runs only while tracing
     return population_fn(params, stats, encodings, calib_x, val_x, val_y)
 
-  pop = jax.jit(population)
+  from jnas.utils.xla import compiler_options
+
+  xla_options = compiler_options(args.library_fusions, ndim=x.ndim - 2)
+  pop = jax.jit(population, compiler_options=xla_options)
   t0 = time.perf_counter()
   pop_c = pop.lower(s.params, s.state, encs, calib_x, val_x, val_y).compile()
   pop_compile = time.perf_counter() - t0
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
       np.random.default_rng(args.seed + 1), args.num).items()}
   jax.block_until_ready(pop(s.params, s.state, encs2, calib_x, val_x, val_y))
 
-  full = jax.jit(make_recalibrated_evaluator(make_apply(s.graphdef)))
+  full = jax.jit(make_recalibrated_evaluator(make_apply(s.graphdef)),
+                 compiler_options=xla_options)
   one = lambda i: {k: v[i] for k, v in encs.items()}
   t0 = time.perf_counter()
   jax.block_until_ready(full(s.params, s.state, one(0), calib_x, val_x, val_y))
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
       "population_s": population_s, "population_compile_s": pop_compile,
       "loop_s": loop_s, "loop_compile_s": loop_compile,
       "ratio": loop_s / population_s, "compilations": len(traces),
-      "max_abs_diff": diff,
+      "max_abs_diff": diff, "library_fusions": "off" if xla_options else "default",
       "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.machine()}",
       "command": "python benchmarks/population_eval.py --json",
   }

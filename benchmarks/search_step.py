@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
                       "(the MNIST-1D config: --ndim 1 --size 40 --C 8 --layers 3 --batch 64)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--impl", default="auto", choices=["auto", "taps", "xla"])
+  p.add_argument("--library-fusions", default="auto", choices=["auto", "on", "off"],
+                 help="XLA:CPU YNNPACK library fusions (jnas/utils/xla.py); auto: off for 1-D")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
 
@@ -108,7 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
              for i in range(2)]
 
   t0 = time.perf_counter()
-  step = jax.jit(strat.step, donate_argnums=0).lower(state, batches[0], batches[1]).compile()
+  from jnas.utils.xla import compiler_options
+
+  xla_options = compiler_options(args.library_fusions, ndim=args.ndim)
+  step = jax.jit(strat.step, donate_argnums=0, compiler_options=xla_options).lower(
+      state, batches[0], batches[1]).compile()
   compile_s = time.perf_counter() - t0
   state, m = step(state, batches[0], batches[1])
   jax.block_until_ready(m)
@@ -138,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
       "device_peak_mb": None if device_peak is None else device_peak / 2**20,
       "supernet_params": count_params(s.params),
       "depthwise_impl": resolve_depthwise_impl(args.impl),
+      "library_fusions": "off" if xla_options else "default",
       "device": str(jax.devices()[0].device_kind),
       "backend": jax.default_backend(),
       "jax": jax.__version__,

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ from jnas.train.nb201_network import NB201Network
 from jnas.train.network import DiscreteNetwork
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 from jnas.utils.progress import progress
+from jnas.utils.xla import config_compiler_options
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +421,8 @@ def search(config, workdir: str) -> dict[str, Any]:
     state = place(state)
   else:
     place = lambda st: st
-    step = jax.jit(strategy.step, donate_argnums=0)
+    step = jax.jit(strategy.step, donate_argnums=0,
+                   compiler_options=config_compiler_options(config, _ndim(ds)))
   log.info("search: %s order %d, %d supernet weights, %d steps (%d epochs)%s", sc.strategy,
            sc.order, count_params(split.params), total_steps, sc.epochs,
            f", batches split over {n_dev} devices" if n_dev else "")
@@ -656,7 +659,7 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
     logits = model(x, train=train_mode) if chain else model(x, train=train_mode, key=key)
     return logits, nnx.state(model, nnx.BatchStat)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=config_compiler_options(config, _ndim(ds)))
   def train_step(params, state, opt_state, x, y, key):
     ka, kd = jax.random.split(key)
     x = augment(ka, x)

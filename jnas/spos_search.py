@@ -49,6 +49,7 @@ from jnas.strategies.evolution import topk_evolution
 from jnas.strategies.spos import encoding_pool, make_population_evaluator, spos
 from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
+from jnas.utils.xla import config_compiler_options
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   pool = encoding_pool(space, int(sc.pool_size), seed=config.seed)
   strategy = spos(single, split.params, split.state, pool, w_opt=w_opt)
   state = strategy.init(jax.random.key(config.seed))
-  step = jax.jit(strategy.step, donate_argnums=0)
+  xla_options = config_compiler_options(config, run._ndim(ds))
+  step = jax.jit(strategy.step, donate_argnums=0, compiler_options=xla_options)
   log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
            count_params(split.params), total_steps, sc.epochs, sc.pool_size)
 
@@ -196,7 +198,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   supernet_s = elapsed0 + time.time() - t0
 
   # ---- 2. Evolution scored by the shared weights. ----
-  evaluate = jax.jit(make_population_evaluator(single))
+  evaluate = jax.jit(make_population_evaluator(single), compiler_options=xla_options)
   params, stats = state.params, state.batch_stats
   population = int(ev.population)
 

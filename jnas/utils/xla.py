@@ -1,0 +1,68 @@
+"""XLA compiler options that jnas passes to its jitted steps (``jax.jit(..., compiler_options=)``).
+
+XLA:CPU hands dot products and elementwise chains to the YNNPACK library
+("library fusions", ``xla_cpu_experimental_ynn_fusion_type``). For jnas's
+small 1-D networks (the MNIST-1D configs) that costs more than it gives:
+measured on the 2-core development machine (jaxlib 0.10.2, same results both
+ways), with library fusions off the MNIST-1D search step took 0.165 s instead
+of 0.212 s (DARTS), 0.062 s instead of 0.129 s (GDAS), 0.032 s instead of
+0.082 s (SPOS), and scoring 256 architectures with the population evaluator
+8.0 s instead of 17.2 s. For the paper-size 2-D DARTS network (C=16, 8 cells,
+32x32, batch 32) they pay: 10.0 s per step with them, 11.4 s without. Hence
+``auto``: off for 1-D inputs, XLA's default otherwise.
+
+The option is passed per compilation, not through ``XLA_FLAGS``, so one
+process can use both settings; on a jaxlib that does not know it (checked
+once, with a tiny compilation) nothing is passed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+LIBRARY_FUSIONS = ("auto", "on", "off")
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+
+@functools.lru_cache(maxsize=None)
+def _known_option(name: str, value: str) -> bool:
+  try:
+    jax.jit(lambda x: x + 1, compiler_options={name: value})(jnp.zeros((1,)))
+  except jax.errors.JaxRuntimeError:  # "No such compile option"
+    return False
+  return True
+
+
+def compiler_options(library_fusions: str = "auto", *, ndim: int) -> dict[str, str] | None:
+  """The ``compiler_options`` for a jitted step on inputs with ``ndim`` spatial axes.
+
+  Args:
+    library_fusions: ``"auto"`` (off for 1-D inputs, XLA's default otherwise),
+      ``"on"`` (XLA's default) or ``"off"`` (no YNNPACK library fusions). Only
+      the CPU backend is affected.
+    ndim: spatial axes of the network's input (1 for sequences, 2 for images).
+
+  Returns:
+    A dict for ``jax.jit(..., compiler_options=...)``, or ``None`` for XLA's
+    defaults.
+
+  Example:
+    >>> opts = compiler_options("auto", ndim=2)
+    >>> opts is None
+    True
+  """
+  if library_fusions not in LIBRARY_FUSIONS:
+    raise ValueError(f"unknown library_fusions {library_fusions!r} "
+                     f"(known: {', '.join(LIBRARY_FUSIONS)})")
+  off = library_fusions == "off" or (library_fusions == "auto" and ndim == 1)
+  if not off or jax.default_backend() != "cpu" or not _known_option(_YNN_OPTION, ""):
+    return None
+  return {_YNN_OPTION: ""}
+
+
+def config_compiler_options(config, ndim: int) -> dict[str, str] | None:
+  """:func:`compiler_options` for a config's ``model.cpu_library_fusions`` (default ``auto``)."""
+  return compiler_options(config.model.get("cpu_library_fusions", "auto"), ndim=ndim)
