@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
   t0 = time.perf_counter()
   from jnas.utils.xla import compiler_options
 
-  xla_options = compiler_options(args.library_fusions, ndim=args.ndim)
+  xla_options = compiler_options(args.library_fusions, ndim=args.ndim,
+                                 space="fbnet" if args.strategy == "fbnet" else "darts")
   step = jax.jit(strat.step, donate_argnums=0, compiler_options=xla_options).lower(
       state, batches[0], batches[1]).compile()
   compile_s = time.perf_counter() - t0

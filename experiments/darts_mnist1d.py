@@ -26,8 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.depthwise_impl = "auto"  # taps on CPU, XLA grouped conv on GPU/TPU
-  # XLA:CPU's YNNPACK library fusions: "auto" turns them off for 1-D inputs, where they slow
-  # jnas's small kernels (jnas/utils/xla.py has the measurements); "on" or "off" to choose.
+  # XLA:CPU's YNNPACK library fusions: "auto" turns them off for the DARTS space on 1-D inputs,
+  # where they slow jnas's small kernels (jnas/utils/xla.py has the measurements).
   c.model.cpu_library_fusions = "auto"
 
   c.search = ml_collections.ConfigDict()

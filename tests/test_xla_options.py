@@ -8,8 +8,9 @@ import pytest
 from jnas.utils import xla
 
 
-def test_auto_turns_library_fusions_off_for_1d_only():
+def test_auto_turns_library_fusions_off_for_1d_darts_only():
   assert xla.compiler_options("auto", ndim=2) is None
+  assert xla.compiler_options("auto", ndim=1, space="fbnet") is None
   assert xla.compiler_options("on", ndim=1) is None
   off = xla.compiler_options("auto", ndim=1)
   assert off == xla.compiler_options("off", ndim=2) == {"xla_cpu_experimental_ynn_fusion_type": ""}

@@ -8,8 +8,10 @@ ways), with library fusions off the MNIST-1D search step took 0.165 s instead
 of 0.212 s (DARTS), 0.062 s instead of 0.129 s (GDAS), 0.032 s instead of
 0.082 s (SPOS), and scoring 256 architectures with the population evaluator
 8.0 s instead of 17.2 s. For the paper-size 2-D DARTS network (C=16, 8 cells,
-32x32, batch 32) they pay: 10.0 s per step with them, 11.4 s without. Hence
-``auto``: off for 1-D inputs, XLA's default otherwise.
+32x32, batch 32) they pay: 10.0 s per step with them, 11.4 s without; and for
+the FBNet chain supernet on MNIST-1D too (1.90 s per step with them, 2.29 s
+without, both under the same load). Hence ``auto``: off for the DARTS cell
+space on 1-D inputs, where it was measured to help, XLA's default elsewhere.
 
 The option is passed per compilation, not through ``XLA_FLAGS``, so one
 process can use both settings; on a jaxlib that does not know it (checked
@@ -36,14 +38,16 @@ def _known_option(name: str, value: str) -> bool:
   return True
 
 
-def compiler_options(library_fusions: str = "auto", *, ndim: int) -> dict[str, str] | None:
+def compiler_options(library_fusions: str = "auto", *, ndim: int, space: str = "darts"
+                     ) -> dict[str, str] | None:
   """The ``compiler_options`` for a jitted step on inputs with ``ndim`` spatial axes.
 
   Args:
-    library_fusions: ``"auto"`` (off for 1-D inputs, XLA's default otherwise),
-      ``"on"`` (XLA's default) or ``"off"`` (no YNNPACK library fusions). Only
-      the CPU backend is affected.
+    library_fusions: ``"auto"`` (off for the DARTS space on 1-D inputs, XLA's
+      default otherwise), ``"on"`` (XLA's default) or ``"off"`` (no YNNPACK
+      library fusions). Only the CPU backend is affected.
     ndim: spatial axes of the network's input (1 for sequences, 2 for images).
+    space: the search space's name (``config.space.name``).
 
   Returns:
     A dict for ``jax.jit(..., compiler_options=...)``, or ``None`` for XLA's
@@ -57,7 +61,8 @@ def compiler_options(library_fusions: str = "auto", *, ndim: int) -> dict[str, s
   if library_fusions not in LIBRARY_FUSIONS:
     raise ValueError(f"unknown library_fusions {library_fusions!r} "
                      f"(known: {', '.join(LIBRARY_FUSIONS)})")
-  off = library_fusions == "off" or (library_fusions == "auto" and ndim == 1)
+  off = library_fusions == "off" or (library_fusions == "auto" and ndim == 1
+                                     and space == "darts")
   if not off or jax.default_backend() != "cpu" or not _known_option(_YNN_OPTION, ""):
     return None
   return {_YNN_OPTION: ""}
@@ -65,4 +70,5 @@ def compiler_options(library_fusions: str = "auto", *, ndim: int) -> dict[str, s
 
 def config_compiler_options(config, ndim: int) -> dict[str, str] | None:
   """:func:`compiler_options` for a config's ``model.cpu_library_fusions`` (default ``auto``)."""
-  return compiler_options(config.model.get("cpu_library_fusions", "auto"), ndim=ndim)
+  return compiler_options(config.model.get("cpu_library_fusions", "auto"), ndim=ndim,
+                          space=config.space.name)
