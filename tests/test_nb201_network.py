@@ -1,8 +1,6 @@
 """NAS-Bench-201 networks: the benchmark's parameter counts, the supernet, and `jnas search` on it."""
 
 import json
-import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +17,8 @@ from jnas.supernet.functional import make_apply, split_model
 from jnas.supernet.nb201 import NB201Supernet
 from jnas.train.nb201_network import NB201Network
 from jnas.utils.metrics import read_metrics
+
+from tiny_search import sigterm_after_steps
 
 ALL_CONV3 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
              "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
@@ -105,23 +105,7 @@ def test_jnas_search_spos_on_nb201_writes_a_benchmark_string(spos_run):
 def test_spos_stopped_mid_epoch_resumes_to_the_same_result(spos_run, tmp_path, monkeypatch):
   """SIGTERM during step 10 of 14: a checkpoint after that step, then the rerun ends identical."""
   ref, _ = spos_run
-  real_progress = run.progress
-  steps = []
-
-  def progress_that_signals(*args, **kwargs):
-    bar = real_progress(*args, **kwargs)
-    real_update = bar.update
-
-    def update(n=1):
-      real_update(n)
-      if n == 1 and kwargs.get("unit") == "step":
-        steps.append(1)
-        if len(steps) == 10:
-          os.kill(os.getpid(), signal.SIGTERM)
-
-    bar.update = update
-    return bar
-
+  progress_that_signals = sigterm_after_steps(run.progress, 10, [])
   wd = tmp_path / "run"
   monkeypatch.setattr(run, "progress", progress_that_signals)
   with pytest.raises(KeyboardInterrupt):

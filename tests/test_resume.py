@@ -23,7 +23,7 @@ from jnas.checkpoint import Checkpoints
 from jnas.cli import main
 from jnas.utils.metrics import read_metrics, read_tensorboard_scalars
 
-from tiny_search import CONFIG, TINY, reference_run
+from tiny_search import CONFIG, TINY, reference_run, sigterm_after_steps
 from tiny_search import search as _search
 
 
@@ -146,22 +146,8 @@ def stopped(tmp_path_factory) -> Path:
   import jnas.run
 
   wd = tmp_path_factory.mktemp("stopped") / "run"
-  real_progress = jnas.run.progress
   steps = []
-
-  def progress_that_signals(*args, **kwargs):
-    bar = real_progress(*args, **kwargs)
-    real_update = bar.update
-
-    def update(n=1):
-      real_update(n)
-      if n == 1 and kwargs.get("unit") == "step":
-        steps.append(1)
-        if len(steps) == 10:
-          os.kill(os.getpid(), signal.SIGTERM)
-
-    bar.update = update
-    return bar
+  progress_that_signals = sigterm_after_steps(jnas.run.progress, 10, steps)
 
   mp = pytest.MonkeyPatch()
   mp.setattr(jnas.run, "progress", progress_that_signals)

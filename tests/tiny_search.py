@@ -38,3 +38,29 @@ def reference_run() -> Path:
   if rc != 0:
     raise RuntimeError(f"the tiny reference search failed (exit code {rc})")
   return wd
+
+
+def sigterm_after_steps(real_progress, steps: int, seen: list):
+  """A stand-in for ``jnas.run.progress`` that sends SIGTERM to this process after ``steps`` steps.
+
+  Counts the per-step updates of step-unit bars in ``seen``; the search's
+  signal handler then lets that step finish, checkpoints and stops.
+  """
+  import os
+  import signal
+
+  def progress_that_signals(*args, **kwargs):
+    bar = real_progress(*args, **kwargs)
+    real_update = bar.update
+
+    def update(n=1):
+      real_update(n)
+      if n == 1 and kwargs.get("unit") == "step":
+        seen.append(1)
+        if len(seen) == steps:
+          os.kill(os.getpid(), signal.SIGTERM)
+
+    bar.update = update
+    return bar
+
+  return progress_that_signals
