@@ -9,15 +9,22 @@ cells on the other half with the shared weights; the best cell (printed in the b
 string format) is retrained from scratch in the benchmark's own size (C=16, N=5) for 60 epochs.
 ``--config.search.strategy=gdas`` (or ``darts``, ``snas``) searches the same space by gradient.
 
-Measured: see MEASURED below (2-core CPU, jax 0.10.2, seed 0).
+Measured (2-core CPU, jax 0.10.2, seed 0, library fusions off, the test suite running beside it
+for half the time): found |none~0|+|none~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_3x3~1|skip_connect~2|,
+98.6 % test accuracy after retraining, 164,602 parameters; 285 s of search (235 s of supernet
+training, 50 s of evolution: best shared-weight validation accuracy 0.494 against 0.403 for the
+first generation's mean), 414 s of retraining, 12 min 2 s in all, 1.3 GB peak memory.
+GDAS, by comparison (--config.search.strategy=gdas --config.search.w_lr=0.025): 10 epochs at C=8, N=1 collapsed to a
+parameter-free cell (76.4 % retrained), the collapse of gradient methods the NAS-Bench-201 paper
+reports for DARTS on this space; 40 epochs at C=16, N=2 (331 s of search) found a one-conv cell,
+|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|, that retrained to 98.8 %
+(190,362 parameters): single retrainings differ by a few tenths of a point.
 """
 
 import ml_collections
 
 import darts_mnist1d
 from jnas.spos_search import evolution_config
-
-MEASURED = "not measured yet"
 
 
 def get_config() -> ml_collections.ConfigDict:
