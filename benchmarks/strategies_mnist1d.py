@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     Path(args.dpp_out).mkdir(parents=True, exist_ok=True)
     from jnas.estimation.pareto import plot_pareto, save_pareto_json
     objectives = [("val_accuracy", "max"), ("latency_ms", "min")]
-    save_pareto_json(str(Path(args.dpp_out) / "pareto.json"), on_front, objectives)
+    save_pareto_json(str(Path(args.dpp_out) / "pareto.json"), on_front, objectives,
+                     evaluated=points)
     plot_pareto(str(Path(args.dpp_out) / "pareto.png"), points, on_front, objectives)
     out["dpp"] = {"front": on_front, "evaluated": len(points), "dir": args.dpp_out,
                   "seconds": round(time.time() - t0, 1)}

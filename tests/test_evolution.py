@@ -302,6 +302,9 @@ def test_nsga2_front_matches_brute_force(tmp_path):
   data = json.loads(open(json_path).read())
   assert data["size"] == len(true_front) and data["front"][0]["genotype"]["arch"].startswith("|")
   assert os.path.getsize(png) > 5000
+  assert len(data["evaluated"]) == 160  # what `jnas plot` redraws the front against
+  from jnas.plot import plot_pareto_file
+  assert os.path.getsize(plot_pareto_file(json_path, tmp_path / "redrawn.png")) > 5000
   result.save(str(tmp_path / "history.json"), SMALL)
   assert len(json.loads((tmp_path / "history.json").read_text())["history"]) == 160
 

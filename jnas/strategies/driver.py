@@ -145,7 +145,9 @@ class SearchResult:
     """Writes ``NAME.json`` (the non-dominated set) and, with 2+ objectives, ``NAME.png``."""
     front = self.records(space, self.front())
     json_path = os.path.join(directory, f"{name}.json")
-    save_pareto_json(json_path, front, self.objectives, num_evaluated=len(self.history))
+    # Every evaluated point too, so `jnas plot` can redraw the front against them.
+    save_pareto_json(json_path, front, self.objectives, num_evaluated=len(self.history),
+                     evaluated=[e.flat() for e in self.history])
     png = None
     if len(self.objectives) >= 2:
       png = os.path.join(directory, f"{name}.png")
