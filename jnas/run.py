@@ -83,6 +83,14 @@ def build_space(config) -> SearchSpace:
   return DartsSpace(num_nodes=config.space.num_nodes)
 
 
+def _check_chain_data(config, space, ds) -> None:
+  """A chain space states its input shape and classes; refuses a dataset that differs."""
+  if tuple(ds.input_shape) != tuple(space.input_shape) or ds.num_classes != space.num_classes:
+    raise ValueError(f"data.input_shape/num_classes {tuple(space.input_shape)}/"
+                     f"{space.num_classes} do not match the dataset {config.data.name!r} "
+                     f"({tuple(ds.input_shape)}/{ds.num_classes})")
+
+
 def build_supernet(config, space: SearchSpace, ds) -> nnx.Module:
   """The supernet of ``space`` sized by ``config.search`` for dataset ``ds``.
 
@@ -102,10 +110,7 @@ def build_supernet(config, space: SearchSpace, ds) -> nnx.Module:
     return DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=_ndim(ds),
                          channels=sc.channels, layers=sc.layers, rngs=nnx.Rngs(config.seed))
   from jnas.supernet.chain import ChainSupernet
-  if tuple(ds.input_shape) != tuple(space.input_shape) or ds.num_classes != space.num_classes:
-    raise ValueError(f"data.input_shape/num_classes {tuple(space.input_shape)}/"
-                     f"{space.num_classes} do not match the dataset {config.data.name!r} "
-                     f"({tuple(ds.input_shape)}/{ds.num_classes})")
+  _check_chain_data(config, space, ds)
   return ChainSupernet(space, rngs=nnx.Rngs(config.seed))
 
 
@@ -544,10 +549,7 @@ def _search_chain(config, wd: Path) -> dict[str, Any]:
                      f"{config.space.name} space; chain spaces are searched with 'fbnet'")
   space = space_from_config(config)
   ds = load_dataset(config.data.name, seed=config.data.seed)
-  if tuple(ds.input_shape) != tuple(space.input_shape) or ds.num_classes != space.num_classes:
-    raise ValueError(f"data.input_shape/num_classes {tuple(space.input_shape)}/"
-                     f"{space.num_classes} do not match the dataset {config.data.name!r} "
-                     f"({tuple(ds.input_shape)}/{ds.num_classes})")
+  _check_chain_data(config, space, ds)
   table, table_path = _chain_latency_table(config, space, wd)
   data = split_train_val(ds.x_train, ds.y_train, fraction=0.5, seed=config.seed)
   fc = config.fbnet
