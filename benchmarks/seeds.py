@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> dict:
                  help="interleaved timing rounds; the fastest of each variant is reported")
   p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "experiments"
                                          / "darts_mnist1d.py"))
+  p.add_argument("--library-fusions", default=None, choices=["auto", "on", "off"],
+                 help="XLA:CPU YNNPACK library fusions for both variants (jnas/utils/xla.py); "
+                      "default: the config's model.cpu_library_fusions, as jnas search uses")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   if args.seeds < 1 or args.steps < 1 or args.rounds < 1:
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
   from jnas.supernet import DartsSupernet, make_apply, split_model
+  from jnas.utils.xla import compiler_options, config_compiler_options
 
   config = load_config(args.config)
   sc = config.search
@@ -76,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
   total_steps = sc.epochs * steps_per_epoch
   space = DartsSpace(num_nodes=config.space.num_nodes)
   seeds = [config.seed + i for i in range(args.seeds)]
+  ndim = len(ds.input_shape) - 1
+  xla_options = (config_compiler_options(config, ndim) if args.library_fusions is None
+                 else compiler_options(args.library_fusions, ndim=ndim, space="darts"))
 
   def build(seed: int):
     """One seed's strategy, as ``jnas search`` builds it for ``config.seed = seed``."""
@@ -106,12 +113,13 @@ def main(argv: list[str] | None = None) -> dict:
   # ---- Compile both variants (not timed as steps). ----
   one = parallel.seed_slice(fresh(), 0)
   t0 = time.perf_counter()
-  step1 = jax.jit(parallel.gather_step(strategy.step), donate_argnums=0).lower(
+  step1 = jax.jit(parallel.gather_step(strategy.step), donate_argnums=0,
+                  compiler_options=xla_options).lower(
       one, data, idx_t_dev[0, 0], idx_v_dev[0, 0]).compile()
   compile_seq = time.perf_counter() - t0
   say(f"compiled the single-seed step in {compile_seq:.1f} s")
   t0 = time.perf_counter()
-  step_n = parallel.vmap_gather_step(strategy.step).lower(
+  step_n = parallel.vmap_gather_step(strategy.step, compiler_options=xla_options).lower(
       fresh(), data, idx_t_dev[:, 0], idx_v_dev[:, 0]).compile()
   compile_vmap = time.perf_counter() - t0
   say(f"compiled the {args.seeds}-seed step in {compile_vmap:.1f} s")
@@ -163,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
       "step_ms_per_seed_vmapped": 1e3 * min(vmap_times) / (args.steps * args.seeds),
       "step_ms_per_seed_sequential": 1e3 * min(seq_times) / (args.steps * args.seeds),
       "max_alpha_diff": max_diff,
+      "library_fusions": "off" if xla_options else "default",
       "genotypes": genotypes,
       "config": str(args.config),
       "batch": sc.batch_size,

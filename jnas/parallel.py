@@ -206,7 +206,8 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
                       batch)
 
 
-def data_parallel_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> StepFn:
+def data_parallel_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True,
+                       compiler_options: dict[str, Any] | None = None) -> StepFn:
   """Compiles ``step(state, batch_train, batch_val) -> (state, metrics)`` for ``mesh``.
 
   Works for any :class:`~jnas.strategies.base.GradientStrategy` step: the
@@ -214,7 +215,8 @@ def data_parallel_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> S
   leading axis. The state's buffers are donated, so pass the state returned
   by the previous step (the old one is invalid afterwards). Inputs placed by
   :func:`replicate` and :func:`shard_batch` skip a transfer; other inputs are
-  moved to these shardings.
+  moved to these shardings. ``compiler_options`` go to ``jax.jit`` (see
+  :func:`jnas.utils.xla.compiler_options`).
 
   Example:
     >>> step = data_parallel_step(strategy.step, mesh)  # doctest: +SKIP
@@ -222,7 +224,7 @@ def data_parallel_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> S
   """
   rep, data = replicated_sharding(mesh), batch_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, data, data), out_shardings=(rep, rep),
-                 donate_argnums=(0,) if donate else ())
+                 donate_argnums=(0,) if donate else (), compiler_options=compiler_options)
 
 
 # ---------------------------------------------------------------------------
@@ -289,18 +291,21 @@ def init_seeds(init_fn: Callable[[Any], Any], keys: Sequence[Any]) -> Any:
   return stack_trees([init_fn(k) for k in keys])
 
 
-def vmap_step(step_fn: StepFn, *, donate: bool = True) -> StepFn:
+def vmap_step(step_fn: StepFn, *, donate: bool = True,
+              compiler_options: dict[str, Any] | None = None) -> StepFn:
   """``step(states, batches_train, batches_val)`` for N searches stacked on axis 0, jitted.
 
   Every argument and result carries the seed axis first: states from
   :func:`init_seeds`, batches ``[N, batch, ...]`` (each seed its own), metrics
-  ``[N]``. The states' buffers are donated.
+  ``[N]``. The states' buffers are donated. ``compiler_options`` go to
+  ``jax.jit`` (see :func:`jnas.utils.xla.compiler_options`).
 
   Example:
     >>> step = vmap_step(strategy.step)  # doctest: +SKIP
     >>> states, metrics = step(states, (xs_t, ys_t), (xs_v, ys_v))  # doctest: +SKIP
   """
-  return jax.jit(jax.vmap(step_fn), donate_argnums=(0,) if donate else ())
+  return jax.jit(jax.vmap(step_fn), donate_argnums=(0,) if donate else (),
+                 compiler_options=compiler_options)
 
 
 def gather_step(step_fn: StepFn) -> Callable[[Any, Any, jax.Array, jax.Array], tuple[Any, Any]]:
@@ -323,21 +328,22 @@ def gather_step(step_fn: StepFn) -> Callable[[Any, Any, jax.Array, jax.Array], t
   return step
 
 
-def vmap_gather_step(step_fn: StepFn, *, donate: bool = True
+def vmap_gather_step(step_fn: StepFn, *, donate: bool = True,
+                     compiler_options: dict[str, Any] | None = None
                      ) -> Callable[[Any, Any, jax.Array, jax.Array], tuple[Any, Any]]:
   """:func:`gather_step` for N stacked searches that share one dataset, jitted.
 
   ``step(states, data, idx_train, idx_val)``: ``states`` and the index
   arrays (``[N, batch]``) carry the seed axis, ``data`` is shared. Each seed
   thus reads its own batches (see :func:`seed_batch_indices`) without N
-  copies of the data.
+  copies of the data. ``compiler_options`` go to ``jax.jit``.
 
   Example:
     >>> step = vmap_gather_step(strategy.step)  # doctest: +SKIP
     >>> states, metrics = step(states, (x_all, y_all), idx_t[:, i], idx_v[:, i])  # doctest: +SKIP
   """
   return jax.jit(jax.vmap(gather_step(step_fn), in_axes=(0, None, 0, 0)),
-                 donate_argnums=(0,) if donate else ())
+                 donate_argnums=(0,) if donate else (), compiler_options=compiler_options)
 
 
 def seed_batch_indices(num_examples: int, batch_size: int, seeds: Sequence[int], epoch: int,

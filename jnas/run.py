@@ -420,7 +420,8 @@ def search(config, workdir: str) -> dict[str, Any]:
 
     mesh = parallel.make_mesh(n_dev)
     place = lambda st: parallel.replicate(st, mesh)
-    dp_step = parallel.data_parallel_step(strategy.step, mesh)
+    dp_step = parallel.data_parallel_step(
+        strategy.step, mesh, compiler_options=config_compiler_options(config, _ndim(ds)))
     step = lambda st, bt, bv: dp_step(st, parallel.shard_batch(bt, mesh),
                                       parallel.shard_batch(bv, mesh))
     state = place(state)
