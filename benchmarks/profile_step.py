@@ -10,6 +10,14 @@ totals by operation kind, split into forward (``fwd``) and backward
 inputs and the split-instead-of-slice change were found (see README,
 Benchmarks). ``--layers 2`` compiles in about a minute on 2 cores; the
 8-cell network takes several.
+
+Where the *compile* time goes is in XLA's own log: run with
+``TF_CPP_MIN_LOG_LEVEL=0 TF_CPP_VMODULE=cpu_compiler=1,hlo_pass_pipeline=1,thunk_emitter=1``
+and read the ``Running HLO passes on [jit_step]`` line (HLO passes), count
+the ``Running LLVM verifier`` lines after it (kernels compiled) and the
+``Reusing kernel`` lines (identical fusions XLA:CPU compiles once). For the
+2-cell step: 13 s of HLO passes, 867 kernels compiled, 536 reused; compile
+time follows the number of distinct fusions.
 """
 
 from __future__ import annotations
