@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     traces.append(1)  # runs only while tracing
     return population_fn(params, stats, encodings, calib_x, val_x, val_y)
 
-  from jnas.utils.xla import compiler_options
+  from jnas.utils.xla import compiler_options, library_fusions_label
 
   xla_options = compiler_options(args.library_fusions, ndim=x.ndim - 2)
   pop = jax.jit(population, compiler_options=xla_options)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
       "population_s": population_s, "population_compile_s": pop_compile,
       "loop_s": loop_s, "loop_compile_s": loop_compile,
       "ratio": loop_s / population_s, "compilations": len(traces),
-      "max_abs_diff": diff, "library_fusions": "off" if xla_options else "default",
+      "max_abs_diff": diff, "library_fusions": library_fusions_label(xla_options),
       "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.machine()}",
       "command": "python benchmarks/population_eval.py --json",
   }

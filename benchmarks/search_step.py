@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
              for i in range(2)]
 
   t0 = time.perf_counter()
-  from jnas.utils.xla import compiler_options
+  from jnas.utils.xla import compiler_options, library_fusions_label
 
   xla_options = compiler_options(args.library_fusions, ndim=args.ndim,
                                  space="fbnet" if args.strategy == "fbnet" else "darts")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
       "device_peak_mb": None if device_peak is None else device_peak / 2**20,
       "supernet_params": count_params(s.params),
       "depthwise_impl": resolve_depthwise_impl(args.impl),
-      "library_fusions": "off" if xla_options else "default",
+      "library_fusions": library_fusions_label(xla_options),
       "device": str(jax.devices()[0].device_kind),
       "backend": jax.default_backend(),
       "jax": jax.__version__,

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
   from jnas.supernet import DartsSupernet, make_apply, split_model
-  from jnas.utils.xla import compiler_options, config_compiler_options
+  from jnas.utils.xla import compiler_options, config_compiler_options, library_fusions_label
 
   config = load_config(args.config)
   sc = config.search
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
       "step_ms_per_seed_vmapped": 1e3 * min(vmap_times) / (args.steps * args.seeds),
       "step_ms_per_seed_sequential": 1e3 * min(seq_times) / (args.steps * args.seeds),
       "max_alpha_diff": max_diff,
-      "library_fusions": "off" if xla_options else "default",
+      "library_fusions": library_fusions_label(xla_options),
       "genotypes": genotypes,
       "config": str(args.config),
       "batch": sc.batch_size,

@@ -415,20 +415,19 @@ def search(config, workdir: str) -> dict[str, Any]:
   if n_dev and sc.batch_size % n_dev:
     raise ValueError(f"search.batch_size={sc.batch_size} must be a multiple of the {n_dev} "
                      f"devices of search.data_parallel")
+  xla_options = config_compiler_options(config, _ndim(ds))
   if n_dev:
     from jnas import parallel
 
     mesh = parallel.make_mesh(n_dev)
     place = lambda st: parallel.replicate(st, mesh)
-    dp_step = parallel.data_parallel_step(
-        strategy.step, mesh, compiler_options=config_compiler_options(config, _ndim(ds)))
+    dp_step = parallel.data_parallel_step(strategy.step, mesh, compiler_options=xla_options)
     step = lambda st, bt, bv: dp_step(st, parallel.shard_batch(bt, mesh),
                                       parallel.shard_batch(bv, mesh))
     state = place(state)
   else:
     place = lambda st: st
-    step = jax.jit(strategy.step, donate_argnums=0,
-                   compiler_options=config_compiler_options(config, _ndim(ds)))
+    step = jax.jit(strategy.step, donate_argnums=0, compiler_options=xla_options)
   log.info("search: %s order %d, %d supernet weights, %d steps (%d epochs)%s", sc.strategy,
            sc.order, count_params(split.params), total_steps, sc.epochs,
            f", batches split over {n_dev} devices" if n_dev else "")

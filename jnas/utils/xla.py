@@ -72,3 +72,15 @@ def config_compiler_options(config, ndim: int) -> dict[str, str] | None:
   """:func:`compiler_options` for a config's ``model.cpu_library_fusions`` (default ``auto``)."""
   return compiler_options(config.model.get("cpu_library_fusions", "auto"), ndim=ndim,
                           space=config.space.name)
+
+
+def library_fusions_label(options: dict[str, str] | None) -> str:
+  """``"off"`` if ``options`` (from :func:`compiler_options`) turn library fusions off.
+
+  Otherwise ``"default"``: the label the benchmarks print.
+
+  Example:
+    >>> library_fusions_label(None)
+    'default'
+  """
+  return "off" if options and options.get(_YNN_OPTION) == "" else "default"
