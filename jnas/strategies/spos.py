@@ -119,7 +119,8 @@ def spos(
 
 
 def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
-                                bn_momentum: float = 0.9) -> Callable[..., dict[str, jax.Array]]:
+                                bn_momentum: float = 0.9, merge_val_batches: bool = True
+                                ) -> Callable[..., dict[str, jax.Array]]:
   """Returns ``evaluate(params, stats, encoding, calib_x, val_x, val_y) -> metrics``.
 
   SPOS scores a sampled path with batch-norm statistics recomputed for that
@@ -134,6 +135,10 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
     bn_momentum: the momentum of the supernet's batch norms (jnas's BNs use
       0.9, PyTorch's 0.1): one training-mode pass from zeroed statistics gives
       ``(1 - bn_momentum) * batch_statistic``, which is divided out.
+    merge_val_batches: evaluate the ``M`` validation batches as one pass of
+      ``M * B`` examples: the same numbers (inference-mode batch norm treats
+      examples independently) from fewer, larger kernels. ``False`` runs them
+      one batch at a time, which bounds memory by one batch.
 
   Example:
     >>> ev = jax.jit(make_recalibrated_evaluator(single_apply))  # doctest: +SKIP
@@ -159,8 +164,11 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
       loss = cross_entropy(logits, y) * y.shape[0]
       return (carry[0] + correct, carry[1] + loss), None
 
-    (correct, loss), _ = jax.lax.scan(val, (jnp.zeros((), jnp.int32), jnp.zeros(())),
-                                      (val_x, val_y))
+    zero = (jnp.zeros((), jnp.int32), jnp.zeros(()))
+    if merge_val_batches:
+      (correct, loss), _ = val(zero, (val_x.reshape((-1,) + val_x.shape[2:]), val_y.reshape(-1)))
+    else:
+      (correct, loss), _ = jax.lax.scan(val, zero, (val_x, val_y))
     count = val_y.shape[0] * val_y.shape[1]
     return {"accuracy": correct / count, "loss": loss / count}
 
@@ -168,7 +176,8 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
 
 
 def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
-                              bn_momentum: float = 0.9) -> Callable[..., dict[str, jax.Array]]:
+                              bn_momentum: float = 0.9, merge_val_batches: bool = True
+                              ) -> Callable[..., dict[str, jax.Array]]:
   """Returns ``evaluate(params, stats, encodings, calib_x, val_x, val_y) -> metrics [P]``.
 
   :func:`make_recalibrated_evaluator` mapped over a stacked population of
@@ -176,14 +185,16 @@ def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
   after another inside one compiled program, so a single-path ``apply_fn``
   runs only each architecture's chosen ops (a ``vmap`` would turn its switch
   into a select over every candidate), and nothing recompiles per
-  architecture. Jit it once per population size.
+  architecture. Jit it once per population size. ``bn_momentum`` and
+  ``merge_val_batches`` are as in :func:`make_recalibrated_evaluator`.
 
   Example:
     >>> pop = jax.jit(make_population_evaluator(single_apply))  # doctest: +SKIP
     >>> pop(params, stats, encodings, calib_x, val_x, val_y)["accuracy"].shape  # doctest: +SKIP
     (64,)
   """
-  one = make_recalibrated_evaluator(apply_fn, bn_momentum=bn_momentum)
+  one = make_recalibrated_evaluator(apply_fn, bn_momentum=bn_momentum,
+                                    merge_val_batches=merge_val_batches)
 
   def evaluate(params, stats, encodings, calib_x, val_x, val_y):
     return jax.lax.map(lambda e: one(params, stats, e, calib_x, val_x, val_y), encodings)
