@@ -1,6 +1,7 @@
 """Where a DARTS search step spends its time: per-fusion and per-op-kind profile.
 
   python benchmarks/profile_step.py --layers 2 --batch 32 [--top 30]
+  python benchmarks/profile_step.py --ndim 1 --layers 3 --C 8 --batch 64 [--seeds 4]
 
 Compiles the DARTS first-order step of the search supernet (C=16, 32x32x3),
 runs it once under ``jax.profiler`` and prints the slowest XLA thunks (fused
@@ -9,7 +10,10 @@ totals by operation kind, split into forward (``fwd``) and backward
 (``bwd``, JAX's ``transpose``). This is how the optimisation barrier on tap
 inputs and the split-instead-of-slice change were found (see README,
 Benchmarks). ``--layers 2`` compiles in about a minute on 2 cores; the
-8-cell network takes several.
+8-cell network takes several. ``--ndim 1`` profiles the MNIST-1D search step
+(40x1 inputs) instead, and ``--seeds N`` the step ``benchmarks/seeds.py``
+vmaps over N searches. Both use the library-fusion setting ``jnas search``
+uses for the DARTS space (``jnas/utils/xla.py``).
 
 Where the *compile* time goes is in XLA's own log: run with
 ``TF_CPP_MIN_LOG_LEVEL=0 TF_CPP_VMODULE=cpu_compiler=1,hlo_pass_pipeline=1,thunk_emitter=1``
@@ -40,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--C", type=int, default=16)
   p.add_argument("--top", type=int, default=30)
+  p.add_argument("--ndim", type=int, default=2, choices=(1, 2),
+                 help="2: 32x32x3 images; 1: MNIST-1D-shaped 40x1 sequences")
+  p.add_argument("--seeds", type=int, default=0,
+                 help="profile the step vmapped over this many searches (0: one search)")
   args = p.parse_args(argv)
 
   work = tempfile.mkdtemp(prefix="jnas_profile_")
@@ -55,18 +63,34 @@ def main(argv: list[str] | None = None) -> None:
 
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
+  from jnas import parallel
   from jnas.supernet import DartsSupernet, make_apply, split_model
+  from jnas.utils.xla import compiler_options
 
   space = DartsSpace()
-  net = DartsSupernet(space, 3, 10, ndim=2, channels=args.C, layers=args.layers, rngs=nnx.Rngs(0))
-  s = split_model(net)
-  strat = darts(make_apply(s.graphdef), s.params, s.state, space.init_alpha(jax.random.key(0)),
-                w_opt=weight_optimizer(total_steps=1000), a_opt=arch_optimizer())
-  state = strat.init(jax.random.key(0))
-  batch = (jax.random.normal(jax.random.key(1), (args.batch, 32, 32, 3)),
+  in_shape = (32, 32, 3) if args.ndim == 2 else (40, 1)
+
+  def build(seed: int):
+    net = DartsSupernet(space, in_shape[-1], 10, ndim=args.ndim, channels=args.C,
+                        layers=args.layers, rngs=nnx.Rngs(seed))
+    s = split_model(net)
+    return darts(make_apply(s.graphdef), s.params, s.state,
+                 space.init_alpha(jax.random.key(seed)),
+                 w_opt=weight_optimizer(total_steps=1000), a_opt=arch_optimizer())
+
+  strat = build(0)
+  options = compiler_options("auto", ndim=args.ndim, space="darts")
+  batch = (jax.random.normal(jax.random.key(1), (args.batch,) + in_shape),
            jnp.arange(args.batch) % 10)
+  if args.seeds:
+    state = parallel.init_seeds(lambda k: build(k).init(jax.random.key(k)), range(args.seeds))
+    batch = jax.tree.map(lambda a: jnp.stack([a] * args.seeds), batch)
+    jitted = parallel.vmap_step(strat.step, donate=False, compiler_options=options)
+  else:
+    state = strat.init(jax.random.key(0))
+    jitted = jax.jit(strat.step, compiler_options=options)
   t0 = time.perf_counter()
-  step = jax.jit(strat.step).lower(state, batch, batch).compile()
+  step = jitted.lower(state, batch, batch).compile()
   print(f"compile: {time.perf_counter() - t0:.1f} s")
   jax.block_until_ready(step(state, batch, batch))
   times = []
