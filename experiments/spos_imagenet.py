@@ -33,4 +33,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.pool_size = 100_000
   c.evolution = evolution_config(population=50, top_k=10, evals=1000,
                                               val_batches=10)
+  c.evolution.merge_val_batches = False  # 10 x 1024 images in one pass is too much memory
   return c

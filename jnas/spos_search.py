@@ -72,6 +72,9 @@ def evolution_config(population: int = 50, top_k: int = 10, evals: int = 200,
   e.crossover_fraction = 0.5
   e.calib_batches = 2  # BN recalibration batches per candidate (weights half)
   e.val_batches = val_batches  # scoring batches per candidate (validation half)
+  # One inference pass over all val_batches * batch_size examples: the same scores
+  # from fewer kernel launches (small networks); False bounds memory by one batch.
+  e.merge_val_batches = True
   return e
 
 
@@ -202,7 +205,9 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   supernet_s = elapsed0 + time.time() - t0
 
   # ---- 2. Evolution scored by the shared weights. ----
-  evaluate = jax.jit(make_population_evaluator(score_apply), compiler_options=xla_options)
+  evaluate = jax.jit(make_population_evaluator(
+      score_apply, merge_val_batches=bool(ev.get("merge_val_batches", True))),
+      compiler_options=xla_options)
   params, stats = state.params, state.batch_stats
   population = int(ev.population)
 
