@@ -73,3 +73,5 @@ def test_path_scorer_compiles_once_and_is_deterministic():
   assert 0.0 <= scorer.test_accuracy(GENO) <= 1.0 and scorer.compilations == 1
   with pytest.raises(TypeError, match="DARTS"):
     PathScratchScorer(_toy(), space=NB201Space())
+  with pytest.raises(TypeError, match="latency"):
+    PathScratchScorer(_toy(), space=space, latency_batch=8)

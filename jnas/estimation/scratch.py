@@ -194,11 +194,13 @@ class PathScratchScorer(ScratchScorer):
   """
 
   def __init__(self, dataset: Any = "mnist1d", *, space: DartsSpace, **kwargs: Any):
-    kwargs.pop("latency_batch", None)
-    super().__init__(dataset, **kwargs)
     if not isinstance(space, DartsSpace):
       raise TypeError(f"PathScratchScorer trains DARTS-space paths, got a "
                       f"{type(space).__name__}")
+    if "latency_batch" in kwargs:
+      raise TypeError("PathScratchScorer measures no latency (latency_batch); "
+                      "ScratchScorer times the discrete network")
+    super().__init__(dataset, **kwargs)
     self.space = space
     net = DartsSupernet(space, self.ds.input_shape[-1], self.ds.num_classes, ndim=self.ndim,
                         channels=self.channels, layers=self.layers, rngs=nnx.Rngs(self.seed))
