@@ -97,7 +97,7 @@ class ScratchScorer:
                                     momentum=momentum, nesterov=True))
     self.ndim = len(ds.input_shape) - 1
     self._cache: dict[str, dict[str, Any]] = {}
-    self._weights: dict[str, tuple[Any, Any, Any]] = {}
+    self._weights: dict[str, tuple[Any, Any, Any, Any]] = {}
     self.trained = 0
 
   @staticmethod
@@ -123,9 +123,8 @@ class ScratchScorer:
     k = self._key(genotype)
     if k not in self._weights:
       self.evaluate(genotype)
-    graphdef, params, state = self._weights[k]
-    correct = jax.jit(_make_correct(make_apply(graphdef)))
-    return _accuracy(correct, params, state, None, self.ds.x_test, self.ds.y_test)
+    params, state, encoding, correct = self._weights[k]
+    return _accuracy(correct, params, state, encoding, self.ds.x_test, self.ds.y_test)
 
   def _train(self, genotype: Genotype, k: str) -> dict[str, Any]:
     t0 = time.time()
@@ -139,7 +138,8 @@ class ScratchScorer:
     train_s = time.time() - t0
     correct = jax.jit(_make_correct(apply))
     val_acc = _accuracy(correct, params, state, None, self.x_val, self.y_val)
-    self._weights[k] = (split.graphdef, params, state)
+    # The jitted accuracy is kept so that test_accuracy reuses its compilation.
+    self._weights[k] = (params, state, None, correct)
     self.trained += 1
     return {"val_accuracy": val_acc, "num_params": count_params(params),
             "latency_ms": _latency_ms(split.graphdef, params, state,
@@ -215,21 +215,13 @@ class PathScratchScorer(ScratchScorer):
     """How many programs the training epoch compiled (1 once anything was scored)."""
     return self._epoch._cache_size()
 
-  def test_accuracy(self, genotype: Genotype) -> float:
-    """Test accuracy of the weights :meth:`evaluate` trained (trains first if needed)."""
-    k = self._key(genotype)
-    if k not in self._weights:
-      self.evaluate(genotype)
-    params, state, enc = self._weights[k]
-    return _accuracy(self._correct, params, state, enc, self.ds.x_test, self.ds.y_test)
-
   def _train(self, genotype: Genotype, k: str) -> dict[str, Any]:
     t0 = time.time()
     enc = {c: jnp.asarray(v) for c, v in self.space.genotype_to_encoding(genotype).items()}
     params, state, loss = self._fit(self._epoch, self._init.params, self._init.state, enc, k)
     train_s = time.time() - t0
     val_acc = _accuracy(self._correct, params, state, enc, self.x_val, self.y_val)
-    self._weights[k] = (params, state, enc)
+    self._weights[k] = (params, state, enc, self._correct)
     self.trained += 1
     shapes = nnx.eval_shape(lambda: DiscreteNetwork(
         genotype, self.ds.input_shape[-1], self.ds.num_classes, ndim=self.ndim,
