@@ -107,6 +107,13 @@ def test_single_path_updates_only_the_chosen_ops_statistics():
                              for a, b in zip(jax.tree.leaves(st), jax.tree.leaves(s.state))
                              if a.ndim == 2)
   assert 0 < n_changed(st_single) < n_changed(st_full)
+  # The unrolled form (separate edges, for scoring) computes the same, statistics included.
+  unrolled = jax.jit(make_apply(s.graphdef, single_path=True, unroll=True), static_argnums=4)
+  for train in (True, False):
+    a, st_a = single(s.params, s.state, enc, x, train)
+    b, st_b = unrolled(s.params, s.state, enc, x, train)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), st_a, st_b)
 
 
 def _strategy(kind, apply_kw):

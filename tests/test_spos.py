@@ -116,6 +116,69 @@ def test_recalibrated_evaluator_population_equals_loop_and_compiles_once():
     np.testing.assert_allclose(got["loss"][i], one["loss"], rtol=1e-3)
 
 
+def _nb201():
+  from jnas.spaces.nb201 import NB201Space
+  from jnas.supernet.nb201 import NB201Supernet
+  space = NB201Space(num_nodes=3, ops=("none", "skip_connect", "nor_conv_3x3", "avg_pool_3x3"))
+  return space, split_model(NB201Supernet(space, 1, 10, ndim=1, channels=4, cells_per_stage=1,
+                                          rngs=nnx.Rngs(0)))
+
+
+def _chain():
+  from jnas.spaces.chain import FBNetSpace
+  from jnas.supernet.chain import ChainSupernet
+  space = FBNetSpace((12, 1), 10, stem_channels=4, stem_stride=1, stages=((4, 1, 1), (8, 1, 2)),
+                     head_channels=8, candidates=("k3_e1", "k5_e3", "skip"))
+  return space, split_model(ChainSupernet(space, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize("build", [
+    tiny, _chain,
+    pytest.param(_nb201, marks=pytest.mark.slow),  # 35 s of compiling on 2 cores
+], ids=["darts", "chain", "nb201"])
+def test_fused_calibration_equals_separate_passes(build):
+  """One [calibration; validation] pass gives what separate calibration passes give."""
+  space, s = build()
+  calib_x = 2.0 + 3.0 * jax.random.normal(jax.random.key(0), (3, 8, 12, 1))
+  val_x = jax.random.normal(jax.random.key(1), (2, 8, 12, 1))
+  val_y = jnp.arange(16).reshape(2, 8) % 10
+  apply = make_apply(s.graphdef, single_path=True)
+  fused = jax.jit(make_recalibrated_evaluator(apply))
+  separate = jax.jit(make_recalibrated_evaluator(apply, fuse_calibration=False))
+  pool = encoding_pool(space, 3, seed=2)
+  for i in range(3):
+    enc = {k: jnp.asarray(v[i]) for k, v in pool.items()}
+    a = fused(s.params, s.state, enc, calib_x, val_x, val_y)
+    b = separate(s.params, s.state, enc, calib_x, val_x, val_y)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
+    assert float(a["accuracy"]) == float(b["accuracy"])
+
+
+def test_recalibrating_batch_norm_is_per_batch_then_recalibrated():
+  from jnas.ops import primitives as P
+  x = jax.random.normal(jax.random.key(0), (2, 20, 3, 4)) * jnp.arange(1.0, 5.0)
+  scale, bias = jnp.full((2, 4), 2.0), jnp.full((2, 4), 0.5)
+  for n_val in (8, 5):  # whole batches, and a partial last batch (the concatenating form)
+    xs = x[:, :8 + n_val]
+    with P.recalibrating_batch_norm(2, 4):
+      y, (m, v) = P.batch_norm(xs, jnp.zeros((2, 4)), jnp.ones((2, 4)), train=True,
+                               scale=scale, bias=bias)
+    stats = [P.batch_norm(xs[:, 4 * j:4 * j + 4], jnp.zeros((2, 4)), jnp.ones((2, 4)),
+                          train=True, momentum=0.0, scale=scale, bias=bias) for j in range(2)]
+    for j, (yj, _) in enumerate(stats):
+      np.testing.assert_allclose(y[:, 4 * j:4 * j + 4], yj, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m, (stats[0][1][0] + stats[1][1][0]) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v, (stats[0][1][1] + stats[1][1][1]) / 2, rtol=1e-5)
+    want, _ = P.batch_norm(xs[:, 8:], m, v, train=False, scale=scale, bias=bias)
+    np.testing.assert_allclose(y[:, 8:], want, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="fewer than the 2 x 4 calibration examples"):
+    with P.recalibrating_batch_norm(2, 4):
+      P.batch_norm(x[:, :6], jnp.zeros((2, 4)), jnp.ones((2, 4)), train=True)
+  with pytest.raises(ValueError, match="at least one calibration batch"):
+    with P.recalibrating_batch_norm(0, 4):
+      pass
+
+
 def test_recalibration_uses_the_calibration_batches():
   space, s = tiny()
   ev = jax.jit(make_recalibrated_evaluator(make_apply(s.graphdef, single_path=True)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 from typing import Any, Callable, Literal, Sequence
 
 import jax
@@ -505,6 +506,8 @@ def batch_norm(
     >>> y, _ = batch_norm(jnp.ones((1, 4, 3, 2)), jnp.zeros((1, 2)), jnp.ones((1, 2)), train=True)
   """
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  if train and _RECALIBRATION[0] is not None:
+    return _bn_recalibrating(x, *_RECALIBRATION[0], eps=eps, scale=scale, bias=bias)
   if train:
     n = x.size // (x.shape[0] * x.shape[-1])
     s = jnp.ones_like(mean) if scale is None else scale
@@ -526,6 +529,85 @@ def batch_norm(
   if bias is not None:
     y = y + bias.reshape(bshape).astype(x.dtype)
   return y, (mean, var)
+
+
+_RECALIBRATION: list[tuple[int, int] | None] = [None]
+
+
+@contextlib.contextmanager
+def recalibrating_batch_norm(calib_batches: int, batch_size: int):
+  """Traces training-mode batch norms as SPOS's BN recalibration fused into one pass.
+
+  Inside this context, ``batch_norm(x, ..., train=True)`` reads the examples
+  of ``x: [E, N, *S, C]`` as ``calib_batches`` calibration batches of
+  ``batch_size`` examples, followed by ``N - calib_batches * batch_size``
+  evaluation examples. Each calibration batch is normalised with its own
+  batch statistics (as a training-mode pass does); the evaluation examples
+  are normalised with the *recalibrated* statistics, the mean over the
+  calibration batches of their batch mean and unbiased batch variance, which
+  is what running separate calibration passes from zeroed statistics and
+  then an inference pass computes. Because every layer's calibration
+  statistics depend only on the calibration examples below it, one forward
+  pass of ``[calibration; evaluation]`` gives the recalibrated network's
+  outputs for the evaluation examples, without the statistics ever leaving
+  the network. The returned "new statistics" are the recalibrated ones; the
+  running statistics passed in are not read. It is a trace-time setting:
+  what it changes is compiled into the functions traced inside it.
+
+  Example:
+    >>> x = jnp.arange(24.0).reshape(1, 6, 2, 2)
+    >>> with recalibrating_batch_norm(2, 2):
+    ...   y, (m, v) = batch_norm(x, jnp.zeros((1, 2)), jnp.ones((1, 2)), train=True)
+    >>> y.shape, m.shape
+    ((1, 6, 2, 2), (1, 2))
+  """
+  if calib_batches < 1 or batch_size < 1:
+    raise ValueError(f"need at least one calibration batch of at least one example, got "
+                     f"{calib_batches} batches of {batch_size}")
+  previous = _RECALIBRATION[0]
+  _RECALIBRATION[0] = (int(calib_batches), int(batch_size))
+  try:
+    yield
+  finally:
+    _RECALIBRATION[0] = previous
+
+
+def _bn_recalibrating(x, k, b, *, eps, scale, bias):
+  e, c = x.shape[0], x.shape[-1]
+  if x.shape[1] < k * b:
+    raise ValueError(f"recalibrating batch norm: {x.shape[1]} examples, fewer than the "
+                     f"{k} x {b} calibration examples")
+  spatial = x.shape[2:-1]
+  xf = x.astype(jnp.float32)
+  xc = xf[:, :k * b].reshape((e, k, b) + spatial + (c,))
+  n = b * math.prod(spatial)
+  s1, s2 = sum_many([xc, jnp.square(xc)], tuple(range(2, xc.ndim - 1)))
+  bmean = s1 / n  # [E, K, C]
+  bvar = jnp.maximum(s2 / n - jnp.square(bmean), 0.0)
+  mean = jnp.mean(bmean, axis=1)
+  var = jnp.mean(bvar, axis=1) * (n / max(n - 1, 1))
+  s = jnp.ones((e, c), jnp.float32) if scale is None else scale.astype(jnp.float32)
+  inv_c = lax.rsqrt(bvar + eps) * s[:, None]
+  inv_v = lax.rsqrt(var + eps) * s
+  vshape = (e, 1) + (1,) * len(spatial) + (c,)
+  if x.shape[1] % b == 0:
+    # Whole batches throughout: one elementwise pass over x with per-batch
+    # shift and scale (small [E, N / B, C] tables) instead of normalising the
+    # two parts separately and concatenating them, a full extra copy.
+    m = x.shape[1] // b - k
+    shift = jnp.concatenate([bmean, jnp.broadcast_to(mean[:, None], (e, m, c))], axis=1)
+    inv = jnp.concatenate([inv_c, jnp.broadcast_to(inv_v[:, None], (e, m, c))], axis=1)
+    tshape = (e, k + m, 1) + (1,) * len(spatial) + (c,)
+    y = ((xf.reshape((e, k + m, b) + spatial + (c,)) - shift.reshape(tshape))
+         * inv.reshape(tshape)).reshape(x.shape)
+  else:
+    cshape = (e, k, 1) + (1,) * len(spatial) + (c,)
+    yc = (xc - bmean.reshape(cshape)) * inv_c.reshape(cshape)
+    yv = (xf[:, k * b:] - mean.reshape(vshape)) * inv_v.reshape(vshape)
+    y = jnp.concatenate([yc.reshape((e, k * b) + spatial + (c,)), yv], axis=1)
+  if bias is not None:
+    y = y + bias.astype(jnp.float32).reshape(vshape)
+  return y.astype(x.dtype), (mean, var)
 
 
 def _bn_train_fwd_only(x, scale, bias, eps):

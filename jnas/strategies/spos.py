@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jnas.ops import primitives as P
 from jnas.spaces.base import SearchSpace
 from jnas.strategies.base import Batch, GradientStrategy
 from jnas.strategies.sampling import Constraints, as_constraints
@@ -119,7 +120,8 @@ def spos(
 
 
 def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
-                                bn_momentum: float = 0.9, merge_val_batches: bool = True
+                                bn_momentum: float = 0.9, merge_val_batches: bool = True,
+                                fuse_calibration: bool = True
                                 ) -> Callable[..., dict[str, jax.Array]]:
   """Returns ``evaluate(params, stats, encoding, calib_x, val_x, val_y) -> metrics``.
 
@@ -139,6 +141,15 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
       ``M * B`` examples: the same numbers (inference-mode batch norm treats
       examples independently) from fewer, larger kernels. ``False`` runs them
       one batch at a time, which bounds memory by one batch.
+    fuse_calibration: with ``merge_val_batches``, run calibration and
+      validation as *one* forward pass of ``(K + M) * B`` examples under
+      :func:`jnas.ops.primitives.recalibrating_batch_norm`: every batch norm
+      computes the calibration batches' statistics and normalises the
+      validation examples with them on the spot. The same numbers as the
+      separate passes (up to float rounding), with a third of the passes,
+      and no statistics carried in or out of the network. It needs every
+      batch norm to go through ``jnas.ops.primitives.batch_norm`` (all jnas
+      supernets do). Ignored when ``merge_val_batches`` is false.
 
   Example:
     >>> ev = jax.jit(make_recalibrated_evaluator(single_apply))  # doctest: +SKIP
@@ -146,6 +157,15 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
   """
   if not 0.0 <= bn_momentum < 1.0:
     raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
+
+  def fused(params, stats, encoding, calib_x, val_x, val_y):
+    k, b = calib_x.shape[:2]
+    x = jnp.concatenate([calib_x.reshape((-1,) + calib_x.shape[2:]),
+                         val_x.reshape((-1,) + val_x.shape[2:])])
+    with P.recalibrating_batch_norm(k, b):
+      logits, _ = apply_fn(params, stats, encoding, x, True)
+    logits, y = logits[k * b:], val_y.reshape(-1)
+    return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y), "loss": cross_entropy(logits, y)}
 
   def evaluate(params, stats, encoding, calib_x, val_x, val_y):
     zeros = jax.tree.map(jnp.zeros_like, stats)
@@ -172,11 +192,12 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
     count = val_y.shape[0] * val_y.shape[1]
     return {"accuracy": correct / count, "loss": loss / count}
 
-  return evaluate
+  return fused if merge_val_batches and fuse_calibration else evaluate
 
 
 def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
-                              bn_momentum: float = 0.9, merge_val_batches: bool = True
+                              bn_momentum: float = 0.9, merge_val_batches: bool = True,
+                              fuse_calibration: bool = True
                               ) -> Callable[..., dict[str, jax.Array]]:
   """Returns ``evaluate(params, stats, encodings, calib_x, val_x, val_y) -> metrics [P]``.
 
@@ -185,8 +206,9 @@ def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
   after another inside one compiled program, so a single-path ``apply_fn``
   runs only each architecture's chosen ops (a ``vmap`` would turn its switch
   into a select over every candidate), and nothing recompiles per
-  architecture. Jit it once per population size. ``bn_momentum`` and
-  ``merge_val_batches`` are as in :func:`make_recalibrated_evaluator`.
+  architecture. Jit it once per population size. ``bn_momentum``,
+  ``merge_val_batches`` and ``fuse_calibration`` are as in
+  :func:`make_recalibrated_evaluator`.
 
   Example:
     >>> pop = jax.jit(make_population_evaluator(single_apply))  # doctest: +SKIP
@@ -194,7 +216,8 @@ def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
     (64,)
   """
   one = make_recalibrated_evaluator(apply_fn, bn_momentum=bn_momentum,
-                                    merge_val_batches=merge_val_batches)
+                                    merge_val_batches=merge_val_batches,
+                                    fuse_calibration=fuse_calibration)
 
   def evaluate(params, stats, encodings, calib_x, val_x, val_y):
     return jax.lax.map(lambda e: one(params, stats, e, calib_x, val_x, val_y), encodings)
