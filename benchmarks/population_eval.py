@@ -16,10 +16,11 @@ compilation:
   encoding), in the faster of its two forms: validation batches one at a
   time (``loop_per_batch_s``) or merged into one pass (``loop_merged_s``).
 
-The population evaluator merges the validation batches into one pass and
-unrolls the loops over each cell's edges (``unroll=True``); both give the
-same numbers as the plain form and cut the kernel launches that dominate a
-single path's time on CPU.
+The population evaluator runs BN recalibration and validation as one
+forward pass (``fuse_calibration``, see
+``jnas.ops.primitives.recalibrating_batch_norm``) and unrolls the loops over
+each cell's edges (``unroll=True``); both give the same numbers as the plain
+form (separate calibration passes, looped edges).
 
 ``compilations`` counts the traces of the population evaluator (1 means
 every architecture reused one compiled function); ``max_abs_diff`` compares
