@@ -154,6 +154,16 @@ def test_fused_calibration_equals_separate_passes(build):
     assert float(a["accuracy"]) == float(b["accuracy"])
 
 
+def test_fused_calibration_refuses_an_apply_that_traces_no_batch_norm():
+  space, s = tiny()
+  apply = jax.jit(make_apply(s.graphdef, single_path=True), static_argnums=4)
+  enc = {k: jnp.asarray(v[0]) for k, v in encoding_pool(space, 1, seed=0).items()}
+  x = jnp.ones((1, 8, 12, 1))
+  apply(s.params, s.state, enc, jnp.ones((16, 12, 1)), True)  # traced outside the context
+  with pytest.raises(ValueError, match="traced no batch norm"):
+    make_recalibrated_evaluator(apply)(s.params, s.state, enc, x, x, jnp.zeros((1, 8), jnp.int32))
+
+
 def test_recalibrating_batch_norm_is_per_batch_then_recalibrated():
   from jnas.ops import primitives as P
   x = jax.random.normal(jax.random.key(0), (2, 20, 3, 4)) * jnp.arange(1.0, 5.0)

@@ -507,7 +507,8 @@ def batch_norm(
   """
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   if train and _RECALIBRATION[0] is not None:
-    return _bn_recalibrating(x, *_RECALIBRATION[0], eps=eps, scale=scale, bias=bias)
+    _RECALIBRATION[0][2][0] += 1
+    return _bn_recalibrating(x, *_RECALIBRATION[0][:2], eps=eps, scale=scale, bias=bias)
   if train:
     n = x.size // (x.shape[0] * x.shape[-1])
     s = jnp.ones_like(mean) if scale is None else scale
@@ -531,7 +532,8 @@ def batch_norm(
   return y, (mean, var)
 
 
-_RECALIBRATION: list[tuple[int, int] | None] = [None]
+# (calibration batches, batch size, [batch norms traced so far]) while active.
+_RECALIBRATION: list[tuple[int, int, list[int]] | None] = [None]
 
 
 @contextlib.contextmanager
@@ -552,7 +554,9 @@ def recalibrating_batch_norm(calib_batches: int, batch_size: int):
   outputs for the evaluation examples, without the statistics ever leaving
   the network. The returned "new statistics" are the recalibrated ones; the
   running statistics passed in are not read. It is a trace-time setting:
-  what it changes is compiled into the functions traced inside it.
+  what it changes is compiled into the functions traced inside it (a
+  function already jitted and traced elsewhere replays its old trace). The
+  context yields a one-element list that counts the batch norms it traced.
 
   Example:
     >>> x = jnp.arange(24.0).reshape(1, 6, 2, 2)
@@ -565,9 +569,10 @@ def recalibrating_batch_norm(calib_batches: int, batch_size: int):
     raise ValueError(f"need at least one calibration batch of at least one example, got "
                      f"{calib_batches} batches of {batch_size}")
   previous = _RECALIBRATION[0]
-  _RECALIBRATION[0] = (int(calib_batches), int(batch_size))
+  traced = [0]
+  _RECALIBRATION[0] = (int(calib_batches), int(batch_size), traced)
   try:
-    yield
+    yield traced
   finally:
     _RECALIBRATION[0] = previous
 

@@ -149,7 +149,9 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
       separate passes (up to float rounding), with a third of the passes,
       and no statistics carried in or out of the network. It needs every
       batch norm to go through ``jnas.ops.primitives.batch_norm`` (all jnas
-      supernets do). Ignored when ``merge_val_batches`` is false.
+      supernets do) and to be traced when ``apply_fn`` is called (not an
+      ``apply_fn`` wrapped in ``jax.jit`` and traced before): a ValueError
+      says so otherwise. Ignored when ``merge_val_batches`` is false.
 
   Example:
     >>> ev = jax.jit(make_recalibrated_evaluator(single_apply))  # doctest: +SKIP
@@ -162,8 +164,15 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
     k, b = calib_x.shape[:2]
     x = jnp.concatenate([calib_x.reshape((-1,) + calib_x.shape[2:]),
                          val_x.reshape((-1,) + val_x.shape[2:])])
-    with P.recalibrating_batch_norm(k, b):
+    with P.recalibrating_batch_norm(k, b) as traced:
       logits, _ = apply_fn(params, stats, encoding, x, True)
+    if not traced[0]:
+      raise ValueError(
+          "fuse_calibration: apply_fn traced no batch norm inside recalibrating_batch_norm, so "
+          "its batch norms would normalise the validation examples with calibration "
+          "statistics. It may be a function jitted and traced before (its cached trace "
+          "ignores the context) or a network without jnas batch norms; pass "
+          "fuse_calibration=False")
     logits, y = logits[k * b:], val_y.reshape(-1)
     return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y), "loss": cross_entropy(logits, y)}
 
