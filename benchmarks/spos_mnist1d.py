@@ -19,6 +19,8 @@
    with the config's retraining protocol, shortened by ``--retrain-epochs``
    (and optionally narrowed by ``--retrain-channels``/``--retrain-layers``),
    and their test accuracies are compared with the median of the random ones.
+   ``--retrain-seeds N`` retrains each genotype N times (seeds seed..seed+N-1)
+   and compares the means.
 
 Partial results are written to ``WORKDIR/results.json`` after every
 retraining, so an interrupted run still reports what finished.
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument("--val-batches", type=int, default=8)
   p.add_argument("--num-random", type=int, default=10)
   p.add_argument("--retrain-epochs", type=int, default=15)
+  p.add_argument("--retrain-seeds", type=int, default=1,
+                 help="retrain every genotype with this many seeds (seed, seed+1, ...) and "
+                      "compare the means: one retrain's noise is about the margin measured")
   p.add_argument("--retrain-channels", type=int, default=None,
                  help="override config.retrain.channels (default: the config's)")
   p.add_argument("--retrain-layers", type=int, default=None,
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   for name in ("epochs", "evals", "population", "top_k", "calib_batches", "val_batches",
-               "retrain_epochs"):
+               "retrain_epochs", "retrain_seeds"):
     if getattr(args, name) < 1:
       raise SystemExit(f"spos_mnist1d: error: --{name.replace('_', '-')} must be >= 1")
 
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
   results: dict = {
       "command": command, "seed": args.seed, "supernet_epochs": args.epochs,
       "evals": args.evals, "retrain_epochs": config.retrain.epochs,
+      "retrain_seeds": args.retrain_seeds,
       "retrain_channels": config.retrain.channels, "retrain_layers": config.retrain.layers,
       "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}), "
                 f"{platform.machine()}",
@@ -191,18 +197,26 @@ def main(argv: list[str] | None = None) -> dict:
   jobs = [("found", best.genotype)] + [(f"random_{i}", g) for i, g in enumerate(randoms)]
   results["retrained"] = {}
   for name, geno in jobs:
-    gdir = os.path.join(args.workdir, name)
-    os.makedirs(gdir, exist_ok=True)
-    gpath = os.path.join(gdir, "genotype.json")
-    write_json_atomic(gpath, space.genotype_to_json(geno))
     t0 = time.time()
-    out = run.train(config, gdir, genotype=gpath)
-    results["retrained"][name] = {"test_accuracy": out["test_accuracy"],
+    accs = []
+    for r in range(args.retrain_seeds):
+      # One seed keeps the layout (and the numbers) of runs before --retrain-seeds.
+      gdir = os.path.join(args.workdir, name, *([f"seed{r}"] if args.retrain_seeds > 1 else []))
+      os.makedirs(gdir, exist_ok=True)
+      gpath = os.path.join(gdir, "genotype.json")
+      write_json_atomic(gpath, space.genotype_to_json(geno))
+      cfg = config.copy_and_resolve_references()
+      cfg.seed = args.seed + r
+      out = run.train(cfg, gdir, genotype=gpath)
+      accs.append(float(out["test_accuracy"]))
+    results["retrained"][name] = {"test_accuracy": float(np.mean(accs)),
+                                  "test_accuracies": accs,
                                   "num_params": out["num_params"],
                                   "seconds": round(time.time() - t0, 1),
                                   "genotype": space.genotype_to_json(geno)}
-    _log(f"retrain {name}: test acc {out['test_accuracy']:.4f} "
-         f"({out['num_params']} params, {time.time() - t0:.0f} s)")
+    _log(f"retrain {name}: test acc {np.mean(accs):.4f} (seeds: "
+         f"{' '.join(f'{a:.4f}' for a in accs)}; {out['num_params']} params, "
+         f"{time.time() - t0:.0f} s)")
     rand = [v["test_accuracy"] for k, v in results["retrained"].items() if k.startswith("random")]
     if rand:
       results["random_test_accuracies"] = rand
