@@ -42,7 +42,9 @@ def _log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--epochs", type=int, default=10, help="SPOS supernet training epochs")
+  # 10 epochs (310 single-path steps) left the supernet at 42 % training accuracy and its
+  # ranking favoured weight-free ops; 100 reach 89 % in about 4 minutes here.
+  p.add_argument("--epochs", type=int, default=100, help="SPOS supernet training epochs")
   p.add_argument("--evals", type=int, default=200, help="architectures evolution scores")
   p.add_argument("--population", type=int, default=50, help="candidates per generation")
   p.add_argument("--top-k", type=int, default=10)
