@@ -10,9 +10,10 @@
    ``experiments/darts_mnist1d.py`` (C=8, 3 cells), single-path apply, one
    uniformly sampled path (from a pool of 4096 encodings) per step, SGD with
    momentum 0.9, lr 0.05 cosine, batch 64.
-3. SPOS top-k evolution over the DARTS space, each candidate scored by the
-   BN-recalibrated shared-weight evaluator (one jitted function for every
-   architecture: 2 calibration batches, ``--val-batches`` validation batches).
+3. SPOS top-k evolution over the DARTS space, each generation scored by the
+   BN-recalibrated shared-weight population evaluator that ``jnas search``
+   uses (one jitted function for every architecture: 2 calibration batches,
+   ``--val-batches`` validation batches).
 4. The best candidate (by shared-weight validation accuracy) and
    ``--num-random`` random genotypes (``space.random_genotype`` with a fixed
    seed) are each retrained from scratch the same way by ``jnas.run.train``
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.driver import run_ask_tell
   from jnas.strategies.evolution import topk_evolution
-  from jnas.strategies.spos import encoding_pool, make_recalibrated_evaluator, spos
+  from jnas.strategies.spos import encoding_pool, make_population_evaluator, spos
   from jnas.supernet import DartsSupernet, make_apply, split_model
   from jnas.utils.metrics import write_json_atomic
 
@@ -162,16 +163,19 @@ def main(argv: list[str] | None = None) -> dict:
 
   # ---- 3. Evolution scored by the recalibrated shared-weight evaluator. ----
   params, stats = state.params, state.batch_stats
-  evaluate = jax.jit(make_recalibrated_evaluator(single))
+  # The population evaluator jnas search uses: one compiled call per generation.
+  evaluate = jax.jit(make_population_evaluator(
+      make_apply(split.graphdef, single_path=True, unroll=True)))
 
   def scorer(encodings, genotypes):
     del genotypes
     n = next(iter(encodings.values())).shape[0]
-    accs = []
-    for i in range(n):
-      enc = {k: jnp.asarray(v[i], jnp.float32) for k, v in encodings.items()}
-      accs.append(float(evaluate(params, stats, enc, calib_x, val_x, val_y)["accuracy"]))
-    return {"val_accuracy": np.asarray(accs)}
+    # A shorter last generation is padded, so every call reuses one compilation.
+    padded = {k: jnp.asarray(np.concatenate([v, np.repeat(v[:1], args.population - n, axis=0)])
+                             if n < args.population else v, jnp.float32)
+              for k, v in encodings.items()}
+    out = evaluate(params, stats, padded, calib_x, val_x, val_y)
+    return {"val_accuracy": np.asarray(out["accuracy"])[:n]}
 
   t0 = time.time()
   search = run_ask_tell(topk_evolution(space, population_size=args.population, top_k=args.top_k),
