@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.driver import run_ask_tell
   from jnas.strategies.evolution import topk_evolution
-  from jnas.strategies.spos import encoding_pool, make_population_evaluator, spos
+  from jnas.strategies.spos import encoding_pool, make_population_evaluator, pad_population, spos
   from jnas.supernet import DartsSupernet, make_apply, split_model
   from jnas.utils.metrics import write_json_atomic
 
@@ -170,11 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
   def scorer(encodings, genotypes):
     del genotypes
     n = next(iter(encodings.values())).shape[0]
-    # A shorter last generation is padded, so every call reuses one compilation.
-    padded = {k: jnp.asarray(np.concatenate([v, np.repeat(v[:1], args.population - n, axis=0)])
-                             if n < args.population else v, jnp.float32)
-              for k, v in encodings.items()}
-    out = evaluate(params, stats, padded, calib_x, val_x, val_y)
+    out = evaluate(params, stats, pad_population(encodings, args.population), calib_x, val_x,
+                   val_y)
     return {"val_accuracy": np.asarray(out["accuracy"])[:n]}
 
   t0 = time.time()

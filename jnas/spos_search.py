@@ -47,7 +47,8 @@ from jnas.spaces.darts import DartsSpace
 from jnas.strategies.darts import weight_optimizer
 from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import topk_evolution
-from jnas.strategies.spos import encoding_pool, make_population_evaluator, spos
+from jnas.strategies.spos import (encoding_pool, make_population_evaluator,
+                                  pad_population, spos)
 from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 from jnas.utils.xla import config_compiler_options
@@ -214,12 +215,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   def scorer(encodings, genotypes):
     del genotypes
     n = next(iter(encodings.values())).shape[0]
-    # Pad the (possibly shorter) last generation to the population size, so
-    # that every generation runs the one compiled evaluator.
-    padded = {k: np.concatenate([v, np.repeat(v[:1], population - n, axis=0)])
-              if n < population else v for k, v in encodings.items()}
-    out = evaluate(params, stats, {k: jnp.asarray(v, jnp.float32) for k, v in padded.items()},
-                   calib_x, val_x, val_y)
+    out = evaluate(params, stats, pad_population(encodings, population), calib_x, val_x, val_y)
     return {"val_accuracy": np.asarray(out["accuracy"])[:n],
             "val_loss": np.asarray(out["loss"])[:n]}
 

@@ -9,7 +9,8 @@ from flax import nnx
 
 from jnas.spaces.darts import PRIMITIVES, DartsSpace
 from jnas.strategies.sampling import ConstraintError
-from jnas.strategies.spos import encoding_pool, make_recalibrated_evaluator, spos
+from jnas.strategies.spos import (encoding_pool, make_recalibrated_evaluator,
+                                  pad_population, spos)
 from jnas.supernet import DartsSupernet, make_apply, split_model
 
 
@@ -238,3 +239,13 @@ def test_spos_on_a_chain_space_updates_only_the_sampled_blocks():
   for _ in range(20):
     state, m = jstep(state, (x, y), (x, y))
   assert float(m["train_loss"]) < 2.3
+
+
+def test_pad_population_repeats_the_first_row_and_refuses_overflow():
+  encs = {"normal": np.arange(6.0).reshape(3, 2)}
+  padded = pad_population(encs, 5)["normal"]
+  assert padded.dtype == jnp.float32 and padded.shape == (5, 2)
+  np.testing.assert_array_equal(padded[:3], encs["normal"])
+  np.testing.assert_array_equal(padded[3:], [[0.0, 1.0], [0.0, 1.0]])
+  with pytest.raises(ValueError, match="3 encodings do not fit a population of 2"):
+    pad_population(encs, 2)

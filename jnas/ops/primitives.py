@@ -506,9 +506,11 @@ def batch_norm(
     >>> y, _ = batch_norm(jnp.ones((1, 4, 3, 2)), jnp.zeros((1, 2)), jnp.ones((1, 2)), train=True)
   """
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
-  if train and _RECALIBRATION[0] is not None:
-    _RECALIBRATION[0][2][0] += 1
-    return _bn_recalibrating(x, *_RECALIBRATION[0][:2], eps=eps, scale=scale, bias=bias)
+  recal = _RECALIBRATION[0]
+  if train and recal is not None:
+    recal.traced[0] += 1
+    return _bn_recalibrating(x, recal.calib_batches, recal.batch_size, eps=eps, scale=scale,
+                             bias=bias)
   if train:
     n = x.size // (x.shape[0] * x.shape[-1])
     s = jnp.ones_like(mean) if scale is None else scale
@@ -532,8 +534,15 @@ def batch_norm(
   return y, (mean, var)
 
 
-# (calibration batches, batch size, [batch norms traced so far]) while active.
-_RECALIBRATION: list[tuple[int, int, list[int]] | None] = [None]
+class _Recalibration:
+  """The active :func:`recalibrating_batch_norm` setting, and a count of the BNs it traced."""
+
+  def __init__(self, calib_batches: int, batch_size: int):
+    self.calib_batches, self.batch_size = calib_batches, batch_size
+    self.traced = [0]
+
+
+_RECALIBRATION: list[_Recalibration | None] = [None]
 
 
 @contextlib.contextmanager
@@ -569,10 +578,9 @@ def recalibrating_batch_norm(calib_batches: int, batch_size: int):
     raise ValueError(f"need at least one calibration batch of at least one example, got "
                      f"{calib_batches} batches of {batch_size}")
   previous = _RECALIBRATION[0]
-  traced = [0]
-  _RECALIBRATION[0] = (int(calib_batches), int(batch_size), traced)
+  _RECALIBRATION[0] = recal = _Recalibration(int(calib_batches), int(batch_size))
   try:
-    yield traced
+    yield recal.traced
   finally:
     _RECALIBRATION[0] = previous
 
@@ -586,9 +594,7 @@ def _bn_recalibrating(x, k, b, *, eps, scale, bias):
   xf = x.astype(jnp.float32)
   xc = xf[:, :k * b].reshape((e, k, b) + spatial + (c,))
   n = b * math.prod(spatial)
-  s1, s2 = sum_many([xc, jnp.square(xc)], tuple(range(2, xc.ndim - 1)))
-  bmean = s1 / n  # [E, K, C]
-  bvar = jnp.maximum(s2 / n - jnp.square(bmean), 0.0)
+  bmean, bvar = _one_pass_moments(xc, tuple(range(2, xc.ndim - 1)))  # [E, K, C]
   mean = jnp.mean(bmean, axis=1)
   var = jnp.mean(bvar, axis=1) * (n / max(n - 1, 1))
   s = jnp.ones((e, c), jnp.float32) if scale is None else scale.astype(jnp.float32)
@@ -615,17 +621,21 @@ def _bn_recalibrating(x, k, b, *, eps, scale, bias):
   return y.astype(x.dtype), (mean, var)
 
 
+def _one_pass_moments(xf: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+  """Mean and biased variance over ``axes`` in one pass (E[x^2] - E[x]^2, as flax's fast variance)."""
+  n = math.prod(xf.shape[a] for a in axes)
+  s1, s2 = sum_many([xf, jnp.square(xf)], axes)
+  mean = s1 / n
+  return mean, jnp.maximum(s2 / n - jnp.square(mean), 0.0)
+
+
 def _bn_train_fwd_only(x, scale, bias, eps):
   axes = tuple(range(1, x.ndim - 1))
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   # Statistics in float32 even for low-precision activations.
   xf = x.astype(jnp.float32)
   if _CUSTOM_VJPS[0]:
-    # One pass for both moments (E[x^2] - E[x]^2, as flax's fast variance).
-    n = x.size // (x.shape[0] * x.shape[-1])
-    s1, s2 = sum_many([xf, jnp.square(xf)], axes)
-    bmean = s1 / n
-    bvar = jnp.maximum(s2 / n - jnp.square(bmean), 0.0)
+    bmean, bvar = _one_pass_moments(xf, axes)
   else:
     bmean = jnp.mean(xf, axis=axes)
     bvar = jnp.mean(jnp.square(xf - bmean.reshape(bshape)), axis=axes)

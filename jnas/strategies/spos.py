@@ -204,6 +204,23 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
   return fused if merge_val_batches and fuse_calibration else evaluate
 
 
+def pad_population(encodings: dict[str, np.ndarray], size: int) -> dict[str, jax.Array]:
+  """Stacked encodings padded (with copies of the first) to ``size`` rows, as float32 arrays.
+
+  A population evaluator compiles once per population size, so a shorter last
+  generation is padded to the full size; keep the first ``n`` outputs.
+
+  Example:
+    >>> pad_population({"normal": np.zeros((3, 14, 8))}, 5)["normal"].shape
+    (5, 14, 8)
+  """
+  n = next(iter(encodings.values())).shape[0]
+  if n > size:
+    raise ValueError(f"{n} encodings do not fit a population of {size}")
+  return {k: jnp.asarray(np.concatenate([v, np.repeat(v[:1], size - n, axis=0)])
+                         if n < size else v, jnp.float32) for k, v in encodings.items()}
+
+
 def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
                               bn_momentum: float = 0.9, merge_val_batches: bool = True,
                               fuse_calibration: bool = True
