@@ -78,7 +78,13 @@ def _materialize(x: jax.Array) -> jax.Array:
   elementwise chain that produces the input (batch-norm normalisation, the
   mixed-op sum, ReLU) into the consumer and recomputes it once per tap: up to
   25 times per conv, which made single fusions of the DARTS step take 0.5 s.
-  An optimization barrier makes XLA write the input to memory once.
+  An optimization barrier asks XLA to write the input to memory once.
+
+  Measured on jaxlib 0.10.2 (2026-12): XLA:CPU drops optimization barriers
+  before fusion, so this is a no-op there; the pads it wraps are written to
+  memory anyway, but a many-tap sum that is *not* followed by a reduction
+  does get fused into its consumers (and recomputed per consumer) despite a
+  barrier. Only a reduction reliably ends a fusion on XLA:CPU.
   """
   return lax.optimization_barrier(x)
 
