@@ -514,7 +514,7 @@ def batch_norm(
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   recal = _RECALIBRATION[0]
   if train and recal is not None:
-    recal.traced[0] += 1
+    recal.traced += 1
     return _bn_recalibrating(x, recal.calib_batches, recal.batch_size, eps=eps, scale=scale,
                              bias=bias)
   if train:
@@ -545,7 +545,7 @@ class _Recalibration:
 
   def __init__(self, calib_batches: int, batch_size: int):
     self.calib_batches, self.batch_size = calib_batches, batch_size
-    self.traced = [0]
+    self.traced = 0
 
 
 _RECALIBRATION: list[_Recalibration | None] = [None]
@@ -571,7 +571,8 @@ def recalibrating_batch_norm(calib_batches: int, batch_size: int):
   running statistics passed in are not read. It is a trace-time setting:
   what it changes is compiled into the functions traced inside it (a
   function already jitted and traced elsewhere replays its old trace). The
-  context yields a one-element list that counts the batch norms it traced.
+  context yields the active setting, whose ``traced`` counts the batch norms
+  traced inside it.
 
   Example:
     >>> x = jnp.arange(24.0).reshape(1, 6, 2, 2)
@@ -586,7 +587,7 @@ def recalibrating_batch_norm(calib_batches: int, batch_size: int):
   previous = _RECALIBRATION[0]
   _RECALIBRATION[0] = recal = _Recalibration(int(calib_batches), int(batch_size))
   try:
-    yield recal.traced
+    yield recal
   finally:
     _RECALIBRATION[0] = previous
 

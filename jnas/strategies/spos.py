@@ -164,9 +164,9 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
     k, b = calib_x.shape[:2]
     x = jnp.concatenate([calib_x.reshape((-1,) + calib_x.shape[2:]),
                          val_x.reshape((-1,) + val_x.shape[2:])])
-    with P.recalibrating_batch_norm(k, b) as traced:
+    with P.recalibrating_batch_norm(k, b) as recal:
       logits, _ = apply_fn(params, stats, encoding, x, True)
-    if not traced[0]:
+    if not recal.traced:
       raise ValueError(
           "fuse_calibration: apply_fn traced no batch norm inside recalibrating_batch_norm, so "
           "its batch norms would normalise the validation examples with calibration "
