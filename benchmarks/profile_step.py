@@ -10,7 +10,7 @@ totals by operation kind, split into forward (``fwd``) and backward
 (``bwd``, JAX's ``transpose``). This is how the optimisation barrier on tap
 inputs and the split-instead-of-slice change were found (see README,
 Benchmarks). ``--layers 2`` compiles in about a minute on 2 cores; the
-8-cell network takes several. ``--ndim 1`` profiles the MNIST-1D search step
+8-cell network takes about three. ``--ndim 1`` profiles the MNIST-1D search step
 (40x1 inputs) instead, and ``--seeds N`` the step ``benchmarks/seeds.py``
 vmaps over N searches. Both use the library-fusion setting ``jnas search``
 uses for the DARTS space (``jnas/utils/xla.py``).
@@ -111,12 +111,27 @@ def main(argv: list[str] | None = None) -> None:
   modules = sorted(glob.glob(f"{dump}/*jit_step*after_optimizations.txt"), key=os.path.getsize)
   hlo = open(modules[-1]).read() if modules else ""
 
-  def describe(name: str) -> tuple[str, str] | None:
-    m = re.search(r"\n\s*%" + re.escape(name) + r" = ([^\n]*)", hlo)
-    if not m:
-      return None
-    op = re.search(r'op_name="([^"]*)"', m.group(1))
-    return m.group(1).split(" ")[0][:40], (op.group(1) if op else "?").replace("jit(step)/", "")
+  # One pass over the HLO text: a regex search per kernel name over the
+  # whole module took more than 15 minutes for the 8-cell step.
+  described: dict[str, tuple[str, str, int]] = {}
+  shapes: dict[str, str] = {}
+  pending = []
+  for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = ([^\n]*)", hlo, re.MULTILINE):
+    name, rest = m.group(1), m.group(2)
+    head = re.match(r"(\(.*?\)|\S+) ([\w\-]+)\(([^)]*)\)", rest)
+    shapes.setdefault(name, head.group(1) if head else rest.split(" ")[0])
+    if name not in described:
+      op = re.search(r'op_name="([^"]*)"', rest)
+      described[name] = (rest.split(" ")[0][:40],
+                         (op.group(1) if op else "?").replace("jit(step)/", ""), 0)
+      pending.append((name, head.group(3) if head else ""))
+  for name, args in pending:  # bytes a kernel must move at least: operands + outputs
+    moved = _bytes(shapes[name]) + sum(_bytes(shapes.get(a, ""))
+                                       for a in re.findall(r"%([\w.\-]+)", args))
+    described[name] = described[name][:2] + (moved,)
+
+  def describe(name: str) -> tuple[str, str, int] | None:
+    return described.get(name)
 
   kinds: collections.Counter = collections.Counter()
   rows = []
@@ -124,15 +139,31 @@ def main(argv: list[str] | None = None) -> None:
     d = describe(name)
     if d is None:
       continue  # runtime bookkeeping, not a kernel
-    shape, op = d
-    rows.append((us, name, shape, op))
-    kinds[("bwd " if "transpose" in op else "fwd ") + op.split("/")[-1]] += us
-  print(f"\nslowest {args.top} kernels (ms, name, output, JAX op):")
-  for us, name, shape, op in rows[:args.top]:
-    print(f"{us / 1e3:8.1f}  {name[:32]:32s} {shape:40s} {op[-60:]}")
+    shape, op, moved = d
+    rows.append((us, name, shape, op, moved))
+    # "scope/op": the primitive's named scope (jnas.ops.primitives) and the XLA op.
+    kinds[("bwd " if "transpose" in op else "fwd ") + "/".join(op.split("/")[-2:])] += us
+  # GB/s: operand + output bytes over kernel time, a lower bound on the
+  # traffic; far below the machine's bandwidth means recomputation or poor code.
+  print(f"\nslowest {args.top} kernels (ms, GB/s, name, output, JAX op):")
+  for us, name, shape, op, moved in rows[:args.top]:
+    print(f"{us / 1e3:8.1f} {moved / us / 1e3:6.1f}  {name[:32]:32s} {shape:40s} {op[-60:]}")
   print("\nby operation kind (ms; kernels overlap on several cores):")
-  for kind, us in kinds.most_common(20):
+  for kind, us in kinds.most_common(40):
     print(f"{us / 1e3:8.1f}  {kind}")
+
+
+def _bytes(shape: str) -> int:
+  """Bytes of an HLO shape string such as ``f32[2,3]{1,0}`` or a tuple of them."""
+  sizes = {"f64": 8, "s64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2,
+           "s8": 1, "u8": 1, "pred": 1}
+  total = 0
+  for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    total += sizes.get(dtype, 4) * n
+  return total
 
 
 if __name__ == "__main__":

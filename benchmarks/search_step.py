@@ -48,8 +48,16 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument("--impl", default="auto", choices=["auto", "taps", "xla"])
   p.add_argument("--library-fusions", default="auto", choices=["auto", "on", "off"],
                  help="XLA:CPU YNNPACK library fusions (jnas/utils/xla.py); auto: off for 1-D")
+  p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
+                 help="extra XLA compile option, e.g. xla_cpu_prefer_vector_width=512 (repeatable)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
+  extra_options = {}
+  for item in args.xla_option:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      p.error(f"--xla-option wants KEY=VALUE, got {item!r}")
+    extra_options[key] = value
 
   import jax
   import jax.numpy as jnp
@@ -114,17 +122,22 @@ def main(argv: list[str] | None = None) -> dict:
 
   xla_options = compiler_options(args.library_fusions, ndim=args.ndim,
                                  space="fbnet" if args.strategy == "fbnet" else "darts")
+  if extra_options:
+    xla_options = {**(xla_options or {}), **extra_options}
   step = jax.jit(strat.step, donate_argnums=0, compiler_options=xla_options).lower(
       state, batches[0], batches[1]).compile()
   compile_s = time.perf_counter() - t0
   state, m = step(state, batches[0], batches[1])
   jax.block_until_ready(m)
   times = []
+  cpu0, wall0 = time.process_time(), time.perf_counter()
   for _ in range(args.steps):
     t0 = time.perf_counter()
     state, m = step(state, batches[0], batches[1])
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
+  # CPU seconds per wall second while stepping: how many cores the step keeps busy.
+  busy_cores = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
   try:
     device_peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
   except Exception:  # CPU backends may not report memory statistics
@@ -141,11 +154,13 @@ def main(argv: list[str] | None = None) -> dict:
       "images_per_s": args.batch / median,
       "min_s": min(times),
       "compile_s": compile_s,
+      "busy_cores": busy_cores,
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "device_peak_mb": None if device_peak is None else device_peak / 2**20,
       "supernet_params": count_params(s.params),
       "depthwise_impl": resolve_depthwise_impl(args.impl),
       "library_fusions": library_fusions_label(xla_options),
+      "xla_options": extra_options,
       "device": str(jax.devices()[0].device_kind),
       "backend": jax.default_backend(),
       "jax": jax.__version__,
