@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> None:
       described[name] = (rest.split(" ")[0][:40],
                          (op.group(1) if op else "?").replace("jit(step)/", ""), 0)
       pending.append((name, head.group(3) if head else ""))
-  for name, args in pending:  # bytes a kernel must move at least: operands + outputs
+  for name, operands in pending:  # bytes a kernel must move at least: operands + outputs
     moved = _bytes(shapes[name]) + sum(_bytes(shapes.get(a, ""))
-                                       for a in re.findall(r"%([\w.\-]+)", args))
+                                       for a in re.findall(r"%([\w.\-]+)", operands))
     described[name] = described[name][:2] + (moved,)
 
   def describe(name: str) -> tuple[str, str, int] | None:
@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
   print(f"\nslowest {args.top} kernels (ms, GB/s, name, output, JAX op):")
   for us, name, shape, op, moved in rows[:args.top]:
     print(f"{us / 1e3:8.1f} {moved / us / 1e3:6.1f}  {name[:32]:32s} {shape:40s} {op[-60:]}")
+  total_us = sum(r[0] for r in rows)
+  total_bytes = sum(r[4] for r in rows)
+  print(f"\nall kernels: {total_us / 1e6:.2f} s of kernel time, at least "
+        f"{total_bytes / 1e9:.1f} GB moved ({total_bytes / total_us / 1e3:.1f} GB/s per kernel-second)")
   print("\nby operation kind (ms; kernels overlap on several cores):")
   for kind, us in kinds.most_common(40):
     print(f"{us / 1e3:8.1f}  {kind}")
