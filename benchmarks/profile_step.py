@@ -143,8 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     rows.append((us, name, shape, op, moved))
     # "scope/op": the primitive's named scope (jnas.ops.primitives) and the XLA op.
     kinds[("bwd " if "transpose" in op else "fwd ") + "/".join(op.split("/")[-2:])] += us
-  # GB/s: operand + output bytes over kernel time, a lower bound on the
-  # traffic; far below the machine's bandwidth means recomputation or poor code.
+  # GB/s: operand + output bytes over kernel time. Low figures flag slow code,
+  # but also fusions that compute their producers inline (no operand bytes),
+  # which can be the efficient form: replacing the broadcast-gradient
+  # reduce_sums (2-7 GB/s here) by dots made the 8-cell step slower.
   print(f"\nslowest {args.top} kernels (ms, GB/s, name, output, JAX op):")
   for us, name, shape, op, moved in rows[:args.top]:
     print(f"{us / 1e3:8.1f} {moved / us / 1e3:6.1f}  {name[:32]:32s} {shape:40s} {op[-60:]}")

@@ -217,6 +217,9 @@ def sum_many(terms: Sequence[jax.Array], axes: tuple[int, ...]) -> list[jax.Arra
   XLA:CPU runs each ``jnp.sum`` as its own loop over memory and does not merge
   sibling reductions; one variadic ``lax.reduce`` reads every input in the same
   loop, which for the depthwise weight gradient (9 or 25 taps) is 4-7x faster.
+  When the sum keeps the last (channel) axis, the most major reduced axis is
+  summed out first and the small remainder second (two passes, the first
+  over long contiguous runs): 5x faster for batch-norm statistics.
   Not differentiable: use it inside hand-written backward passes, or when
   custom VJPs are on (see :func:`forward_mode_compatible`).
 
