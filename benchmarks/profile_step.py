@@ -31,6 +31,7 @@ import collections
 import glob
 import gzip
 import json
+import math
 import os
 import re
 import sys
@@ -113,30 +114,25 @@ def main(argv: list[str] | None = None) -> None:
 
   # One pass over the HLO text: a regex search per kernel name over the
   # whole module took more than 15 minutes for the 8-cell step.
-  described: dict[str, tuple[str, str, int]] = {}
-  shapes: dict[str, str] = {}
-  pending = []
+  first: dict[str, tuple[str, str, str]] = {}  # name -> (shape, metadata line, operand list)
   for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = ([^\n]*)", hlo, re.MULTILINE):
-    name, rest = m.group(1), m.group(2)
-    head = re.match(r"(\(.*?\)|\S+) ([\w\-]+)\(([^)]*)\)", rest)
-    shapes.setdefault(name, head.group(1) if head else rest.split(" ")[0])
-    if name not in described:
-      op = re.search(r'op_name="([^"]*)"', rest)
-      described[name] = (rest.split(" ")[0][:40],
-                         (op.group(1) if op else "?").replace("jit(step)/", ""), 0)
-      pending.append((name, head.group(3) if head else ""))
-  for name, operands in pending:  # bytes a kernel must move at least: operands + outputs
-    moved = _bytes(shapes[name]) + sum(_bytes(shapes.get(a, ""))
-                                       for a in re.findall(r"%([\w.\-]+)", operands))
-    described[name] = described[name][:2] + (moved,)
-
-  def describe(name: str) -> tuple[str, str, int] | None:
-    return described.get(name)
+    if m.group(1) not in first:
+      head = re.match(r"(\(.*?\)|\S+) [\w\-]+\(([^)]*)\)", m.group(2))
+      first[m.group(1)] = (head.group(1) if head else m.group(2).split(" ")[0], m.group(2),
+                           head.group(2) if head else "")
+  described: dict[str, tuple[str, str, int]] = {}
+  for name, (shape, rest, operands) in first.items():
+    op = re.search(r'op_name="([^"]*)"', rest)
+    # Bytes a kernel must move at least: its operands and outputs.
+    moved = _bytes(shape) + sum(_bytes(first[a][0]) for a in re.findall(r"%([\w.\-]+)", operands)
+                                if a in first)
+    described[name] = (rest.split(" ")[0][:40],
+                       (op.group(1) if op else "?").replace("jit(step)/", ""), moved)
 
   kinds: collections.Counter = collections.Counter()
   rows = []
   for name, us in durations.most_common():
-    d = describe(name)
+    d = described.get(name)
     if d is None:
       continue  # runtime bookkeeping, not a kernel
     shape, op, moved = d
@@ -150,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
   print(f"\nslowest {args.top} kernels (ms, GB/s, name, output, JAX op):")
   for us, name, shape, op, moved in rows[:args.top]:
     print(f"{us / 1e3:8.1f} {moved / us / 1e3:6.1f}  {name[:32]:32s} {shape:40s} {op[-60:]}")
-  total_us = sum(r[0] for r in rows)
+  total_us = max(sum(r[0] for r in rows), 1)
   total_bytes = sum(r[4] for r in rows)
   print(f"\nall kernels: {total_us / 1e6:.2f} s of kernel time, at least "
         f"{total_bytes / 1e9:.1f} GB moved ({total_bytes / total_us / 1e3:.1f} GB/s per kernel-second)")
@@ -163,13 +159,8 @@ def _bytes(shape: str) -> int:
   """Bytes of an HLO shape string such as ``f32[2,3]{1,0}`` or a tuple of them."""
   sizes = {"f64": 8, "s64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2,
            "s8": 1, "u8": 1, "pred": 1}
-  total = 0
-  for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
-    n = 1
-    for d in filter(None, dims.split(",")):
-      n *= int(d)
-    total += sizes.get(dtype, 4) * n
-  return total
+  return sum(sizes.get(dtype, 4) * math.prod(int(d) for d in filter(None, dims.split(",")))
+             for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape))
 
 
 if __name__ == "__main__":

@@ -232,16 +232,15 @@ def sum_many(terms: Sequence[jax.Array], axes: tuple[int, ...]) -> list[jax.Arra
   axes = tuple(sorted(a % terms[0].ndim for a in axes))
   if (len(axes) > 1 and terms[0].ndim - 1 not in axes
       and len(terms) <= _TWO_STAGE_MAX_TERMS):
-    # Reductions that keep the minor (channel) axis run at about 2 GB/s on
-    # XLA:CPU. Summing out the most major axis first keeps every other axis
-    # as the contiguous kept run and goes 5x faster; the rest is then small.
+    # Kept-channel reductions run at about 2 GB/s on XLA:CPU (see docstring).
     partial = _variadic_sum(terms, axes[:1])
     return _variadic_sum(partial, tuple(a - 1 for a in axes[1:]))
   return _variadic_sum(terms, axes)
 
 
 # Above this many terms (the 5x5 depthwise weight gradient's 25) the two-stage
-# form's partial sums cost more than they save (measured on XLA:CPU).
+# form's partial sums cost more than they save (measured in isolation on
+# XLA:CPU: 27 -> 44 ms); for 9 terms it measured 19 -> 9.5 ms.
 _TWO_STAGE_MAX_TERMS = 9
 
 
