@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
                  help="2: size x size x 3 images; 1: sequences of length size, 1 channel "
                       "(the MNIST-1D config: --ndim 1 --size 40 --C 8 --layers 3 --batch 64)")
   p.add_argument("--steps", type=int, default=5)
-  p.add_argument("--impl", default="auto", choices=["auto", "taps", "xla"])
+  p.add_argument("--impl", default="auto", choices=["auto", "taps", "native", "xla"])
   p.add_argument("--library-fusions", default="auto", choices=["auto", "on", "off"],
                  help="XLA:CPU YNNPACK library fusions (jnas/utils/xla.py); auto: off for 1-D")
   p.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",

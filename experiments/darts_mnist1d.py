@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.space.num_nodes = 4
 
   c.model = ml_collections.ConfigDict()
-  c.model.depthwise_impl = "auto"  # taps on CPU, XLA grouped conv on GPU/TPU
+  c.model.depthwise_impl = "auto"  # native C++ kernels on CPU (taps without a compiler), XLA grouped conv on GPU/TPU
   # XLA:CPU's YNNPACK library fusions: "auto" turns them off for the DARTS space on 1-D inputs,
   # where they slow jnas's small kernels (jnas/utils/xla.py has the measurements).
   c.model.cpu_library_fusions = "auto"

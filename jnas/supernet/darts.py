@@ -102,12 +102,18 @@ class MixedEdges(nnx.Module):
     """Every non-``none`` candidate's output ``[E, B, *S_out, C]``, by op name."""
     outs: dict[str, jax.Array] = {}
     if self.conv_ops:
-      r = jax.nn.relu(x)
-      h = _stack([dw(r) for dw in self.dw1])
+      h = P.depthwise_multi(x, [dw.w.get_value().astype(x.dtype) for dw in self.dw1],
+                            kernels=[dw.kernel for dw in self.dw1],
+                            dilations=[dw.dilation for dw in self.dw1], stride=self.stride,
+                            shared=True, relu=True, impl=self.impl)
       h = self.bn1(self.pw1(h), train=train)
       outs.update(zip(self.conv_ops, _unstack(h, len(self.conv_ops))))
       if self.sep_ops:
-        h2 = _stack([dw(jax.nn.relu(outs[name])) for dw, name in zip(self.dw2, self.sep_ops)])
+        h2 = P.depthwise_multi(_stack([outs[name] for name in self.sep_ops]),
+                               [dw.w.get_value().astype(x.dtype) for dw in self.dw2],
+                               kernels=[dw.kernel for dw in self.dw2],
+                               dilations=[dw.dilation for dw in self.dw2], shared=False,
+                               relu=True, impl=self.impl)
         h2 = self.bn2(self.pw2(h2), train=train)
         outs.update(zip(self.sep_ops, _unstack(h2, len(self.sep_ops))))
     if self.pool_ops:

@@ -1,0 +1,157 @@
+"""Native XLA:CPU kernels (C++ through the XLA FFI), built on first use.
+
+jnas's depthwise convolutions on CPU are written in JAX as sums of shifted
+slices (``impl="taps"``). XLA:CPU fuses those into large loops that take long
+to compile, and with the stacked candidates of a DARTS mixed op they run at a
+fraction of the memory bandwidth. ``depthwise.cc`` computes the same
+convolutions, forward, input gradient and weight gradient, for several kernels
+at once (the conv candidates of a mixed op) with ReLU folded into the input:
+see :func:`jnas.ops.primitives.depthwise_multi`.
+
+The source is compiled with the system's C++ compiler (``$CXX``, else ``c++``
+or ``g++``) against the XLA FFI headers that jaxlib ships, the first time a
+process asks for it; the shared library is cached under
+``$JNAS_CACHE_DIR/native`` (default ``~/.cache/jnas/native``), keyed by the
+source, the compiler flags, jaxlib's version and the CPU, so later processes
+load it in milliseconds. Without a compiler, on another backend, or with
+``JNAS_NATIVE=0`` in the environment, :func:`available` is ``False`` and jnas
+uses the pure-JAX forms, which give the same numbers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import jax
+
+_SOURCE = Path(__file__).with_name("depthwise.cc")
+_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+#: FFI target names, by the C++ handler symbol they are bound to.
+TARGETS = {"jnas_depthwise_fwd": "JnasDepthwiseFwd", "jnas_depthwise_dx": "JnasDepthwiseDx",
+           "jnas_depthwise_dw": "JnasDepthwiseDw"}
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+
+
+def _cpu_model() -> str:
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+  for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+    if name and shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def cache_dir() -> Path:
+  """Where built libraries are kept: ``$JNAS_CACHE_DIR/native`` or ``~/.cache/jnas/native``."""
+  root = os.environ.get("JNAS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                          "jnas")
+  return Path(root) / "native"
+
+
+def build(force: bool = False) -> Path:
+  """Compiles ``depthwise.cc`` (unless a matching build is cached) and returns the library path.
+
+  Raises:
+    RuntimeError: no C++ compiler was found, or compilation failed (the
+      compiler's message is included).
+
+  Example:
+    >>> path = build()  # doctest: +SKIP
+    >>> path.suffix
+    '.so'
+  """
+  import jaxlib
+
+  cxx = _compiler()
+  if cxx is None:
+    raise RuntimeError("no C++ compiler found (set $CXX, or install g++/clang++)")
+  source = _SOURCE.read_bytes()
+  key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS).encode(), cxx.encode(),
+                                   jaxlib.__version__.encode(), _cpu_model().encode()]))
+  out = cache_dir() / f"jnas_native_{key.hexdigest()[:16]}.so"
+  if out.exists() and not force:
+    return out
+  out.parent.mkdir(parents=True, exist_ok=True)
+  # Build to a private name, then rename: concurrent processes (pytest workers) never see a
+  # half-written library.
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+  os.close(fd)
+  cmd = [cxx, *_FLAGS, "-I", jax.ffi.include_dir(), str(_SOURCE), "-o", tmp]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode != 0:
+    os.unlink(tmp)
+    raise RuntimeError(f"compiling {_SOURCE.name} failed: {proc.stderr.strip()[-2000:]}")
+  os.replace(tmp, out)
+  return out
+
+
+def available() -> bool:
+  """Whether the native kernels are built, loaded and registered with XLA:CPU.
+
+  The first call in a process builds or loads the library (see the module
+  docstring); a failure is reported once as a warning and the answer stays
+  ``False``. ``JNAS_NATIVE=0`` turns the kernels off.
+
+  Example:
+    >>> isinstance(available(), bool)
+    True
+  """
+  with _LOCK:
+    if "ok" in _STATE:
+      return bool(_STATE["ok"])
+    _STATE["ok"] = False
+    if os.environ.get("JNAS_NATIVE", "1") == "0" or jax.default_backend() != "cpu":
+      return False
+    try:
+      lib = ctypes.CDLL(str(build()))
+      for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                    platform="cpu")
+    except (RuntimeError, OSError, AttributeError) as e:
+      warnings.warn(f"jnas native CPU kernels unavailable, using the pure-JAX forms: {e}",
+                    RuntimeWarning, stacklevel=2)
+      return False
+    _STATE["lib"] = lib  # keeps the library loaded for the process's lifetime
+    _STATE["ok"] = True
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _attrs(nd: int, stride: int, shared: bool, relu: bool, kernels: tuple[int, ...],
+           dilations: tuple[int, ...]) -> tuple[tuple[str, object], ...]:
+  import numpy as np
+
+  return (("nd", np.int64(nd)), ("stride", np.int64(stride)), ("shared", np.int64(shared)),
+          ("relu", np.int64(relu)), ("kernels", np.asarray(kernels, np.int64)),
+          ("dilations", np.asarray(dilations, np.int64)))
+
+
+def call(target: str, result: jax.ShapeDtypeStruct, *args: jax.Array, nd: int, stride: int,
+         shared: bool, relu: bool, kernels: tuple[int, ...],
+         dilations: tuple[int, ...]) -> jax.Array:
+  """Calls one of :data:`TARGETS` (``available()`` must be ``True``).
+
+  Leading axes that ``jax.vmap`` adds are passed to the kernel, which treats
+  every leading index as an independent problem (``vmap_method="broadcast_all"``).
+  """
+  attrs = dict(_attrs(nd, stride, bool(shared), bool(relu), tuple(kernels), tuple(dilations)))
+  return jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")(*args, **attrs)

@@ -1,0 +1,97 @@
+"""The native XLA:CPU depthwise kernels (jnas.ops.native) against the pure-JAX forms."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jnas.ops import native
+from jnas.ops import primitives as P
+
+needs_native = pytest.mark.skipif(not native.available(),
+                                  reason="native kernels unavailable (no C++ compiler?)")
+
+
+def _loss(x, ws, impl, **kw):
+  y = P.depthwise_multi(x, ws, impl=impl, **kw)
+  return jnp.sum(jnp.sin(y)), y
+
+
+@needs_native
+@pytest.mark.parametrize("ndim, stride, shared", [(1, 1, True), (2, 2, True), (2, 1, False),
+                                                  (1, 2, False)])
+def test_multi_depthwise_matches_taps_with_gradients_and_vmap(ndim, stride, shared):
+  # The DARTS mixed op's two uses: four kernels on one input, or one kernel per input block.
+  kernels, dilations = ((3, 5, 3, 5), (1, 1, 2, 2)) if shared else ((3, 5), (1, 1))
+  e, k = 2, len(kernels)
+  key = jax.random.key(0)
+  x = jax.random.normal(key, ((e if shared else k * e), 2) + (7,) * ndim + (8,))
+  ws = [jax.random.normal(jax.random.fold_in(key, q), (e, kk**ndim, 8))
+        for q, kk in enumerate(kernels)]
+  kw = dict(kernels=kernels, dilations=dilations, stride=stride, shared=shared, relu=True)
+  grad = lambda impl: jax.value_and_grad(  # noqa: E731
+      lambda x, ws: _loss(x, ws, impl, **kw), argnums=(0, 1), has_aux=True)
+  (_, y_taps), g_taps = jax.jit(grad("taps"))(x, ws)
+  (_, y_nat), g_nat = jax.jit(grad("native"))(x, ws)
+  assert y_nat.shape == (k * e, 2) + ((7 - 1) // stride + 1,) * ndim + (8,)
+  np.testing.assert_allclose(y_nat, y_taps, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5), g_nat, g_taps)
+  # vmap adds a leading axis that the kernels treat as independent problems: the batched
+  # call equals one call per problem.
+  xs, wss = jnp.stack([x, -0.5 * x]), [jnp.stack([w, 2 * w]) for w in ws]
+  batched = jax.jit(jax.vmap(lambda a, b: grad("native")(a, b)[1]))(xs, wss)
+  for i in range(2):
+    one = jax.jit(grad("native"))(xs[i], [w[i] for w in wss])[1]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-6),
+                 batched, one)
+
+
+@needs_native
+def test_single_depthwise_conv_native_odd_channels():
+  # 12 channels take the kernels' generic (not channel-specialised) loops.
+  x = jax.random.normal(jax.random.key(0), (2, 3, 7, 6, 12))
+  w = jax.random.normal(jax.random.key(1), (2, 25, 12))
+  f = lambda x, w, impl: jnp.sum(jnp.cos(P.depthwise_conv(  # noqa: E731
+      x, w, kernel=5, dilation=2, stride=2, impl=impl)))
+  a = jax.jit(jax.grad(f, argnums=(0, 1)), static_argnums=2)(x, w, "native")
+  b = jax.jit(jax.grad(f, argnums=(0, 1)), static_argnums=2)(x, w, "taps")
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=2e-5), a, b)
+
+
+def test_auto_picks_native_on_cpu():
+  # The supernet tests (tests/test_supernet.py) then check the native path's gradients against
+  # plain autodiff, which forward_mode_compatible() traces through the pure-JAX forms.
+  assert P.resolve_depthwise_impl("auto") == ("native" if native.available() else "taps")
+  with P.forward_mode_compatible():
+    assert not P._native_ok(jnp.ones((1, 1, 3, 2)))
+
+
+def test_multi_depthwise_bad_shapes_name_the_problem():
+  x = jnp.ones((2, 1, 6, 6, 4))
+  with pytest.raises(ValueError, match="one kernel size and dilation per weight array"):
+    P.depthwise_multi(x, [jnp.ones((2, 9, 4))], kernels=(3, 5), dilations=(1, 1))
+  with pytest.raises(ValueError, match="edge rows"):
+    P.depthwise_multi(x, [jnp.ones((2, 9, 4))] * 2, kernels=(3, 3), dilations=(1, 1),
+                      shared=False)
+  with pytest.raises(ValueError, match="depthwise weights have shape"):
+    P.depthwise_multi(x, [jnp.ones((2, 25, 4))], kernels=(3,), dilations=(1,))
+
+
+def test_native_off_by_environment_falls_back_to_taps():
+  env = {**os.environ, "JNAS_NATIVE": "0", "JAX_PLATFORMS": "cpu"}
+  code = ("from jnas.ops import native, primitives as P; "
+          "print(native.available(), P.resolve_depthwise_impl('native'))")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       check=True).stdout.split()
+  assert out == ["False", "taps"]
+
+
+def test_build_without_compiler_is_a_clear_error(monkeypatch):
+  monkeypatch.setenv("CXX", "/nonexistent/c++")
+  monkeypatch.setattr(native.shutil, "which", lambda name: None)
+  with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+    native.build()
