@@ -62,6 +62,24 @@ def test_single_depthwise_conv_native_odd_channels():
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=2e-5), a, b)
 
 
+@needs_native
+@pytest.mark.parametrize("ndim, stride", [(1, 2), (2, 1), (2, 2)])
+def test_pool_multi_matches_pool_with_ties(ndim, stride):
+  x = jax.random.normal(jax.random.key(0), (2, 2) + (7,) * ndim + (16,))
+  x = P.pool(x, "max")  # chained max pools make exact ties
+  kinds = ("max", "avg")
+  f = lambda impl: lambda x: jnp.sum(jnp.sin(  # noqa: E731
+      P.pool_multi(x, kinds, stride=stride, impl=impl)))
+  (v_n, g_n), (v_t, g_t) = (jax.jit(jax.value_and_grad(f(i)))(x) for i in ("native", "taps"))
+  np.testing.assert_allclose(v_n, v_t, rtol=1e-6)
+  # Ties route the gradient to the same (first maximal) input as the pure-JAX max pool.
+  np.testing.assert_allclose(g_n, g_t, rtol=1e-6, atol=1e-6)
+  batched = jax.jit(jax.vmap(jax.grad(f("native"))))(jnp.stack([x, -x]))
+  np.testing.assert_allclose(batched[1], jax.jit(jax.grad(f("native")))(-x), atol=1e-7)
+  with pytest.raises(ValueError, match="unknown pool kind 'min'"):
+    P.pool_multi(x, ("min",))
+
+
 def test_auto_picks_native_on_cpu():
   # The supernet tests (tests/test_supernet.py) then check the native path's gradients against
   # plain autodiff, which forward_mode_compatible() traces through the pure-JAX forms.

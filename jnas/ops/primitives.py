@@ -518,16 +518,22 @@ def pointwise_conv(x: jax.Array, w: jax.Array) -> jax.Array:
   return y.reshape(x.shape[:-1] + (w.shape[-1],))
 
 
-def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Array:
+def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1,
+         impl: DepthwiseImpl | None = None) -> jax.Array:
   """'Same'-padded max or average pooling over the spatial axes.
 
   Average pooling divides by the number of real (non-padding) inputs under the
-  window, as DARTS does (``count_include_pad=False``).
+  window, as DARTS does (``count_include_pad=False``). Max pooling sends each
+  window's gradient to its first maximal input. ``impl`` picks as for
+  :func:`depthwise_conv`: ``"native"`` (the CPU default) runs jnas's C++
+  kernels, anything else the pure-JAX forms below.
 
   Example:
     >>> pool(jnp.ones((1, 1, 4, 4, 2)), "avg").shape
     (1, 1, 4, 4, 2)
   """
+  if kind in _POOL_CODES and resolve_depthwise_impl(impl) == "native" and _native_ok(x):
+    return _pool_native(x, (_POOL_CODES[kind],), kernel, stride)
   if kind == "max":
     if _CUSTOM_VJPS[0]:
       return _max_pool(x, kernel, stride)
@@ -545,6 +551,53 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1) -> jax.Ar
       count = count + v
     return total / count
   raise ValueError(f"unknown pool kind {kind!r} (known: avg, max)")
+
+
+_POOL_CODES = {"max": 0, "avg": 1}
+
+
+def pool_multi(x: jax.Array, kinds: Sequence[str], *, kernel: int = 3, stride: int = 1,
+               impl: DepthwiseImpl | None = None) -> jax.Array:
+  """Several :func:`pool` kinds of one input, stacked: ``[len(kinds) * E, B, *S_out, C]``.
+
+  Block ``p`` (rows ``p*E .. (p+1)*E``) is ``pool(x, kinds[p])``. On CPU the
+  native kernels (:mod:`jnas.ops.native`) compute all kinds in one pass over
+  the input and their input gradients in one more; elsewhere (or without the
+  kernels) this stacks :func:`pool` results, with the same numbers. ``impl``
+  picks as for :func:`depthwise_conv` (``"native"`` or not).
+
+  Example:
+    >>> pool_multi(jnp.ones((2, 1, 4, 4, 3)), ("max", "avg"), stride=2).shape
+    (4, 1, 2, 2, 3)
+  """
+  kinds = tuple(kinds)
+  unknown = [k for k in kinds if k not in _POOL_CODES]
+  if not kinds or unknown:
+    raise ValueError(f"unknown pool kind {unknown[0] if unknown else None!r} (known: avg, max)")
+  if resolve_depthwise_impl(impl) == "native" and _native_ok(x):
+    return _pool_native(x, tuple(_POOL_CODES[k] for k in kinds), kernel, stride)
+  outs = [pool(x, k, kernel=kernel, stride=stride, impl=impl) for k in kinds]
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _pool_native(x, codes, kernel, stride):
+  with jax.named_scope("pool"):
+    return native.call("jnas_pool_fwd", _native_out_shape(x, len(codes), x.shape[0], stride), x,
+                       nd=spatial_ndim(x), stride=stride, kernel=kernel, kinds=codes)
+
+
+def _pool_native_fwd(x, codes, kernel, stride):
+  return _pool_native(x, codes, kernel, stride), x
+
+
+def _pool_native_bwd(codes, kernel, stride, x, g):
+  with jax.named_scope("pool_dx"):
+    return (native.call("jnas_pool_dx", jax.ShapeDtypeStruct(x.shape, x.dtype), g, x,
+                        nd=spatial_ndim(x), stride=stride, kernel=kernel, kinds=codes),)
+
+
+_pool_native.defvjp(_pool_native_fwd, _pool_native_bwd)
 
 
 _CUSTOM_VJPS: list[bool] = [True]

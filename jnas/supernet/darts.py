@@ -117,7 +117,8 @@ class MixedEdges(nnx.Module):
         h2 = self.bn2(self.pw2(h2), train=train)
         outs.update(zip(self.sep_ops, _unstack(h2, len(self.sep_ops))))
     if self.pool_ops:
-      h = _stack([P.pool(x, POOL_KINDS[p], stride=self.stride) for p in self.pool_ops])
+      h = P.pool_multi(x, [POOL_KINDS[p] for p in self.pool_ops], stride=self.stride,
+                       impl=self.impl)
       h = self.pool_bn(h, train=train)
       outs.update(zip(self.pool_ops, _unstack(h, len(self.pool_ops))))
     if self.skip is not None:

@@ -3,10 +3,11 @@
 jnas's depthwise convolutions on CPU are written in JAX as sums of shifted
 slices (``impl="taps"``). XLA:CPU fuses those into large loops that take long
 to compile, and with the stacked candidates of a DARTS mixed op they run at a
-fraction of the memory bandwidth. ``depthwise.cc`` computes the same
+fraction of the memory bandwidth. ``cpu_kernels.cc`` computes the same
 convolutions, forward, input gradient and weight gradient, for several kernels
-at once (the conv candidates of a mixed op) with ReLU folded into the input:
-see :func:`jnas.ops.primitives.depthwise_multi`.
+at once (the conv candidates of a mixed op) with ReLU folded into the input
+(:func:`jnas.ops.primitives.depthwise_multi`), and max and average pooling
+with their input gradient (:func:`jnas.ops.primitives.pool_multi`).
 
 The source is compiled with the system's C++ compiler (``$CXX``, else ``c++``
 or ``g++``) against the XLA FFI headers that jaxlib ships, the first time a
@@ -21,7 +22,6 @@ uses the pure-JAX forms, which give the same numbers.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
@@ -33,12 +33,14 @@ import warnings
 from pathlib import Path
 
 import jax
+import numpy as np
 
-_SOURCE = Path(__file__).with_name("depthwise.cc")
+_SOURCE = Path(__file__).with_name("cpu_kernels.cc")
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 #: FFI target names, by the C++ handler symbol they are bound to.
 TARGETS = {"jnas_depthwise_fwd": "JnasDepthwiseFwd", "jnas_depthwise_dx": "JnasDepthwiseDx",
-           "jnas_depthwise_dw": "JnasDepthwiseDw"}
+           "jnas_depthwise_dw": "JnasDepthwiseDw", "jnas_pool_fwd": "JnasPoolFwd",
+           "jnas_pool_dx": "JnasPoolDx"}
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 
@@ -68,7 +70,7 @@ def cache_dir() -> Path:
 
 
 def build(force: bool = False) -> Path:
-  """Compiles ``depthwise.cc`` (unless a matching build is cached) and returns the library path.
+  """Compiles ``cpu_kernels.cc`` (unless a matching build is cached) and returns the library path.
 
   Raises:
     RuntimeError: no C++ compiler was found, or compilation failed (the
@@ -135,23 +137,24 @@ def available() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
-def _attrs(nd: int, stride: int, shared: bool, relu: bool, kernels: tuple[int, ...],
-           dilations: tuple[int, ...]) -> tuple[tuple[str, object], ...]:
-  import numpy as np
-
-  return (("nd", np.int64(nd)), ("stride", np.int64(stride)), ("shared", np.int64(shared)),
-          ("relu", np.int64(relu)), ("kernels", np.asarray(kernels, np.int64)),
-          ("dilations", np.asarray(dilations, np.int64)))
+def _attr(value: object) -> object:
+  if isinstance(value, (bool, int)):
+    return np.int64(value)
+  return np.asarray(value, np.int64)
 
 
-def call(target: str, result: jax.ShapeDtypeStruct, *args: jax.Array, nd: int, stride: int,
-         shared: bool, relu: bool, kernels: tuple[int, ...],
-         dilations: tuple[int, ...]) -> jax.Array:
+def call(target: str, result: jax.ShapeDtypeStruct, *args: jax.Array, **attrs: object
+         ) -> jax.Array:
   """Calls one of :data:`TARGETS` (``available()`` must be ``True``).
 
-  Leading axes that ``jax.vmap`` adds are passed to the kernel, which treats
-  every leading index as an independent problem (``vmap_method="broadcast_all"``).
+  Integer (and boolean) attributes go to the kernel as int64, sequences as
+  int64 arrays. Leading axes that ``jax.vmap`` adds are passed to the
+  kernels, which treat every leading index as an independent problem
+  (``vmap_method="broadcast_all"``).
+
+  Example:
+    >>> y = call("jnas_pool_fwd", jax.ShapeDtypeStruct((1, 1, 4, 2), jnp.float32),
+    ...          jnp.ones((1, 1, 4, 2)), nd=1, stride=1, kernel=3, kinds=(0,))  # doctest: +SKIP
   """
-  attrs = dict(_attrs(nd, stride, bool(shared), bool(relu), tuple(kernels), tuple(dilations)))
-  return jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")(*args, **attrs)
+  return jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")(
+      *args, **{k: _attr(v) for k, v in attrs.items()})

@@ -1,4 +1,4 @@
-// Depthwise convolutions for XLA:CPU through the XLA FFI (jnas.ops.native).
+// Depthwise convolutions and pooling for XLA:CPU through the XLA FFI (jnas.ops.native).
 //
 // XLA:CPU has no fast grouped convolution, and the tap-sum form that jnas
 // writes in JAX compiles into large fusions (slow to compile, and for small
@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -354,6 +355,165 @@ ffi::Error DwImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ff
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------
+// 3x3-style 'same'-padded pooling, max and average, for several pool kinds of
+// one input at once (a mixed op's pool candidates):
+//   x: [*lead, E, B, *S, C] -> y: [*lead, P*E, B, *So, C], block p*E+e = pool_p(x[e]).
+// Max ignores padding and routes each window's gradient to its first maximal
+// input (row-major tap order); average divides by the number of real inputs
+// under the window (count_include_pad=False), as DARTS does.
+
+struct PoolGeometry {
+  int64_t nd, lead_n, e, b, h, w, c, ho, wo, stride, kernel;
+  std::vector<int64_t> kinds;  // 0: max, 1: avg
+};
+
+ffi::Error MakePoolGeometry(ffi::AnyBuffer::Dimensions xd, int64_t nd, int64_t stride,
+                            int64_t kernel, ffi::Span<const int64_t> kinds, PoolGeometry* g) {
+  const int64_t rank = xd.size(), lead = rank - (nd + 3);
+  if (nd < 1 || nd > 2 || lead < 0) return ffi::Error::InvalidArgument("jnas pool: bad rank");
+  if (kernel < 1 || kernel % 2 == 0 || stride < 1 || kinds.size() == 0)
+    return ffi::Error::InvalidArgument("jnas pool: bad kernel/stride/kinds");
+  g->nd = nd;
+  g->lead_n = 1;
+  for (int64_t i = 0; i < lead; ++i) g->lead_n *= xd[i];
+  g->e = xd[lead];
+  g->b = xd[lead + 1];
+  g->h = nd == 2 ? xd[lead + 2] : 1;
+  g->w = xd[lead + 1 + nd];
+  g->c = xd[rank - 1];
+  g->stride = stride;
+  g->kernel = kernel;
+  g->kinds.assign(kinds.begin(), kinds.end());
+  for (int64_t k : g->kinds)
+    if (k != 0 && k != 1) return ffi::Error::InvalidArgument("jnas pool: kinds are 0 (max), 1 (avg)");
+  g->ho = nd == 2 ? OutSize(g->h, stride) : 1;
+  g->wo = OutSize(g->w, stride);
+  return ffi::Error::Success();
+}
+
+// In-bounds window rows [*lo, *hi) (as input coordinates) of output position o.
+inline void Window(int64_t o, int64_t s, int64_t k, int64_t n, int64_t* lo, int64_t* hi) {
+  const int64_t p = (k - 1) / 2, start = o * s - p;
+  *lo = std::max<int64_t>(start, 0);
+  *hi = std::min<int64_t>(start + k, n);
+}
+
+template <int64_t CC, typename Pool>
+void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
+  const int64_t c = g.c, np = g.kinds.size(), units = g.lead_n * g.e * g.b;
+  const int64_t kh = g.nd == 2 ? g.kernel : 1;
+  ParallelFor(pool, units, [&](int64_t u) {
+    const int64_t bi = u % g.b, ei = (u / g.b) % g.e, n = u / (g.b * g.e);
+    const float* xs = x + ((n * g.e + ei) * g.b + bi) * g.h * g.w * c;
+    for (int64_t q = 0; q < np; ++q) {
+      float* ys = y + ((n * np * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
+      const bool is_max = g.kinds[q] == 0;
+      for (int64_t ho = 0; ho < g.ho; ++ho) {
+        int64_t r0, r1;
+        Window(ho, g.stride, kh, g.h, &r0, &r1);
+        for (int64_t wo = 0; wo < g.wo; ++wo) {
+          int64_t c0, c1;
+          Window(wo, g.stride, g.kernel, g.w, &c0, &c1);
+          float* out = ys + (ho * g.wo + wo) * c;
+          const int64_t cn = CC > 0 ? CC : c;
+          for (int64_t ch = 0; ch < cn; ++ch)
+            out[ch] = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+          for (int64_t r = r0; r < r1; ++r) {
+            for (int64_t col = c0; col < c1; ++col) {
+              const float* v = xs + (r * g.w + col) * c;
+              if (is_max) {
+                for (int64_t ch = 0; ch < cn; ++ch) out[ch] = v[ch] > out[ch] ? v[ch] : out[ch];
+              } else {
+                for (int64_t ch = 0; ch < cn; ++ch) out[ch] += v[ch];
+              }
+            }
+          }
+          if (!is_max) {
+            const float inv = 1.0f / static_cast<float>((r1 - r0) * (c1 - c0));
+            for (int64_t ch = 0; ch < cn; ++ch) out[ch] *= inv;
+          }
+        }
+      }
+    }
+  });
+}
+
+template <int64_t CC, typename Pool>
+void PoolInputGrad(const PoolGeometry& g, const float* dy, const float* x, float* dx, Pool& pool) {
+  const int64_t c = g.c, np = g.kinds.size(), units = g.lead_n * g.e * g.b;
+  const int64_t kh = g.nd == 2 ? g.kernel : 1, slice = g.h * g.w * c;
+  ParallelFor(pool, units, [&](int64_t u) {
+    const int64_t bi = u % g.b, ei = (u / g.b) % g.e, n = u / (g.b * g.e);
+    const float* xs = x + ((n * g.e + ei) * g.b + bi) * slice;
+    float* dxs = dx + ((n * g.e + ei) * g.b + bi) * slice;
+    std::memset(dxs, 0, sizeof(float) * slice);
+    const int64_t cn = CC > 0 ? CC : c;
+    std::vector<float> best(cn);
+    std::vector<int64_t> arg(cn);
+    for (int64_t q = 0; q < np; ++q) {
+      const float* gs = dy + ((n * np * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
+      const bool is_max = g.kinds[q] == 0;
+      for (int64_t ho = 0; ho < g.ho; ++ho) {
+        int64_t r0, r1;
+        Window(ho, g.stride, kh, g.h, &r0, &r1);
+        for (int64_t wo = 0; wo < g.wo; ++wo) {
+          int64_t c0, c1;
+          Window(wo, g.stride, g.kernel, g.w, &c0, &c1);
+          const float* gv = gs + (ho * g.wo + wo) * c;
+          if (is_max) {
+            for (int64_t ch = 0; ch < cn; ++ch) {
+              best[ch] = -std::numeric_limits<float>::infinity();
+              arg[ch] = -1;
+            }
+            for (int64_t r = r0; r < r1; ++r) {
+              for (int64_t col = c0; col < c1; ++col) {
+                const int64_t pos = (r * g.w + col) * c;
+                const float* v = xs + pos;
+                for (int64_t ch = 0; ch < cn; ++ch) {
+                  const bool better = v[ch] > best[ch];
+                  best[ch] = better ? v[ch] : best[ch];
+                  arg[ch] = better ? pos : arg[ch];
+                }
+              }
+            }
+            for (int64_t ch = 0; ch < cn; ++ch)
+              if (arg[ch] >= 0) dxs[arg[ch] + ch] += gv[ch];
+          } else {
+            const float inv = 1.0f / static_cast<float>((r1 - r0) * (c1 - c0));
+            for (int64_t r = r0; r < r1; ++r) {
+              for (int64_t col = c0; col < c1; ++col) {
+                float* d = dxs + (r * g.w + col) * c;
+                for (int64_t ch = 0; ch < cn; ++ch) d[ch] += gv[ch] * inv;
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+ffi::Error PoolFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t nd, int64_t stride, int64_t kernel,
+                       ffi::Span<const int64_t> kinds) {
+  PoolGeometry g;
+  ffi::Error err = MakePoolGeometry(x.dimensions(), nd, stride, kernel, kinds, &g);
+  if (err.failure()) return err;
+  JNAS_DISPATCH(PoolForward, g.c, g, x.typed_data(), y->typed_data(), pool);
+  return ffi::Error::Success();
+}
+
+ffi::Error PoolDxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
+                      ffi::ResultBuffer<ffi::F32> dx, int64_t nd, int64_t stride, int64_t kernel,
+                      ffi::Span<const int64_t> kinds) {
+  PoolGeometry g;
+  ffi::Error err = MakePoolGeometry(x.dimensions(), nd, stride, kernel, kinds, &g);
+  if (err.failure()) return err;
+  JNAS_DISPATCH(PoolInputGrad, g.c, g, dy.typed_data(), x.typed_data(), dx->typed_data(), pool);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define JNAS_ATTRS                                   \
@@ -385,3 +545,22 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasDepthwiseDw, DwImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() JNAS_ATTRS);
+
+#define JNAS_POOL_ATTRS                              \
+  .Attr<int64_t>("nd")                               \
+      .Attr<int64_t>("stride")                       \
+      .Attr<int64_t>("kernel")                       \
+      .Attr<ffi::Span<const int64_t>>("kinds")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolFwd, PoolFwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() JNAS_POOL_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolDx, PoolDxImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() JNAS_POOL_ATTRS);
