@@ -77,8 +77,7 @@ def build(force: bool = False) -> Path:
       compiler's message is included).
 
   Example:
-    >>> path = build()  # doctest: +SKIP
-    >>> path.suffix
+    >>> build().suffix  # doctest: +SKIP
     '.so'
   """
   import jaxlib
