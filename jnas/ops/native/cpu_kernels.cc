@@ -516,51 +516,28 @@ ffi::Error PoolDxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffe
 
 }  // namespace
 
-#define JNAS_ATTRS                                   \
-  .Attr<int64_t>("nd")                               \
-      .Attr<int64_t>("stride")                       \
-      .Attr<int64_t>("shared")                       \
-      .Attr<int64_t>("relu")                         \
-      .Attr<ffi::Span<const int64_t>>("kernels")     \
+// Every handler runs on XLA's intra-op thread pool and takes float32 buffers.
+#define JNAS_BIND ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()
+using F32Arg = ffi::Buffer<ffi::F32>;
+
+#define JNAS_ATTRS                                                                   \
+  .Attr<int64_t>("nd").Attr<int64_t>("stride").Attr<int64_t>("shared")              \
+      .Attr<int64_t>("relu").Attr<ffi::Span<const int64_t>>("kernels")              \
       .Attr<ffi::Span<const int64_t>>("dilations")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasDepthwiseFwd, FwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() JNAS_ATTRS);
-
+                              JNAS_BIND.Arg<F32Arg>().Arg<F32Arg>().Ret<F32Arg>() JNAS_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasDepthwiseDx, DxImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() JNAS_ATTRS);
-
+                              JNAS_BIND.Arg<F32Arg>().Arg<F32Arg>().Arg<F32Arg>().Ret<F32Arg>()
+                                  JNAS_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasDepthwiseDw, DwImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() JNAS_ATTRS);
+                              JNAS_BIND.Arg<F32Arg>().Arg<F32Arg>().Ret<F32Arg>() JNAS_ATTRS);
 
-#define JNAS_POOL_ATTRS                              \
-  .Attr<int64_t>("nd")                               \
-      .Attr<int64_t>("stride")                       \
-      .Attr<int64_t>("kernel")                       \
+#define JNAS_POOL_ATTRS                                                              \
+  .Attr<int64_t>("nd").Attr<int64_t>("stride").Attr<int64_t>("kernel")              \
       .Attr<ffi::Span<const int64_t>>("kinds")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolFwd, PoolFwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() JNAS_POOL_ATTRS);
-
+                              JNAS_BIND.Arg<F32Arg>().Ret<F32Arg>() JNAS_POOL_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolDx, PoolDxImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() JNAS_POOL_ATTRS);
+                              JNAS_BIND.Arg<F32Arg>().Arg<F32Arg>().Ret<F32Arg>() JNAS_POOL_ATTRS);
