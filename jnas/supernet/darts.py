@@ -54,6 +54,14 @@ def _unstack(y: jax.Array, parts: int, *, squeeze: bool = False) -> list[jax.Arr
   return [q[0] for q in pieces] if squeeze else pieces
 
 
+def _depthwise_group(dws, x: jax.Array, *, shared: bool, stride: int,
+                     impl: P.DepthwiseImpl | None) -> jax.Array:
+  """ReLU then the :class:`DepthwiseConv` modules ``dws`` as one :func:`P.depthwise_multi`."""
+  return P.depthwise_multi(x, [dw.w.get_value().astype(x.dtype) for dw in dws],
+                           kernels=[dw.kernel for dw in dws], dilations=[dw.dilation for dw in dws],
+                           stride=stride, shared=shared, relu=True, impl=impl)
+
+
 class MixedEdges(nnx.Module):
   """A group of ``num_edges`` mixed ops: each edge's output is ``sum_o w[o] * op_o(x)``.
 
@@ -102,18 +110,12 @@ class MixedEdges(nnx.Module):
     """Every non-``none`` candidate's output ``[E, B, *S_out, C]``, by op name."""
     outs: dict[str, jax.Array] = {}
     if self.conv_ops:
-      h = P.depthwise_multi(x, [dw.w.get_value().astype(x.dtype) for dw in self.dw1],
-                            kernels=[dw.kernel for dw in self.dw1],
-                            dilations=[dw.dilation for dw in self.dw1], stride=self.stride,
-                            shared=True, relu=True, impl=self.impl)
+      h = _depthwise_group(self.dw1, x, shared=True, stride=self.stride, impl=self.impl)
       h = self.bn1(self.pw1(h), train=train)
       outs.update(zip(self.conv_ops, _unstack(h, len(self.conv_ops))))
       if self.sep_ops:
-        h2 = P.depthwise_multi(_stack([outs[name] for name in self.sep_ops]),
-                               [dw.w.get_value().astype(x.dtype) for dw in self.dw2],
-                               kernels=[dw.kernel for dw in self.dw2],
-                               dilations=[dw.dilation for dw in self.dw2], shared=False,
-                               relu=True, impl=self.impl)
+        h2 = _depthwise_group(self.dw2, _stack([outs[name] for name in self.sep_ops]),
+                              shared=False, stride=1, impl=self.impl)
         h2 = self.bn2(self.pw2(h2), train=train)
         outs.update(zip(self.sep_ops, _unstack(h2, len(self.sep_ops))))
     if self.pool_ops:

@@ -399,97 +399,96 @@ inline void Window(int64_t o, int64_t s, int64_t k, int64_t n, int64_t* lo, int6
   *hi = std::min<int64_t>(start + k, n);
 }
 
+// Calls f(output offset, r0, r1, c0, c1) for every output position of one slice, with its
+// window's in-bounds input rows [r0, r1) and columns [c0, c1).
+template <typename F>
+void ForEachWindow(const PoolGeometry& g, const F& f) {
+  const int64_t kh = g.nd == 2 ? g.kernel : 1;
+  for (int64_t ho = 0; ho < g.ho; ++ho) {
+    int64_t r0, r1;
+    Window(ho, g.stride, kh, g.h, &r0, &r1);
+    for (int64_t wo = 0; wo < g.wo; ++wo) {
+      int64_t c0, c1;
+      Window(wo, g.stride, g.kernel, g.w, &c0, &c1);
+      f((ho * g.wo + wo) * g.c, r0, r1, c0, c1);
+    }
+  }
+}
+
 template <int64_t CC, typename Pool>
 void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
-  const int64_t c = g.c, np = g.kinds.size(), units = g.lead_n * g.e * g.b;
-  const int64_t kh = g.nd == 2 ? g.kernel : 1;
-  ParallelFor(pool, units, [&](int64_t u) {
+  const int64_t c = g.c, cn = CC > 0 ? CC : c, np = g.kinds.size();
+  ParallelFor(pool, g.lead_n * g.e * g.b, [&](int64_t u) {
     const int64_t bi = u % g.b, ei = (u / g.b) % g.e, n = u / (g.b * g.e);
     const float* xs = x + ((n * g.e + ei) * g.b + bi) * g.h * g.w * c;
     for (int64_t q = 0; q < np; ++q) {
       float* ys = y + ((n * np * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
       const bool is_max = g.kinds[q] == 0;
-      for (int64_t ho = 0; ho < g.ho; ++ho) {
-        int64_t r0, r1;
-        Window(ho, g.stride, kh, g.h, &r0, &r1);
-        for (int64_t wo = 0; wo < g.wo; ++wo) {
-          int64_t c0, c1;
-          Window(wo, g.stride, g.kernel, g.w, &c0, &c1);
-          float* out = ys + (ho * g.wo + wo) * c;
-          const int64_t cn = CC > 0 ? CC : c;
-          for (int64_t ch = 0; ch < cn; ++ch)
-            out[ch] = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
-          for (int64_t r = r0; r < r1; ++r) {
-            for (int64_t col = c0; col < c1; ++col) {
-              const float* v = xs + (r * g.w + col) * c;
-              if (is_max) {
-                for (int64_t ch = 0; ch < cn; ++ch) out[ch] = v[ch] > out[ch] ? v[ch] : out[ch];
-              } else {
-                for (int64_t ch = 0; ch < cn; ++ch) out[ch] += v[ch];
-              }
+      ForEachWindow(g, [&](int64_t o, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        float* out = ys + o;
+        for (int64_t ch = 0; ch < cn; ++ch)
+          out[ch] = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t col = c0; col < c1; ++col) {
+            const float* v = xs + (r * g.w + col) * c;
+            if (is_max) {
+              for (int64_t ch = 0; ch < cn; ++ch) out[ch] = v[ch] > out[ch] ? v[ch] : out[ch];
+            } else {
+              for (int64_t ch = 0; ch < cn; ++ch) out[ch] += v[ch];
             }
           }
-          if (!is_max) {
-            const float inv = 1.0f / static_cast<float>((r1 - r0) * (c1 - c0));
-            for (int64_t ch = 0; ch < cn; ++ch) out[ch] *= inv;
-          }
         }
-      }
+        if (!is_max) {
+          const float inv = 1.0f / static_cast<float>((r1 - r0) * (c1 - c0));
+          for (int64_t ch = 0; ch < cn; ++ch) out[ch] *= inv;
+        }
+      });
     }
   });
 }
 
 template <int64_t CC, typename Pool>
 void PoolInputGrad(const PoolGeometry& g, const float* dy, const float* x, float* dx, Pool& pool) {
-  const int64_t c = g.c, np = g.kinds.size(), units = g.lead_n * g.e * g.b;
-  const int64_t kh = g.nd == 2 ? g.kernel : 1, slice = g.h * g.w * c;
-  ParallelFor(pool, units, [&](int64_t u) {
+  const int64_t c = g.c, cn = CC > 0 ? CC : c, np = g.kinds.size(), slice = g.h * g.w * c;
+  ParallelFor(pool, g.lead_n * g.e * g.b, [&](int64_t u) {
     const int64_t bi = u % g.b, ei = (u / g.b) % g.e, n = u / (g.b * g.e);
     const float* xs = x + ((n * g.e + ei) * g.b + bi) * slice;
     float* dxs = dx + ((n * g.e + ei) * g.b + bi) * slice;
     std::memset(dxs, 0, sizeof(float) * slice);
-    const int64_t cn = CC > 0 ? CC : c;
     std::vector<float> best(cn);
     std::vector<int64_t> arg(cn);
     for (int64_t q = 0; q < np; ++q) {
       const float* gs = dy + ((n * np * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
       const bool is_max = g.kinds[q] == 0;
-      for (int64_t ho = 0; ho < g.ho; ++ho) {
-        int64_t r0, r1;
-        Window(ho, g.stride, kh, g.h, &r0, &r1);
-        for (int64_t wo = 0; wo < g.wo; ++wo) {
-          int64_t c0, c1;
-          Window(wo, g.stride, g.kernel, g.w, &c0, &c1);
-          const float* gv = gs + (ho * g.wo + wo) * c;
-          if (is_max) {
-            for (int64_t ch = 0; ch < cn; ++ch) {
-              best[ch] = -std::numeric_limits<float>::infinity();
-              arg[ch] = -1;
-            }
-            for (int64_t r = r0; r < r1; ++r) {
-              for (int64_t col = c0; col < c1; ++col) {
-                const int64_t pos = (r * g.w + col) * c;
-                const float* v = xs + pos;
-                for (int64_t ch = 0; ch < cn; ++ch) {
-                  const bool better = v[ch] > best[ch];
-                  best[ch] = better ? v[ch] : best[ch];
-                  arg[ch] = better ? pos : arg[ch];
-                }
-              }
-            }
-            for (int64_t ch = 0; ch < cn; ++ch)
-              if (arg[ch] >= 0) dxs[arg[ch] + ch] += gv[ch];
-          } else {
-            const float inv = 1.0f / static_cast<float>((r1 - r0) * (c1 - c0));
-            for (int64_t r = r0; r < r1; ++r) {
-              for (int64_t col = c0; col < c1; ++col) {
-                float* d = dxs + (r * g.w + col) * c;
-                for (int64_t ch = 0; ch < cn; ++ch) d[ch] += gv[ch] * inv;
+      ForEachWindow(g, [&](int64_t o, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        const float* gv = gs + o;
+        if (is_max) {
+          for (int64_t ch = 0; ch < cn; ++ch) {
+            best[ch] = -std::numeric_limits<float>::infinity();
+            arg[ch] = -1;
+          }
+          for (int64_t r = r0; r < r1; ++r) {
+            for (int64_t col = c0; col < c1; ++col) {
+              const int64_t pos = (r * g.w + col) * c;
+              for (int64_t ch = 0; ch < cn; ++ch) {
+                const bool better = xs[pos + ch] > best[ch];
+                best[ch] = better ? xs[pos + ch] : best[ch];
+                arg[ch] = better ? pos : arg[ch];
               }
             }
           }
+          for (int64_t ch = 0; ch < cn; ++ch)
+            if (arg[ch] >= 0) dxs[arg[ch] + ch] += gv[ch];
+        } else {
+          const float inv = 1.0f / static_cast<float>((r1 - r0) * (c1 - c0));
+          for (int64_t r = r0; r < r1; ++r) {
+            for (int64_t col = c0; col < c1; ++col) {
+              float* d = dxs + (r * g.w + col) * c;
+              for (int64_t ch = 0; ch < cn; ++ch) d[ch] += gv[ch] * inv;
+            }
+          }
         }
-      }
+      });
     }
   });
 }
