@@ -22,17 +22,20 @@ def _loss(x, ws, impl, **kw):
 
 
 @needs_native
-@pytest.mark.parametrize("ndim, stride, shared", [(1, 1, True), (2, 2, True), (2, 1, False),
-                                                  (1, 2, False)])
-def test_multi_depthwise_matches_taps_with_gradients_and_vmap(ndim, stride, shared):
-  # The DARTS mixed op's two uses: four kernels on one input, or one kernel per input block.
+@pytest.mark.parametrize("ndim, stride, shared, repeat", [
+    (1, 1, True, 1), (2, 2, True, 1), (2, 1, False, 1), (1, 2, False, 1),
+    (2, 1, True, 3), (2, 2, True, 2), (1, 1, True, 4)])
+def test_multi_depthwise_matches_taps_with_gradients_and_vmap(ndim, stride, shared, repeat):
+  # The DARTS mixed op's two uses: four kernels on one input (that `repeat` edges read, as a
+  # cell input feeds several edges), or one kernel per input block.
   kernels, dilations = ((3, 5, 3, 5), (1, 1, 2, 2)) if shared else ((3, 5), (1, 1))
-  e, k = 2, len(kernels)
+  e, k = 2 * repeat, len(kernels)
   key = jax.random.key(0)
-  x = jax.random.normal(key, ((e if shared else k * e), 2) + (7,) * ndim + (8,))
+  x = jax.random.normal(key, ((e // repeat if shared else k * e), 2) + (7,) * ndim + (8,))
   ws = [jax.random.normal(jax.random.fold_in(key, q), (e, kk**ndim, 8))
         for q, kk in enumerate(kernels)]
-  kw = dict(kernels=kernels, dilations=dilations, stride=stride, shared=shared, relu=True)
+  kw = dict(kernels=kernels, dilations=dilations, stride=stride, shared=shared, relu=True,
+            repeat=repeat)
   grad = lambda impl: jax.value_and_grad(  # noqa: E731
       lambda x, ws: _loss(x, ws, impl, **kw), argnums=(0, 1), has_aux=True)
   (_, y_taps), g_taps = jax.jit(grad("taps"))(x, ws)
@@ -63,17 +66,20 @@ def test_single_depthwise_conv_native_odd_channels():
 
 
 @needs_native
-@pytest.mark.parametrize("ndim, stride", [(1, 2), (2, 1), (2, 2)])
-def test_pool_multi_matches_pool_with_ties(ndim, stride):
+@pytest.mark.parametrize("ndim, stride, repeat", [(1, 2, 1), (2, 1, 1), (2, 2, 1), (2, 1, 3)])
+def test_pool_multi_matches_pool_with_ties(ndim, stride, repeat):
   x = jax.random.normal(jax.random.key(0), (2, 2) + (7,) * ndim + (16,))
   x = P.pool(x, "max")  # chained max pools make exact ties
   kinds = ("max", "avg")
-  f = lambda impl: lambda x: jnp.sum(jnp.sin(  # noqa: E731
-      P.pool_multi(x, kinds, stride=stride, impl=impl)))
+  # sin(y) * edge index: the `repeat` edges reading one input get different gradients.
+  scale = jnp.arange(1.0, 1 + len(kinds) * 2 * repeat).reshape((-1,) + (1,) * (ndim + 2))
+  f = lambda impl: lambda x: jnp.sum(scale * jnp.sin(  # noqa: E731
+      P.pool_multi(x, kinds, stride=stride, repeat=repeat, impl=impl)))
   (v_n, g_n), (v_t, g_t) = (jax.jit(jax.value_and_grad(f(i)))(x) for i in ("native", "taps"))
   np.testing.assert_allclose(v_n, v_t, rtol=1e-6)
   # Ties route the gradient to the same (first maximal) input as the pure-JAX max pool.
-  np.testing.assert_allclose(g_n, g_t, rtol=1e-6, atol=1e-6)
+  # (Summing the `repeat` edges' gradients in another order moves the last bits.)
+  np.testing.assert_allclose(g_n, g_t, rtol=1e-5, atol=1e-5)
   batched = jax.jit(jax.vmap(jax.grad(f("native"))))(jnp.stack([x, -x]))
   np.testing.assert_allclose(batched[1], jax.jit(jax.grad(f("native")))(-x), atol=1e-7)
   with pytest.raises(ValueError, match="unknown pool kind 'min'"):
@@ -97,6 +103,8 @@ def test_multi_depthwise_bad_shapes_name_the_problem():
                       shared=False)
   with pytest.raises(ValueError, match="depthwise weights have shape"):
     P.depthwise_multi(x, [jnp.ones((2, 25, 4))], kernels=(3,), dilations=(1,))
+  with pytest.raises(ValueError, match="repeat=3 needs shared=True and must divide the 2 edges"):
+    P.depthwise_multi(x, [jnp.ones((2, 9, 4))], kernels=(3,), dilations=(1,), repeat=3)
 
 
 def test_native_off_by_environment_falls_back_to_taps():

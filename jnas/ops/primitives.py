@@ -169,7 +169,7 @@ def depthwise_conv(
   if resolved == "xla":
     return _depthwise_xla(x, w, kernel=kernel, dilation=dilation, stride=stride)
   if resolved == "native" and _native_ok(x):
-    return _depthwise_native(x, w, (kernel,), (dilation,), stride, True, False)
+    return _depthwise_native(x, w, (kernel,), (dilation,), stride, True, False, 1)
   if _CUSTOM_VJPS[0]:
     return _depthwise_taps(x, w, kernel, dilation, stride)
   return _depthwise_taps_fwd_only(x, w, kernel, dilation, stride)
@@ -236,6 +236,7 @@ def depthwise_multi(
     stride: int = 1,
     shared: bool = True,
     relu: bool = False,
+    repeat: int = 1,
     impl: DepthwiseImpl | None = None,
 ) -> jax.Array:
   """``K`` depthwise convolutions of edge-batched activations, stacked: ``[K*E, B, *S_out, C]``.
@@ -250,14 +251,19 @@ def depthwise_multi(
   in the same pass.
 
   Args:
-    x: ``[E, B, *S, C]`` if ``shared`` (every kernel reads it), else
-      ``[K*E, B, *S, C]`` (kernel ``k`` reads block ``k``).
+    x: ``[E / repeat, B, *S, C]`` if ``shared`` (every kernel reads it; edge
+      ``e`` reads row ``e // repeat``), else ``[K*E, B, *S, C]`` (kernel ``k``
+      reads block ``k``).
     ws: ``K`` weight arrays ``[E, kernels[k]**n, C]``.
     kernels: odd kernel sizes, one per weight array.
     dilations: dilations, one per weight array.
     stride: output stride, shared by all kernels.
     shared: whether all kernels read the same input (see ``x``).
     relu: apply ReLU to the input first.
+    repeat: with ``shared``, how many consecutive edges read each input row.
+      A DARTS cell feeds each input to several edges; passing the input once
+      spares the native kernels a broadcast copy forward and its reduction
+      backward (their input gradient sums over the edges itself).
     impl: as for :func:`depthwise_conv`; without the native kernels the
       result is computed by :func:`depthwise_conv` per kernel (same numbers).
 
@@ -275,7 +281,10 @@ def depthwise_multi(
                      f"{k_count} arrays, kernels={kernels}, dilations={dilations}")
   nd = spatial_ndim(x)
   e = ws[0].shape[0]
-  rows = e if shared else k_count * e
+  if repeat < 1 or (repeat > 1 and not shared) or e % repeat:
+    raise ValueError(f"depthwise_multi: repeat={repeat} needs shared=True and must divide the "
+                     f"{e} edges")
+  rows = e // repeat if shared else k_count * e
   if x.shape[0] != rows:
     raise ValueError(f"depthwise_multi input has {x.shape[0]} edge rows, expected {rows} "
                      f"({'shared' if shared else 'one block per kernel'})")
@@ -284,8 +293,10 @@ def depthwise_multi(
       raise ValueError(f"depthwise weights have shape {w.shape}, expected {(e, k**nd, x.shape[-1])}")
   if resolve_depthwise_impl(impl) == "native" and _native_ok(x):
     w_all = ws[0] if k_count == 1 else jnp.concatenate(ws, axis=1)
-    return _depthwise_native(x, w_all.astype(x.dtype), kernels, dilations, stride, shared, relu)
+    return _depthwise_native(x, w_all.astype(x.dtype), kernels, dilations, stride, shared, relu,
+                             repeat)
   r = jax.nn.relu(x) if relu else x
+  r = repeat_rows(r, repeat)
   if shared:
     blocks = [r] * k_count
   else:
@@ -305,23 +316,37 @@ def _native_out_shape(x, k_count, e, stride):
   return jax.ShapeDtypeStruct((k_count * e, x.shape[1]) + spatial + (x.shape[-1],), x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _depthwise_native(x, w_all, kernels, dilations, stride, shared, relu):
+def repeat_rows(x: jax.Array, repeat: int) -> jax.Array:
+  """Row ``e`` of the result is ``x[e // repeat]`` (the edge layout of ``repeat``).
+
+  Example:
+    >>> repeat_rows(jnp.arange(2), 3).tolist()
+    [0, 0, 0, 1, 1, 1]
+  """
+  if repeat == 1:
+    return x
+  return jnp.broadcast_to(x[:, None], (x.shape[0], repeat) + x.shape[1:]).reshape(
+      (x.shape[0] * repeat,) + x.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _depthwise_native(x, w_all, kernels, dilations, stride, shared, relu, repeat):
   with jax.named_scope("depthwise"):
     return native.call("jnas_depthwise_fwd", _native_out_shape(x, len(kernels), w_all.shape[0],
                                                                  stride),
                        x, w_all, nd=spatial_ndim(x), stride=stride, shared=shared, relu=relu,
-                       kernels=kernels, dilations=dilations)
+                       repeat=repeat, kernels=kernels, dilations=dilations)
 
 
-def _depthwise_native_fwd(x, w_all, kernels, dilations, stride, shared, relu):
-  return _depthwise_native(x, w_all, kernels, dilations, stride, shared, relu), (x, w_all)
+def _depthwise_native_fwd(x, w_all, kernels, dilations, stride, shared, relu, repeat):
+  return (_depthwise_native(x, w_all, kernels, dilations, stride, shared, relu, repeat),
+          (x, w_all))
 
 
-def _depthwise_native_bwd(kernels, dilations, stride, shared, relu, res, g):
+def _depthwise_native_bwd(kernels, dilations, stride, shared, relu, repeat, res, g):
   x, w_all = res
-  kw = dict(nd=spatial_ndim(x), stride=stride, shared=shared, relu=relu, kernels=kernels,
-            dilations=dilations)
+  kw = dict(nd=spatial_ndim(x), stride=stride, shared=shared, relu=relu, repeat=repeat,
+            kernels=kernels, dilations=dilations)
   with jax.named_scope("depthwise_dx"):
     dx = native.call("jnas_depthwise_dx", jax.ShapeDtypeStruct(x.shape, x.dtype), g, w_all, x,
                      **kw)
@@ -534,7 +559,7 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1,
     (1, 1, 4, 4, 2)
   """
   if kind in _POOL_CODES and resolve_depthwise_impl(impl) == "native" and _native_ok(x):
-    return _pool_native(x, (_POOL_CODES[kind],), kernel, stride)
+    return _pool_native(x, (_POOL_CODES[kind],), kernel, stride, 1)
   if kind == "max":
     if _CUSTOM_VJPS[0]:
       return _max_pool(x, kernel, stride)
@@ -558,10 +583,12 @@ _POOL_CODES = {"max": 0, "avg": 1}
 
 
 def pool_multi(x: jax.Array, kinds: Sequence[str], *, kernel: int = 3, stride: int = 1,
-               impl: DepthwiseImpl | None = None) -> jax.Array:
+               repeat: int = 1, impl: DepthwiseImpl | None = None) -> jax.Array:
   """Several :func:`pool` kinds of one input, stacked: ``[len(kinds) * E, B, *S_out, C]``.
 
-  Block ``p`` (rows ``p*E .. (p+1)*E``) is ``pool(x, kinds[p])``. On CPU the
+  Block ``p`` (rows ``p*E .. (p+1)*E``) is ``pool(repeat_rows(x, repeat),
+  kinds[p])``: with ``repeat`` > 1, ``x`` has ``E / repeat`` rows, each read
+  by ``repeat`` consecutive edges (see :func:`depthwise_multi`). On CPU the
   native kernels (:mod:`jnas.ops.native`) compute all kinds in one pass over
   the input and their input gradients in one more; elsewhere (or without the
   kernels) this stacks :func:`pool` results, with the same numbers. ``impl``
@@ -575,27 +602,33 @@ def pool_multi(x: jax.Array, kinds: Sequence[str], *, kernel: int = 3, stride: i
   unknown = [k for k in kinds if k not in _POOL_CODES]
   if not kinds or unknown:
     raise ValueError(f"unknown pool kind {unknown[0] if unknown else None!r} (known: avg, max)")
+  if repeat < 1:
+    raise ValueError(f"pool_multi: repeat must be >= 1, got {repeat}")
   if resolve_depthwise_impl(impl) == "native" and _native_ok(x):
-    return _pool_native(x, tuple(_POOL_CODES[k] for k in kinds), kernel, stride)
+    return _pool_native(x, tuple(_POOL_CODES[k] for k in kinds), kernel, stride, repeat)
+  x = repeat_rows(x, repeat)
   outs = [pool(x, k, kernel=kernel, stride=stride, impl=impl) for k in kinds]
   return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _pool_native(x, codes, kernel, stride):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _pool_native(x, codes, kernel, stride, repeat):
   with jax.named_scope("pool"):
-    return native.call("jnas_pool_fwd", _native_out_shape(x, len(codes), x.shape[0], stride), x,
-                       nd=spatial_ndim(x), stride=stride, kernel=kernel, kinds=codes)
+    return native.call("jnas_pool_fwd",
+                       _native_out_shape(x, len(codes), x.shape[0] * repeat, stride), x,
+                       nd=spatial_ndim(x), stride=stride, kernel=kernel, repeat=repeat,
+                       kinds=codes)
 
 
-def _pool_native_fwd(x, codes, kernel, stride):
-  return _pool_native(x, codes, kernel, stride), x
+def _pool_native_fwd(x, codes, kernel, stride, repeat):
+  return _pool_native(x, codes, kernel, stride, repeat), x
 
 
-def _pool_native_bwd(codes, kernel, stride, x, g):
+def _pool_native_bwd(codes, kernel, stride, repeat, x, g):
   with jax.named_scope("pool_dx"):
     return (native.call("jnas_pool_dx", jax.ShapeDtypeStruct(x.shape, x.dtype), g, x,
-                        nd=spatial_ndim(x), stride=stride, kernel=kernel, kinds=codes),)
+                        nd=spatial_ndim(x), stride=stride, kernel=kernel, repeat=repeat,
+                        kinds=codes),)
 
 
 _pool_native.defvjp(_pool_native_fwd, _pool_native_bwd)

@@ -54,12 +54,12 @@ def _unstack(y: jax.Array, parts: int, *, squeeze: bool = False) -> list[jax.Arr
   return [q[0] for q in pieces] if squeeze else pieces
 
 
-def _depthwise_group(dws, x: jax.Array, *, shared: bool, stride: int,
+def _depthwise_group(dws, x: jax.Array, *, shared: bool, stride: int, repeat: int = 1,
                      impl: P.DepthwiseImpl | None) -> jax.Array:
   """ReLU then the :class:`DepthwiseConv` modules ``dws`` as one :func:`P.depthwise_multi`."""
   return P.depthwise_multi(x, [dw.w.get_value().astype(x.dtype) for dw in dws],
                            kernels=[dw.kernel for dw in dws], dilations=[dw.dilation for dw in dws],
-                           stride=stride, shared=shared, relu=True, impl=impl)
+                           stride=stride, shared=shared, relu=True, repeat=repeat, impl=impl)
 
 
 class MixedEdges(nnx.Module):
@@ -106,11 +106,17 @@ class MixedEdges(nnx.Module):
     self.skip = (make_op("skip_connect", e, channels, stride=stride, ndim=ndim, affine=affine,
                          rngs=rngs) if "skip_connect" in self.primitives else None)
 
-  def candidate_outputs(self, x: jax.Array, *, train: bool) -> dict[str, jax.Array]:
-    """Every non-``none`` candidate's output ``[E, B, *S_out, C]``, by op name."""
+  def candidate_outputs(self, x: jax.Array, *, train: bool, repeat: int = 1
+                        ) -> dict[str, jax.Array]:
+    """Every non-``none`` candidate's output ``[E, B, *S_out, C]``, by op name.
+
+    ``x`` holds ``E / repeat`` rows, edge ``e`` reading row ``e // repeat``
+    (see :meth:`__call__`).
+    """
     outs: dict[str, jax.Array] = {}
     if self.conv_ops:
-      h = _depthwise_group(self.dw1, x, shared=True, stride=self.stride, impl=self.impl)
+      h = _depthwise_group(self.dw1, x, shared=True, stride=self.stride, repeat=repeat,
+                           impl=self.impl)
       h = self.bn1(self.pw1(h), train=train)
       outs.update(zip(self.conv_ops, _unstack(h, len(self.conv_ops))))
       if self.sep_ops:
@@ -120,11 +126,11 @@ class MixedEdges(nnx.Module):
         outs.update(zip(self.sep_ops, _unstack(h2, len(self.sep_ops))))
     if self.pool_ops:
       h = P.pool_multi(x, [POOL_KINDS[p] for p in self.pool_ops], stride=self.stride,
-                       impl=self.impl)
+                       repeat=repeat, impl=self.impl)
       h = self.pool_bn(h, train=train)
       outs.update(zip(self.pool_ops, _unstack(h, len(self.pool_ops))))
     if self.skip is not None:
-      outs["skip_connect"] = self.skip(x, train=train)
+      outs["skip_connect"] = self.skip(P.repeat_rows(x, repeat), train=train)
     return outs
 
   # Single path ---------------------------------------------------------------
@@ -243,10 +249,18 @@ class MixedEdges(nnx.Module):
     return ys
 
   def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool,
-               single_path: bool = False, unroll: bool = False) -> jax.Array:
+               single_path: bool = False, unroll: bool = False, repeat: int = 1) -> jax.Array:
+    """Mixed outputs ``[E, B, *S_out, C]`` of edges ``x`` under ``weights [E, num_ops]``.
+
+    ``repeat`` > 1: ``x`` has ``E / repeat`` rows and edge ``e`` reads row
+    ``e // repeat``, as when one cell input feeds several edges. The native
+    kernels then read each row once and sum its gradients themselves, which
+    saves a broadcast copy and its reduction in the backward pass.
+    """
     if single_path:
+      x = x if isinstance(x, list) else P.repeat_rows(x, repeat)
       return self.single_path(x, weights, train=train, unroll=unroll)
-    outs = self.candidate_outputs(x, train=train)
+    outs = self.candidate_outputs(x, train=train, repeat=repeat)
     # "none" contributes exactly zero, so it is left out of the sum.
     live = [k for k, name in enumerate(self.primitives) if name != "none"]
     out = None
@@ -292,10 +306,8 @@ class SearchCell(nnx.Module):
     if single_path and unroll:
       return self._unrolled(s0, s1, weights, train=train)
     # Group 0 holds input 0 -> nodes 0..n-1, then input 1 -> nodes 0..n-1.
-    x = jnp.broadcast_to(jnp.stack([s0, s1])[:, None], (2, n) + s0.shape).reshape(
-        (2 * n,) + s0.shape)
-    y = self.edges[0](x, weights[jnp.array(self.groups[0])], train=train,
-                      single_path=single_path, unroll=unroll)
+    y = self.edges[0](jnp.stack([s0, s1]), weights[jnp.array(self.groups[0])], train=train,
+                      single_path=single_path, unroll=unroll, repeat=n)
     # pending[j]: running sum of the edges already computed into node j.
     pending = _unstack(jnp.sum(y.reshape((2, n) + y.shape[1:]), axis=0), n, squeeze=True)
     nodes = []
@@ -305,8 +317,8 @@ class SearchCell(nnx.Module):
       if g == n:
         break
       idx = jnp.array(self.groups[g])
-      x = jnp.broadcast_to(node, (len(self.groups[g]),) + node.shape)
-      y = self.edges[g](x, weights[idx], train=train, single_path=single_path, unroll=unroll)
+      y = self.edges[g](node[None], weights[idx], train=train, single_path=single_path,
+                        unroll=unroll, repeat=n - g)
       for j, contribution in zip(range(g, n), _unstack(y, n - g, squeeze=True)):
         pending[j] = pending[j] + contribution
     return jnp.concatenate(nodes, axis=-1)

@@ -7,9 +7,14 @@
 // that either share one input (the conv candidates of a mixed op) or each
 // read their own block of a stacked input:
 //
-//   x: [*lead, Ein, B, *S, C]   Ein = E (shared) or K*E
+//   x: [*lead, Ein, B, *S, C]   Ein = E/R (shared) or K*E
 //   w: [*lead, E, sum_k T_k, C] tap weights of the K kernels, concatenated
-//   y: [*lead, K*E, B, *So, C]  block k*E+e = conv_k(f(x[e or k*E+e]), w_k[e])
+//   y: [*lead, K*E, B, *So, C]  block k*E+e = conv_k(f(x[e/R or k*E+e]), w_k[e])
+//
+// R ("repeat", shared inputs only) lets R consecutive edges read one input
+// block: a DARTS cell feeds each of its inputs to several edges, and reading
+// the block once avoids both the broadcast copy and, in the backward pass,
+// the reduction of the copies' gradients.
 //
 // f is ReLU or the identity. `lead` holds vmap's batch axes: every leading
 // index is an independent problem. S has one axis (sequences) or two
@@ -62,21 +67,33 @@ void ParallelFor(Pool& pool, int64_t n, const F& f) {
 }
 
 struct Geometry {
-  int64_t nd, lead_n, ein, e, k, b, h, w, c, ho, wo, stride, tsum;
+  int64_t nd, lead_n, ein, e, k, b, h, w, c, ho, wo, stride, tsum, repeat;
   std::vector<int64_t> kernels, dilations, tap_offset;
   bool shared, relu;
 
   int64_t kh(int64_t q) const { return nd == 2 ? kernels[q] : 1; }
   int64_t kw(int64_t q) const { return kernels[q]; }
   int64_t pad(int64_t q) const { return dilations[q] * (kernels[q] - 1) / 2; }
-  int64_t in_block(int64_t q, int64_t ei) const { return shared ? ei : q * e + ei; }
+  // Output blocks (kernel, edge) computed from input block eb, R*K of them when shared.
+  template <typename F>
+  void ForBlockOutputs(int64_t eb, const F& f) const {
+    if (!shared) {
+      f(eb / e, eb % e, int64_t{0});
+      return;
+    }
+    for (int64_t r = 0; r < repeat; ++r)
+      for (int64_t q = 0; q < k; ++q) f(q, eb * repeat + r, r);
+  }
+  // Edges whose weight gradients input block eb contributes to (R when shared).
+  int64_t edges_per_block() const { return shared ? repeat : 1; }
 };
 
 int64_t OutSize(int64_t n, int64_t stride) { return (n - 1) / stride + 1; }
 
 ffi::Error MakeGeometry(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimensions wd, int64_t nd,
-                        int64_t stride, bool shared, bool relu, ffi::Span<const int64_t> kernels,
-                        ffi::Span<const int64_t> dilations, Geometry* g) {
+                        int64_t stride, bool shared, bool relu, int64_t repeat,
+                        ffi::Span<const int64_t> kernels, ffi::Span<const int64_t> dilations,
+                        Geometry* g) {
   const int64_t rank = xd.size();
   const int64_t lead = rank - (nd + 3);
   if (nd < 1 || nd > 2 || lead < 0 || static_cast<int64_t>(wd.size()) != lead + 3)
@@ -100,6 +117,9 @@ ffi::Error MakeGeometry(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimension
   g->stride = stride;
   g->shared = shared;
   g->relu = relu;
+  g->repeat = repeat;
+  if (repeat < 1 || (!shared && repeat != 1))
+    return ffi::Error::InvalidArgument("jnas depthwise: repeat must be >= 1, and 1 unless shared");
   g->kernels.assign(kernels.begin(), kernels.end());
   g->dilations.assign(dilations.begin(), dilations.end());
   g->tap_offset.assign(1, 0);
@@ -110,7 +130,7 @@ ffi::Error MakeGeometry(ffi::AnyBuffer::Dimensions xd, ffi::AnyBuffer::Dimension
   }
   if (g->tap_offset.back() != g->tsum || wd[lead + 2] != g->c)
     return ffi::Error::InvalidArgument("jnas depthwise: weight shape does not match the kernels");
-  if (g->ein != (shared ? g->e : g->k * g->e))
+  if (shared ? g->ein * repeat != g->e : g->ein != g->k * g->e)
     return ffi::Error::InvalidArgument("jnas depthwise: input blocks do not match the weights");
   g->ho = nd == 2 ? OutSize(g->h, stride) : 1;
   g->wo = OutSize(g->w, stride);
@@ -178,11 +198,11 @@ inline void TapRow(float* __restrict out, const float* __restrict src, const flo
 }
 
 // Largest padding over the kernels that read input block `eb`.
-void BlockKernels(const Geometry& g, int64_t eb, int64_t* q0, int64_t* q1, int64_t* pmax) {
-  *q0 = g.shared ? 0 : eb / g.e;
-  *q1 = g.shared ? g.k : *q0 + 1;
-  *pmax = 0;
-  for (int64_t q = *q0; q < *q1; ++q) *pmax = std::max(*pmax, g.pad(q));
+int64_t BlockPad(const Geometry& g, int64_t eb) {
+  if (!g.shared) return g.pad(eb / g.e);
+  int64_t pmax = 0;
+  for (int64_t q = 0; q < g.k; ++q) pmax = std::max(pmax, g.pad(q));
+  return pmax;
 }
 
 template <int64_t CC, typename Pool>
@@ -190,13 +210,11 @@ void Forward(const Geometry& g, const float* x, const float* w, float* y, Pool& 
   const int64_t c = g.c, units = g.lead_n * g.ein * g.b;
   ParallelFor(pool, units, [&](int64_t u) {
     const int64_t bi = u % g.b, eb = (u / g.b) % g.ein, n = u / (g.b * g.ein);
-    const int64_t ei = g.shared ? eb : eb % g.e;
-    int64_t q0, q1, pm;
-    BlockKernels(g, eb, &q0, &q1, &pm);
+    const int64_t pm = BlockPad(g, eb);
     const int64_t ph = g.nd == 2 ? pm : 0, wp = g.w + 2 * pm;
     thread_local std::vector<float> buf;
     PadSlice(x + ((n * g.ein + eb) * g.b + bi) * g.h * g.w * c, g.h, g.w, c, ph, pm, g.relu, &buf);
-    for (int64_t q = q0; q < q1; ++q) {
+    g.ForBlockOutputs(eb, [&](int64_t q, int64_t ei, int64_t) {
       const float* wk = w + ((n * g.e + ei) * g.tsum + g.tap_offset[q]) * c;
       float* yout = y + ((n * g.k * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
       const int64_t p = g.pad(q), qh = g.nd == 2 ? pm - p : 0, qw = pm - p;
@@ -205,7 +223,7 @@ void Forward(const Geometry& g, const float* x, const float* w, float* y, Pool& 
         TapRow<CC, false>(yout + ho * g.wo * c, src, wk, g.wo, g.stride, g.kh(q), g.kw(q),
                           g.dilations[q], wp * c, false, c);
       }
-    }
+    });
   });
 }
 
@@ -215,19 +233,17 @@ void InputGrad(const Geometry& g, const float* dy, const float* w, const float* 
   const int64_t c = g.c, units = g.lead_n * g.ein * g.b, slice = g.h * g.w * c;
   ParallelFor(pool, units, [&](int64_t u) {
     const int64_t bi = u % g.b, eb = (u / g.b) % g.ein, n = u / (g.b * g.ein);
-    const int64_t ei = g.shared ? eb : eb % g.e;
-    int64_t q0, q1, pm;
-    BlockKernels(g, eb, &q0, &q1, &pm);
     float* dxs = dx + ((n * g.ein + eb) * g.b + bi) * slice;
     thread_local std::vector<float> buf;
-    for (int64_t q = q0; q < q1; ++q) {
+    bool first = true;
+    g.ForBlockOutputs(eb, [&](int64_t q, int64_t ei, int64_t) {
       const int64_t p = g.pad(q), ph = g.nd == 2 ? p : 0, wp = g.w + 2 * p;
       UpsampleSlice(dy + ((n * g.k * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c, g, ph, p,
                     &buf);
       const float* wk = w + ((n * g.e + ei) * g.tsum + g.tap_offset[q]) * c;
       for (int64_t h = 0; h < g.h; ++h) {
         float* row = dxs + h * g.w * c;
-        if (q == q0) {
+        if (first) {
           TapRow<CC, false>(row, buf.data() + h * wp * c, wk, g.w, 1, g.kh(q), g.kw(q),
                             g.dilations[q], wp * c, true, c);
         } else {
@@ -235,7 +251,8 @@ void InputGrad(const Geometry& g, const float* dy, const float* w, const float* 
                            g.dilations[q], wp * c, true, c);
         }
       }
-    }
+      first = false;
+    });
     if (g.relu) {
       const float* xs = x + ((n * g.ein + eb) * g.b + bi) * slice;
       for (int64_t t = 0; t < slice; ++t) dxs[t] = xs[t] > 0.0f ? dxs[t] : 0.0f;
@@ -250,21 +267,20 @@ void WeightGrad(const Geometry& g, const float* dy, const float* x, float* dw, P
   const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
   const int64_t chunks =
       std::min<int64_t>(g.b, std::max<int64_t>(1, (4 * threads + inputs - 1) / inputs));
-  const int64_t part = g.tsum * c;
-  std::vector<float> partial(inputs * chunks * part, 0.0f);
+  const int64_t part = g.tsum * c, unit_part = g.edges_per_block() * part;
+  std::vector<float> partial(inputs * chunks * unit_part, 0.0f);
   ParallelFor(pool, inputs * chunks, [&](int64_t u) {
     const int64_t chunk = u % chunks, eb = (u / chunks) % g.ein, n = u / (chunks * g.ein);
-    const int64_t ei = g.shared ? eb : eb % g.e;
     const int64_t b0 = chunk * g.b / chunks, b1 = (chunk + 1) * g.b / chunks;
-    int64_t q0, q1, pm;
-    BlockKernels(g, eb, &q0, &q1, &pm);
+    const int64_t pm = BlockPad(g, eb);
     const int64_t ph = g.nd == 2 ? pm : 0, wp = g.w + 2 * pm;
-    float* acc_all = partial.data() + u * part;
+    float* unit_acc = partial.data() + u * unit_part;
     thread_local std::vector<float> buf;
     for (int64_t bi = b0; bi < b1; ++bi) {
       PadSlice(x + ((n * g.ein + eb) * g.b + bi) * g.h * g.w * c, g.h, g.w, c, ph, pm, g.relu,
                &buf);
-      for (int64_t q = q0; q < q1; ++q) {
+      g.ForBlockOutputs(eb, [&](int64_t q, int64_t ei, int64_t r) {
+        float* acc_all = unit_acc + r * part;
         const float* dys = dy + ((n * g.k * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
         const int64_t p = g.pad(q), qh = g.nd == 2 ? pm - p : 0, qw = pm - p, d = g.dilations[q];
         const int64_t kh = g.kh(q), kw = g.kw(q), s = g.stride;
@@ -293,7 +309,7 @@ void WeightGrad(const Geometry& g, const float* dy, const float* x, float* dw, P
             }
           }
         }
-      }
+      });
     }
   });
   // Sum the chunks of every input block into its kernels' weight gradients.
@@ -301,10 +317,12 @@ void WeightGrad(const Geometry& g, const float* dy, const float* x, float* dw, P
   for (int64_t t = 0; t < e_blocks * part; ++t) dw[t] = 0.0f;
   for (int64_t u = 0; u < inputs * chunks; ++u) {
     const int64_t eb = (u / chunks) % g.ein, n = u / (chunks * g.ein);
-    const int64_t ei = g.shared ? eb : eb % g.e;
-    float* out = dw + (n * g.e + ei) * part;
-    const float* src = partial.data() + u * part;
-    for (int64_t t = 0; t < part; ++t) out[t] += src[t];
+    for (int64_t r = 0; r < g.edges_per_block(); ++r) {
+      const int64_t ei = g.shared ? eb * g.repeat + r : eb % g.e;
+      float* out = dw + (n * g.e + ei) * part;
+      const float* src = partial.data() + u * unit_part + r * part;
+      for (int64_t t = 0; t < part; ++t) out[t] += src[t];
+    }
   }
 }
 
@@ -320,11 +338,11 @@ void WeightGrad(const Geometry& g, const float* dy, const float* x, float* dw, P
 
 ffi::Error FwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                    ffi::ResultBuffer<ffi::F32> y, int64_t nd, int64_t stride, int64_t shared,
-                   int64_t relu, ffi::Span<const int64_t> kernels,
+                   int64_t relu, int64_t repeat, ffi::Span<const int64_t> kernels,
                    ffi::Span<const int64_t> dilations) {
   Geometry g;
   ffi::Error err = MakeGeometry(x.dimensions(), w.dimensions(), nd, stride, shared != 0, relu != 0,
-                                kernels, dilations, &g);
+                                repeat, kernels, dilations, &g);
   if (err.failure()) return err;
   JNAS_DISPATCH(Forward, g.c, g, x.typed_data(), w.typed_data(), y->typed_data(), pool);
   return ffi::Error::Success();
@@ -332,11 +350,11 @@ ffi::Error FwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
 
 ffi::Error DxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                   ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> dx, int64_t nd,
-                  int64_t stride, int64_t shared, int64_t relu, ffi::Span<const int64_t> kernels,
-                  ffi::Span<const int64_t> dilations) {
+                  int64_t stride, int64_t shared, int64_t relu, int64_t repeat,
+                  ffi::Span<const int64_t> kernels, ffi::Span<const int64_t> dilations) {
   Geometry g;
   ffi::Error err = MakeGeometry(x.dimensions(), w.dimensions(), nd, stride, shared != 0, relu != 0,
-                                kernels, dilations, &g);
+                                repeat, kernels, dilations, &g);
   if (err.failure()) return err;
   JNAS_DISPATCH(InputGrad, g.c, g, dy.typed_data(), w.typed_data(), x.typed_data(),
                 dx->typed_data(), pool);
@@ -345,11 +363,11 @@ ffi::Error DxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ff
 
 ffi::Error DwImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
                   ffi::ResultBuffer<ffi::F32> dw, int64_t nd, int64_t stride, int64_t shared,
-                  int64_t relu, ffi::Span<const int64_t> kernels,
+                  int64_t relu, int64_t repeat, ffi::Span<const int64_t> kernels,
                   ffi::Span<const int64_t> dilations) {
   Geometry g;
   ffi::Error err = MakeGeometry(x.dimensions(), dw->dimensions(), nd, stride, shared != 0,
-                                relu != 0, kernels, dilations, &g);
+                                relu != 0, repeat, kernels, dilations, &g);
   if (err.failure()) return err;
   JNAS_DISPATCH(WeightGrad, g.c, g, dy.typed_data(), x.typed_data(), dw->typed_data(), pool);
   return ffi::Error::Success();
@@ -358,26 +376,31 @@ ffi::Error DwImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ff
 // ---------------------------------------------------------------------------
 // 3x3-style 'same'-padded pooling, max and average, for several pool kinds of
 // one input at once (a mixed op's pool candidates):
-//   x: [*lead, E, B, *S, C] -> y: [*lead, P*E, B, *So, C], block p*E+e = pool_p(x[e]).
+//   x: [*lead, E/R, B, *S, C] -> y: [*lead, P*E, B, *So, C], block p*E+e = pool_p(x[e/R]).
+// As for the convolutions, R consecutive edges may share one input block; their outputs are
+// copies, and the input gradient sums theirs.
 // Max ignores padding and routes each window's gradient to its first maximal
 // input (row-major tap order); average divides by the number of real inputs
 // under the window (count_include_pad=False), as DARTS does.
 
 struct PoolGeometry {
-  int64_t nd, lead_n, e, b, h, w, c, ho, wo, stride, kernel;
+  int64_t nd, lead_n, ein, e, b, h, w, c, ho, wo, stride, kernel, repeat;
   std::vector<int64_t> kinds;  // 0: max, 1: avg
 };
 
 ffi::Error MakePoolGeometry(ffi::AnyBuffer::Dimensions xd, int64_t nd, int64_t stride,
-                            int64_t kernel, ffi::Span<const int64_t> kinds, PoolGeometry* g) {
+                            int64_t kernel, int64_t repeat, ffi::Span<const int64_t> kinds,
+                            PoolGeometry* g) {
   const int64_t rank = xd.size(), lead = rank - (nd + 3);
   if (nd < 1 || nd > 2 || lead < 0) return ffi::Error::InvalidArgument("jnas pool: bad rank");
-  if (kernel < 1 || kernel % 2 == 0 || stride < 1 || kinds.size() == 0)
-    return ffi::Error::InvalidArgument("jnas pool: bad kernel/stride/kinds");
+  if (kernel < 1 || kernel % 2 == 0 || stride < 1 || repeat < 1 || kinds.size() == 0)
+    return ffi::Error::InvalidArgument("jnas pool: bad kernel/stride/repeat/kinds");
   g->nd = nd;
   g->lead_n = 1;
   for (int64_t i = 0; i < lead; ++i) g->lead_n *= xd[i];
-  g->e = xd[lead];
+  g->ein = xd[lead];
+  g->repeat = repeat;
+  g->e = g->ein * repeat;
   g->b = xd[lead + 1];
   g->h = nd == 2 ? xd[lead + 2] : 1;
   g->w = xd[lead + 1 + nd];
@@ -418,11 +441,16 @@ void ForEachWindow(const PoolGeometry& g, const F& f) {
 template <int64_t CC, typename Pool>
 void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
   const int64_t c = g.c, cn = CC > 0 ? CC : c, np = g.kinds.size();
-  ParallelFor(pool, g.lead_n * g.e * g.b, [&](int64_t u) {
-    const int64_t bi = u % g.b, ei = (u / g.b) % g.e, n = u / (g.b * g.e);
-    const float* xs = x + ((n * g.e + ei) * g.b + bi) * g.h * g.w * c;
+  const int64_t out_slice = g.ho * g.wo * c;
+  ParallelFor(pool, g.lead_n * g.ein * g.b, [&](int64_t u) {
+    const int64_t bi = u % g.b, eb = (u / g.b) % g.ein, n = u / (g.b * g.ein);
+    const float* xs = x + ((n * g.ein + eb) * g.b + bi) * g.h * g.w * c;
     for (int64_t q = 0; q < np; ++q) {
-      float* ys = y + ((n * np * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
+      // Edge eb*R's output; the other R-1 edges reading this block get copies.
+      auto out_of = [&](int64_t r) {
+        return y + ((n * np * g.e + q * g.e + eb * g.repeat + r) * g.b + bi) * out_slice;
+      };
+      float* ys = out_of(0);
       const bool is_max = g.kinds[q] == 0;
       ForEachWindow(g, [&](int64_t o, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         float* out = ys + o;
@@ -443,6 +471,7 @@ void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
           for (int64_t ch = 0; ch < cn; ++ch) out[ch] *= inv;
         }
       });
+      for (int64_t r = 1; r < g.repeat; ++r) std::memcpy(out_of(r), ys, sizeof(float) * out_slice);
     }
   });
 }
@@ -450,15 +479,26 @@ void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
 template <int64_t CC, typename Pool>
 void PoolInputGrad(const PoolGeometry& g, const float* dy, const float* x, float* dx, Pool& pool) {
   const int64_t c = g.c, cn = CC > 0 ? CC : c, np = g.kinds.size(), slice = g.h * g.w * c;
-  ParallelFor(pool, g.lead_n * g.e * g.b, [&](int64_t u) {
-    const int64_t bi = u % g.b, ei = (u / g.b) % g.e, n = u / (g.b * g.e);
-    const float* xs = x + ((n * g.e + ei) * g.b + bi) * slice;
-    float* dxs = dx + ((n * g.e + ei) * g.b + bi) * slice;
+  const int64_t out_slice = g.ho * g.wo * c;
+  ParallelFor(pool, g.lead_n * g.ein * g.b, [&](int64_t u) {
+    const int64_t bi = u % g.b, eb = (u / g.b) % g.ein, n = u / (g.b * g.ein);
+    const float* xs = x + ((n * g.ein + eb) * g.b + bi) * slice;
+    float* dxs = dx + ((n * g.ein + eb) * g.b + bi) * slice;
     std::memset(dxs, 0, sizeof(float) * slice);
     std::vector<float> best(cn);
     std::vector<int64_t> arg(cn);
+    thread_local std::vector<float> summed;
     for (int64_t q = 0; q < np; ++q) {
-      const float* gs = dy + ((n * np * g.e + q * g.e + ei) * g.b + bi) * g.ho * g.wo * c;
+      // The R edges reading this block share its windows: route the sum of their gradients.
+      const float* gs = dy + ((n * np * g.e + q * g.e + eb * g.repeat) * g.b + bi) * out_slice;
+      if (g.repeat > 1) {
+        summed.assign(gs, gs + out_slice);
+        for (int64_t r = 1; r < g.repeat; ++r) {
+          const float* gr = gs + r * g.b * out_slice;
+          for (int64_t t = 0; t < out_slice; ++t) summed[t] += gr[t];
+        }
+        gs = summed.data();
+      }
       const bool is_max = g.kinds[q] == 0;
       ForEachWindow(g, [&](int64_t o, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         const float* gv = gs + o;
@@ -495,9 +535,9 @@ void PoolInputGrad(const PoolGeometry& g, const float* dy, const float* x, float
 
 ffi::Error PoolFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                        ffi::ResultBuffer<ffi::F32> y, int64_t nd, int64_t stride, int64_t kernel,
-                       ffi::Span<const int64_t> kinds) {
+                       int64_t repeat, ffi::Span<const int64_t> kinds) {
   PoolGeometry g;
-  ffi::Error err = MakePoolGeometry(x.dimensions(), nd, stride, kernel, kinds, &g);
+  ffi::Error err = MakePoolGeometry(x.dimensions(), nd, stride, kernel, repeat, kinds, &g);
   if (err.failure()) return err;
   JNAS_DISPATCH(PoolForward, g.c, g, x.typed_data(), y->typed_data(), pool);
   return ffi::Error::Success();
@@ -505,9 +545,9 @@ ffi::Error PoolFwdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
 
 ffi::Error PoolDxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
                       ffi::ResultBuffer<ffi::F32> dx, int64_t nd, int64_t stride, int64_t kernel,
-                      ffi::Span<const int64_t> kinds) {
+                      int64_t repeat, ffi::Span<const int64_t> kinds) {
   PoolGeometry g;
-  ffi::Error err = MakePoolGeometry(x.dimensions(), nd, stride, kernel, kinds, &g);
+  ffi::Error err = MakePoolGeometry(x.dimensions(), nd, stride, kernel, repeat, kinds, &g);
   if (err.failure()) return err;
   JNAS_DISPATCH(PoolInputGrad, g.c, g, dy.typed_data(), x.typed_data(), dx->typed_data(), pool);
   return ffi::Error::Success();
@@ -521,8 +561,8 @@ using F32Arg = ffi::Buffer<ffi::F32>;
 
 #define JNAS_ATTRS                                                                   \
   .Attr<int64_t>("nd").Attr<int64_t>("stride").Attr<int64_t>("shared")              \
-      .Attr<int64_t>("relu").Attr<ffi::Span<const int64_t>>("kernels")              \
-      .Attr<ffi::Span<const int64_t>>("dilations")
+      .Attr<int64_t>("relu").Attr<int64_t>("repeat")                                \
+      .Attr<ffi::Span<const int64_t>>("kernels").Attr<ffi::Span<const int64_t>>("dilations")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasDepthwiseFwd, FwdImpl,
                               JNAS_BIND.Arg<F32Arg>().Arg<F32Arg>().Ret<F32Arg>() JNAS_ATTRS);
@@ -534,7 +574,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasDepthwiseDw, DwImpl,
 
 #define JNAS_POOL_ATTRS                                                              \
   .Attr<int64_t>("nd").Attr<int64_t>("stride").Attr<int64_t>("kernel")              \
-      .Attr<ffi::Span<const int64_t>>("kinds")
+      .Attr<int64_t>("repeat").Attr<ffi::Span<const int64_t>>("kinds")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolFwd, PoolFwdImpl,
                               JNAS_BIND.Arg<F32Arg>().Ret<F32Arg>() JNAS_POOL_ATTRS);
