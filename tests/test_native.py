@@ -86,6 +86,37 @@ def test_pool_multi_matches_pool_with_ties(ndim, stride, repeat):
     P.pool_multi(x, ("min",))
 
 
+@needs_native
+@pytest.mark.parametrize("shape", [(3, 4, 7, 6, 8), (2, 5, 11, 12), (1, 64, 9, 9, 16)])
+def test_batch_norm_native_matches_jax_with_gradients_and_vmap(shape):
+  key = jax.random.key(0)
+  x = 3.0 + 2.0 * jax.random.normal(key, shape)  # an offset mean tests the variance's precision
+  e, c = shape[0], shape[-1]
+  scale = 1.0 + jax.random.normal(jax.random.fold_in(key, 1), (e, c))
+  bias = jax.random.normal(jax.random.fold_in(key, 2), (e, c))
+  probe = jax.random.normal(jax.random.fold_in(key, 3), shape)
+
+  def f(x, scale, bias):
+    y, stats = P.batch_norm(x, jnp.zeros((e, c)), jnp.ones((e, c)), train=True, scale=scale,
+                            bias=bias)
+    return jnp.sum(probe * jnp.sin(y)), (y, stats)
+
+  grad = lambda: jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))  # noqa: E731
+  before = P._DEFAULT_IMPL[0]
+  try:
+    P.set_depthwise_impl("taps")  # batch norm follows the process-wide choice
+    want = grad()(x, scale, bias)
+    P.set_depthwise_impl("native")
+    got = grad()(x, scale, bias)
+  finally:
+    P.set_depthwise_impl(before)
+  # Sums over up to 5184 rows: the native kernels accumulate in double, XLA in float.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=5e-4), got, want)
+  one = lambda x: jax.grad(lambda x: f(x, scale, bias)[0])(x)  # noqa: E731
+  batched = jax.jit(jax.vmap(one))(jnp.stack([x, -2.0 * x]))
+  np.testing.assert_allclose(batched[1], jax.jit(one)(-2.0 * x), rtol=1e-6, atol=1e-6)
+
+
 def test_auto_picks_native_on_cpu():
   # The supernet tests (tests/test_supernet.py) then check the native path's gradients against
   # plain autodiff, which forward_mode_compatible() traces through the pure-JAX forms.

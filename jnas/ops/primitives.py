@@ -50,8 +50,9 @@ def set_depthwise_impl(impl: DepthwiseImpl) -> None:
 
   Args:
     impl: ``"taps"`` (shifted multiply-adds in JAX), ``"native"`` (jnas's C++
-      XLA:CPU kernels, :mod:`jnas.ops.native`; ``"taps"`` where they cannot
-      be built), ``"xla"`` (grouped convolution, fast on GPU/TPU) or
+      XLA:CPU kernels, :mod:`jnas.ops.native`, which then also compute the
+      pools and training-mode batch norm; ``"taps"`` where they cannot be
+      built), ``"xla"`` (grouped convolution, fast on GPU/TPU) or
       ``"auto"`` (pick by backend at trace time).
 
   Example:
@@ -759,7 +760,9 @@ def batch_norm(
     n = x.size // (x.shape[0] * x.shape[-1])
     s = jnp.ones_like(mean) if scale is None else scale
     b = jnp.zeros_like(mean) if bias is None else bias
-    if _CUSTOM_VJPS[0]:
+    if _native_ok(x) and resolve_depthwise_impl() == "native":
+      y, bmean, bvar = _bn_train_native(x, s.astype(x.dtype), b.astype(x.dtype), eps)
+    elif _CUSTOM_VJPS[0]:
       y, bmean, bvar = _bn_train(x, s, b, eps)
     else:
       y, bmean, bvar = _bn_train_fwd_only(x, s, b, eps)
@@ -919,6 +922,37 @@ def _bn_train_vjp_bwd(eps, res, cts):
 
 
 _bn_train.defvjp(_bn_train_vjp_fwd, _bn_train_vjp_bwd)
+
+
+# The native kernels (jnas.ops.native) compute the same training-mode batch norm in two streaming
+# passes each way; XLA:CPU's kept-channel reductions (the statistics and the backward sums) run at
+# 1-3 GB/s, and in the 2-cell DARTS step they took a third of the kernel time.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bn_train_native(x, scale, bias, eps):
+  stats = jax.ShapeDtypeStruct(scale.shape, x.dtype)
+  with jax.named_scope("batch_norm"):
+    return native.call("jnas_batch_norm_fwd", (jax.ShapeDtypeStruct(x.shape, x.dtype), stats,
+                                               stats), x, scale, bias, nd=spatial_ndim(x),
+                       eps=float(eps))
+
+
+def _bn_train_native_fwd(x, scale, bias, eps):
+  y, bmean, bvar = _bn_train_native(x, scale, bias, eps)
+  return (y, bmean, bvar), (x, scale, bmean, bvar)
+
+
+def _bn_train_native_bwd(eps, res, cts):
+  # As _bn_train_vjp_bwd: the statistics' cotangents are ignored (they are used under
+  # stop_gradient only).
+  x, scale, bmean, bvar = res
+  with jax.named_scope("batch_norm_dx"):
+    return native.call("jnas_batch_norm_dx", (jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                              jax.ShapeDtypeStruct(scale.shape, scale.dtype),
+                                              jax.ShapeDtypeStruct(scale.shape, scale.dtype)),
+                       cts[0], x, scale, bmean, bvar, nd=spatial_ndim(x), eps=float(eps))
+
+
+_bn_train_native.defvjp(_bn_train_native_fwd, _bn_train_native_bwd)
 
 
 def dense_conv(

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -40,7 +41,8 @@ _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 #: FFI target names, by the C++ handler symbol they are bound to.
 TARGETS = {"jnas_depthwise_fwd": "JnasDepthwiseFwd", "jnas_depthwise_dx": "JnasDepthwiseDx",
            "jnas_depthwise_dw": "JnasDepthwiseDw", "jnas_pool_fwd": "JnasPoolFwd",
-           "jnas_pool_dx": "JnasPoolDx"}
+           "jnas_pool_dx": "JnasPoolDx", "jnas_batch_norm_fwd": "JnasBatchNormFwd",
+           "jnas_batch_norm_dx": "JnasBatchNormDx"}
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
 
@@ -139,15 +141,18 @@ def available() -> bool:
 def _attr(value: object) -> object:
   if isinstance(value, (bool, int)):
     return np.int64(value)
+  if isinstance(value, float):
+    return np.float32(value)
   return np.asarray(value, np.int64)
 
 
-def call(target: str, result: jax.ShapeDtypeStruct, *args: jax.Array, **attrs: object
-         ) -> jax.Array:
+def call(target: str, result: jax.ShapeDtypeStruct | Sequence[jax.ShapeDtypeStruct],
+         *args: jax.Array, **attrs: object) -> jax.Array | tuple[jax.Array, ...]:
   """Calls one of :data:`TARGETS` (``available()`` must be ``True``).
 
-  Integer (and boolean) attributes go to the kernel as int64, sequences as
-  int64 arrays. Leading axes that ``jax.vmap`` adds are passed to the
+  Integer (and boolean) attributes go to the kernel as int64, floats as
+  float32, sequences as int64 arrays; ``result`` may be a sequence of
+  shapes, for kernels with several outputs (a tuple is returned). Leading axes that ``jax.vmap`` adds are passed to the
   kernels, which treat every leading index as an independent problem
   (``vmap_method="broadcast_all"``).
 
