@@ -8,9 +8,11 @@ import pytest
 from jnas.utils import xla
 
 
-def test_auto_turns_library_fusions_off_for_1d_darts_only():
-  assert xla.compiler_options("auto", ndim=2) is None
+def test_auto_turns_library_fusions_off_for_darts_on_1d_or_with_native_kernels():
+  assert xla.compiler_options("auto", ndim=2, native=False) is None
   assert xla.compiler_options("auto", ndim=1, space="fbnet") is None
+  assert xla.compiler_options("auto", ndim=2, space="fbnet", native=True) is None
+  assert xla.compiler_options("auto", ndim=2, native=True) is not None
   assert xla.compiler_options("on", ndim=1) is None
   off = xla.compiler_options("auto", ndim=1)
   assert off == xla.compiler_options("off", ndim=2) == {"xla_cpu_experimental_ynn_fusion_type": ""}

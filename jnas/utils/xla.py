@@ -10,8 +10,13 @@ of 0.212 s (DARTS), 0.062 s instead of 0.129 s (GDAS), 0.032 s instead of
 8.0 s instead of 17.2 s. For the paper-size 2-D DARTS network (C=16, 8 cells,
 32x32, batch 32) they pay: 10.0 s per step with them, 11.4 s without; and for
 the FBNet chain supernet on MNIST-1D too (1.90 s per step with them, 2.29 s
-without, both under the same load). Hence ``auto``: off for the DARTS cell
-space on 1-D inputs, where it was measured to help, XLA's default elsewhere.
+without, both under the same load). With jnas's native CPU kernels
+(:mod:`jnas.ops.native`: depthwise convolutions, pools, batch norm) the 2-D
+DARTS network gains from turning them off too: 3.51 s per step instead of
+5.32 s (DARTS first order), 1.23 s instead of 2.15 s (GDAS), measured back to
+back in session 12. Hence ``auto``: off for the DARTS cell space on 1-D
+inputs, and on 2-D inputs when the native kernels run; XLA's default
+elsewhere (the FBNet chain, the pure-JAX ``taps`` forms on images).
 
 The option is passed per compilation, not through ``XLA_FLAGS``, so one
 process can use both settings; on a jaxlib that does not know it (checked
@@ -38,31 +43,39 @@ def _known_option(name: str, value: str) -> bool:
   return True
 
 
-def compiler_options(library_fusions: str = "auto", *, ndim: int, space: str = "darts"
-                     ) -> dict[str, str] | None:
+def compiler_options(library_fusions: str = "auto", *, ndim: int, space: str = "darts",
+                     native: bool | None = None) -> dict[str, str] | None:
   """The ``compiler_options`` for a jitted step on inputs with ``ndim`` spatial axes.
 
   Args:
-    library_fusions: ``"auto"`` (off for the DARTS space on 1-D inputs, XLA's
-      default otherwise), ``"on"`` (XLA's default) or ``"off"`` (no YNNPACK
-      library fusions). Only the CPU backend is affected.
+    library_fusions: ``"auto"`` (off for the DARTS space on 1-D inputs, and
+      on 2-D inputs when the native kernels run; XLA's default otherwise),
+      ``"on"`` (XLA's default) or ``"off"`` (no YNNPACK library fusions).
+      Only the CPU backend is affected.
     ndim: spatial axes of the network's input (1 for sequences, 2 for images).
     space: the search space's name (``config.space.name``).
+    native: whether jnas's native CPU kernels run (default: whether the
+      process-wide implementation, see
+      :func:`jnas.ops.primitives.set_depthwise_impl`, resolves to them now).
 
   Returns:
     A dict for ``jax.jit(..., compiler_options=...)``, or ``None`` for XLA's
     defaults.
 
   Example:
-    >>> opts = compiler_options("auto", ndim=2)
-    >>> opts is None
+    >>> compiler_options("auto", ndim=2, native=False) is None
+    True
+    >>> compiler_options("on", ndim=1) is None
     True
   """
   if library_fusions not in LIBRARY_FUSIONS:
     raise ValueError(f"unknown library_fusions {library_fusions!r} "
                      f"(known: {', '.join(LIBRARY_FUSIONS)})")
-  off = library_fusions == "off" or (library_fusions == "auto" and ndim == 1
-                                     and space == "darts")
+  if native is None:
+    from jnas.ops.primitives import resolve_depthwise_impl  # noqa: PLC0415 (ops import jax only)
+    native = resolve_depthwise_impl() == "native"
+  off = library_fusions == "off" or (library_fusions == "auto" and space == "darts"
+                                     and (ndim == 1 or native))
   if not off or jax.default_backend() != "cpu" or not _known_option(_YNN_OPTION, ""):
     return None
   return {_YNN_OPTION: ""}
