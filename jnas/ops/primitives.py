@@ -13,11 +13,15 @@ work.
 Depthwise convolution has three implementations, chosen per backend:
 
 * ``"native"`` (CPU default): C++ kernels called through the XLA FFI
-  (:mod:`jnas.ops.native`), built with the system's compiler on first use.
-  For the DARTS search step (C=16, 8 cells, batch 32; with the native pools)
-  they measured 7.36 s per step against 10.11 s for ``"taps"``, compiled in
-  62 s instead of 175 s and peaked at 4.2 GB instead of 7.2 GB (back to back,
-  2026-12). Where they cannot be built it falls back to ``"taps"``.
+  (:mod:`jnas.ops.native`), built with the system's compiler on first use;
+  the choice also routes pooling and training-mode batch norm to their
+  native kernels. For the DARTS search step (C=16, 8 cells, batch 32) the
+  native depthwise convolutions and pools measured 7.36 s per step against
+  10.11 s for ``"taps"``, compiled in 62 s instead of 175 s and peaked at
+  4.2 GB instead of 7.2 GB (back to back, session 11); reading shared cell
+  inputs once (``repeat``), native batch norm and no YNNPACK fusions then
+  brought it to 3.5-3.8 s, 21-28 s and 4.1 GB (session 12). Where they
+  cannot be built it falls back to ``"taps"``.
 * ``"taps"``: a sum of ``k**n`` shifted slices times per-channel weights. On
   XLA:CPU this is roughly 100x faster than a grouped convolution, and XLA fuses
   the whole sum into one loop.

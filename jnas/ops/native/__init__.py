@@ -6,8 +6,12 @@ to compile, and with the stacked candidates of a DARTS mixed op they run at a
 fraction of the memory bandwidth. ``cpu_kernels.cc`` computes the same
 convolutions, forward, input gradient and weight gradient, for several kernels
 at once (the conv candidates of a mixed op) with ReLU folded into the input
-(:func:`jnas.ops.primitives.depthwise_multi`), and max and average pooling
-with their input gradient (:func:`jnas.ops.primitives.pool_multi`).
+(:func:`jnas.ops.primitives.depthwise_multi`), max and average pooling
+with their input gradient (:func:`jnas.ops.primitives.pool_multi`), and
+training-mode batch norm forward and backward
+(:func:`jnas.ops.primitives.batch_norm`). The convolution and pool kernels
+let several edges read one input block (``repeat``), as a DARTS cell feeds
+each input to several edges.
 
 The source is compiled with the system's C++ compiler (``$CXX``, else ``c++``
 or ``g++``) against the XLA FFI headers that jaxlib ships, the first time a
