@@ -258,7 +258,9 @@ class MixedEdges(nnx.Module):
     saves a broadcast copy and its reduction in the backward pass.
     """
     if single_path:
-      x = x if isinstance(x, list) else P.repeat_rows(x, repeat)
+      # Each edge runs its own op here, so it gets its own input row.
+      if repeat > 1:
+        x = P.repeat_rows(x, repeat)
       return self.single_path(x, weights, train=train, unroll=unroll)
     outs = self.candidate_outputs(x, train=train, repeat=repeat)
     # "none" contributes exactly zero, so it is left out of the sum.
