@@ -18,7 +18,12 @@ a GDAS/SNAS Gumbel sample is the same on every device. The mesh uses
 N independent searches (own weights, alphas, optimizer states and data
 orders) as one compiled step with N-times larger kernels, which on small
 configs costs less than N separate runs (``benchmarks/seeds.py`` measures the
-ratio).
+ratio). Given a :func:`seed_mesh`, the seed axis is also split over devices
+with ``jax.shard_map``: each device advances its own N / devices searches and
+no device talks to another. That is the way to spread seeds over the GPUs of
+a node, and on a CPU over host devices (``jax_num_cpu_devices``), where each
+device's program runs on its own core instead of sharing every kernel between
+the cores.
 
 Example (4 CPU devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=4``)::
 
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Name of the mesh axis that batches are split along.
 DATA_AXIS = "data"
+#: Name of the mesh axis that stacked searches (seeds) are split along.
+SEED_AXIS = "seeds"
 
 StepFn = Callable[[Any, Any, Any], tuple[Any, Any]]
 
@@ -117,6 +124,18 @@ def initialize_distributed() -> bool:
 # ---------------------------------------------------------------------------
 
 
+def _one_axis_mesh(num_devices: int | None, axis: str) -> Mesh:
+  available = jax.device_count()
+  n = available if num_devices is None else int(num_devices)
+  if not 1 <= n <= available:
+    raise ValueError(f"num_devices must be in [1, {available}] (the devices JAX sees), got {n}")
+  devices = jax.devices()[:n]
+  axis_type = getattr(jax.sharding, "AxisType", None)
+  if axis_type is None:  # JAX before axis types: every axis behaves as Auto
+    return jax.make_mesh((n,), (axis,), devices=devices)
+  return jax.make_mesh((n,), (axis,), axis_types=(axis_type.Auto,), devices=devices)
+
+
 def make_mesh(num_devices: int | None = None) -> Mesh:
   """A one-axis ``("data",)`` mesh over the first ``num_devices`` devices (default: all).
 
@@ -127,15 +146,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     >>> dict(make_mesh(1).shape)
     {'data': 1}
   """
-  available = jax.device_count()
-  n = available if num_devices is None else int(num_devices)
-  if not 1 <= n <= available:
-    raise ValueError(f"num_devices must be in [1, {available}] (the devices JAX sees), got {n}")
-  devices = jax.devices()[:n]
-  axis_type = getattr(jax.sharding, "AxisType", None)
-  if axis_type is None:  # JAX before axis types: every axis behaves as Auto
-    return jax.make_mesh((n,), (DATA_AXIS,), devices=devices)
-  return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(axis_type.Auto,), devices=devices)
+  return _one_axis_mesh(num_devices, DATA_AXIS)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -291,21 +302,126 @@ def init_seeds(init_fn: Callable[[Any], Any], keys: Sequence[Any]) -> Any:
   return stack_trees([init_fn(k) for k in keys])
 
 
+def seed_mesh(num_devices: int | None = None) -> Mesh:
+  """A one-axis ``("seeds",)`` mesh over the first ``num_devices`` devices (default: all).
+
+  Pass it to :func:`vmap_step` or :func:`vmap_gather_step` to split stacked
+  searches over devices. On a CPU, ask for host devices before JAX starts,
+  e.g. ``jax.config.update("jax_num_cpu_devices", 2)`` (see
+  :func:`host_devices_for`).
+
+  Example:
+    >>> dict(seed_mesh(1).shape)
+    {'seeds': 1}
+  """
+  return _one_axis_mesh(num_devices, SEED_AXIS)
+
+
+def host_devices_for(num_seeds: int, cores: int | None = None) -> int:
+  """How many CPU host devices to split ``num_seeds`` stacked searches over.
+
+  The largest divisor of ``num_seeds`` that is at most ``cores`` (default:
+  the cores this process may run on), so that every device holds the same
+  number of searches and runs on a core of its own.
+
+  Example:
+    >>> host_devices_for(4, cores=2), host_devices_for(3, cores=2), host_devices_for(6, cores=4)
+    (2, 1, 3)
+  """
+  if num_seeds < 1:
+    raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
+  if cores is None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cores = max(1, int(cores or 1))
+  return max(d for d in range(1, min(num_seeds, cores) + 1) if num_seeds % d == 0)
+
+
+def shard_seeds(tree: Any, mesh: Mesh) -> Any:
+  """Splits every leaf of a stacked ``tree`` along its leading (seed) axis over ``mesh``.
+
+  The number of seeds must be a multiple of the mesh's devices. With several
+  processes each passes the whole stacked tree.
+
+  Example:
+    >>> states = shard_seeds({"w": jnp.zeros((4, 3))}, seed_mesh(1))
+    >>> states["w"].shape
+    (4, 3)
+  """
+  devices = mesh.devices.size
+  for leaf in jax.tree.leaves(tree):
+    size = np.shape(leaf)[0] if np.ndim(leaf) else None
+    if size is None or size % devices:
+      raise ValueError(f"seed axis ({size}) must be a multiple of the {devices} devices it is "
+                       f"split over")
+  sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: _global_from_host(x, sharding), tree)
+
+
+def _map_seeds(fn: Callable[..., Any], in_axes: tuple[Any, ...]) -> Callable[..., Any]:
+  """Like ``jax.vmap(fn, in_axes)`` but one seed after the other (``lax.map``)."""
+
+  def mapped(*args):
+    stacked = tuple(a for a, ax in zip(args, in_axes) if ax is not None)
+
+    def one(per_seed):
+      it = iter(per_seed)
+      return fn(*(a if ax is None else next(it) for a, ax in zip(args, in_axes)))
+
+    return jax.lax.map(one, stacked)
+
+  return mapped
+
+
+def _over_seeds(fn: Callable[..., Any], in_axes: tuple[Any, ...], mesh: Mesh | None,
+                per_device: str, donate: bool,
+                compiler_options: dict[str, Any] | None) -> Callable[..., Any]:
+  """``jit(vmap(fn))`` (or ``lax.map``), the seed axis split over ``mesh`` if one is given."""
+  if any(ax not in (0, None) for ax in in_axes):
+    raise ValueError(f"in_axes must be 0 or None, got {in_axes}")
+  if per_device == "vmap":
+    batched = jax.vmap(fn, in_axes=in_axes)
+  elif per_device == "map":
+    batched = _map_seeds(fn, in_axes)
+  else:
+    raise ValueError(f"per_device must be 'vmap' or 'map', got {per_device!r}")
+  if mesh is not None:
+    # shard_map, not sharding propagation: each device runs a plain per-device
+    # program, so custom calls (jnas's native CPU kernels) need no partitioning rule.
+    axis = mesh.axis_names[0]
+    spec = lambda a: PartitionSpec() if a is None else PartitionSpec(axis)  # noqa: E731
+    batched = jax.shard_map(batched, mesh=mesh, in_specs=tuple(spec(a) for a in in_axes),
+                            out_specs=PartitionSpec(axis), check_vma=False)
+  return jax.jit(batched, donate_argnums=(0,) if donate else (),
+                 compiler_options=compiler_options)
+
+
 def vmap_step(step_fn: StepFn, *, donate: bool = True,
-              compiler_options: dict[str, Any] | None = None) -> StepFn:
+              compiler_options: dict[str, Any] | None = None,
+              mesh: Mesh | None = None, per_device: str = "vmap") -> StepFn:
   """``step(states, batches_train, batches_val)`` for N searches stacked on axis 0, jitted.
 
   Every argument and result carries the seed axis first: states from
   :func:`init_seeds`, batches ``[N, batch, ...]`` (each seed its own), metrics
   ``[N]``. The states' buffers are donated. ``compiler_options`` go to
-  ``jax.jit`` (see :func:`jnas.utils.xla.compiler_options`).
+  ``jax.jit`` (see :func:`jnas.utils.xla.compiler_options`). With ``mesh``
+  (from :func:`seed_mesh`) the seeds are split over its devices, N a
+  multiple of their number; place the states with :func:`shard_seeds`.
+
+  ``per_device`` says how a device advances its share of the seeds:
+  ``"vmap"`` (default) batches them into kernels N / devices times larger,
+  the better choice on an accelerator; ``"map"`` (``lax.map``) runs them one
+  after the other inside the same program, each at the working set of one
+  search, which is faster on CPU host devices whose searches outgrow the
+  cache (``benchmarks/seeds.py`` has the measurements). Both give each seed
+  the numbers of a separate run.
 
   Example:
     >>> step = vmap_step(strategy.step)  # doctest: +SKIP
     >>> states, metrics = step(states, (xs_t, ys_t), (xs_v, ys_v))  # doctest: +SKIP
   """
-  return jax.jit(jax.vmap(step_fn), donate_argnums=(0,) if donate else (),
-                 compiler_options=compiler_options)
+  return _over_seeds(step_fn, (0, 0, 0), mesh, per_device, donate, compiler_options)
 
 
 def gather_step(step_fn: StepFn) -> Callable[[Any, Any, jax.Array, jax.Array], tuple[Any, Any]]:
@@ -329,21 +445,24 @@ def gather_step(step_fn: StepFn) -> Callable[[Any, Any, jax.Array, jax.Array], t
 
 
 def vmap_gather_step(step_fn: StepFn, *, donate: bool = True,
-                     compiler_options: dict[str, Any] | None = None
+                     compiler_options: dict[str, Any] | None = None,
+                     mesh: Mesh | None = None, per_device: str = "vmap"
                      ) -> Callable[[Any, Any, jax.Array, jax.Array], tuple[Any, Any]]:
   """:func:`gather_step` for N stacked searches that share one dataset, jitted.
 
   ``step(states, data, idx_train, idx_val)``: ``states`` and the index
   arrays (``[N, batch]``) carry the seed axis, ``data`` is shared. Each seed
   thus reads its own batches (see :func:`seed_batch_indices`) without N
-  copies of the data. ``compiler_options`` go to ``jax.jit``.
+  copies of the data. ``compiler_options`` go to ``jax.jit``. With ``mesh``
+  (from :func:`seed_mesh`) the seeds are split over its devices and every
+  device keeps a copy of ``data``. ``per_device`` as in :func:`vmap_step`.
 
   Example:
     >>> step = vmap_gather_step(strategy.step)  # doctest: +SKIP
     >>> states, metrics = step(states, (x_all, y_all), idx_t[:, i], idx_v[:, i])  # doctest: +SKIP
   """
-  return jax.jit(jax.vmap(gather_step(step_fn), in_axes=(0, None, 0, 0)),
-                 donate_argnums=(0,) if donate else (), compiler_options=compiler_options)
+  return _over_seeds(gather_step(step_fn), (0, None, 0, 0), mesh, per_device, donate,
+                     compiler_options)
 
 
 def seed_batch_indices(num_examples: int, batch_size: int, seeds: Sequence[int], epoch: int,

@@ -144,3 +144,101 @@ def test_stacking_helpers():
   np.testing.assert_array_equal(parts[1]["w"], jax.random.normal(keys[1], (2,)))
   with pytest.raises(ValueError, match="empty"):
     parallel.stack_trees([])
+
+
+def test_seed_mesh_helpers_check_their_input():
+  mesh = parallel.seed_mesh(1)
+  assert mesh.axis_names == (parallel.SEED_AXIS,)
+  assert parallel.host_devices_for(4, cores=2) == 2
+  assert parallel.host_devices_for(5, cores=2) == 1  # 5 seeds do not split evenly over 2
+  assert parallel.host_devices_for(8, cores=16) == 8
+  with pytest.raises(ValueError, match="num_seeds"):
+    parallel.host_devices_for(0)
+  with pytest.raises(ValueError, match="num_devices"):
+    parallel.seed_mesh(jax.device_count() + 1)
+  with pytest.raises(ValueError, match="per_device"):
+    parallel.vmap_step(lambda w, a, b: (w, {}), per_device="scan")
+  w = jnp.zeros((3, 2))
+  np.testing.assert_array_equal(parallel.shard_seeds({"w": w}, mesh)["w"], w)
+
+
+def test_map_per_device_equals_vmap():
+  # lax.map over the seeds must give what vmap gives (here on one device).
+  def step(w, bt, bv):
+    loss = lambda w_, b: jnp.mean((b[0] @ w_ - b[1]) ** 2)  # noqa: E731
+    w = w - 0.1 * jax.grad(loss)(w, bt)
+    return w, {"val_loss": loss(w, bv)}
+
+  w0 = jax.random.normal(jax.random.key(0), (3, 4))
+  data = (jax.random.normal(jax.random.key(1), (16, 4)), jax.random.normal(jax.random.key(2), (16,)))
+  it = jnp.arange(24).reshape(3, 8) % 16
+  iv = it[::-1]
+  a = parallel.vmap_gather_step(step, donate=False)(w0, data, it, iv)
+  b = parallel.vmap_gather_step(step, donate=False, per_device="map")(w0, data, it, iv)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
+def _host_device_worker(out: str) -> None:
+  """Run with 2 CPU devices: the DARTS step of 2 seeds, split over them or not."""
+  assert jax.device_count() == 2, jax.devices()
+  x, y = dataset()
+  seeds = [0, 1]
+  strategy = build(seeds[0])
+  init = jax.device_get(parallel.init_seeds(lambda s: build(s).init(jax.random.key(s)), seeds))
+  idx_t, idx_v = parallel.seed_batch_indices(N_EXAMPLES, BATCH, seeds, epoch=0)
+  data = (jnp.asarray(x), jnp.asarray(y))
+  results = {}
+  for name, mesh, per_device in [("one", None, "vmap"), ("vmap", parallel.seed_mesh(2), "vmap"),
+                                 ("map", parallel.seed_mesh(2), "map")]:
+    step = parallel.vmap_gather_step(strategy.step, mesh=mesh, per_device=per_device)
+    states = jax.tree.map(jnp.asarray, init)
+    it, iv = jnp.asarray(idx_t), jnp.asarray(idx_v)
+    if mesh is not None:
+      states, (it, iv) = parallel.shard_seeds(states, mesh), parallel.shard_seeds((it, iv), mesh)
+    for k in range(2):
+      states, metrics = step(states, data, it[:, k], iv[:, k])
+    if mesh is not None:  # each device holds its own seed
+      leaf = jax.tree.leaves(states.params)[0]
+      assert {s.device for s in leaf.addressable_shards} == set(jax.devices())
+      assert all(s.data.shape[0] == 1 for s in leaf.addressable_shards)
+    flat = jax.tree.leaves(jax.device_get((states.params, states.alpha, metrics)))
+    results.update({f"{name}_{i}": np.asarray(v) for i, v in enumerate(flat)})
+  np.savez(out, **results)
+
+
+def test_seeds_split_over_host_devices_equal_one_device(tmp_path):
+  # Needs 2 CPU devices, so it runs this file as a worker in a fresh process.
+  import os
+  import subprocess
+  import sys
+  from pathlib import Path
+
+  root = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+  out = tmp_path / "seeds.npz"
+  proc = subprocess.run([sys.executable, __file__, str(out)], env=env, cwd=root,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  with np.load(out) as z:
+    n = len([k for k in z.files if k.startswith("one_")])
+    assert n > 10
+    moved = False
+    for i in range(n):
+      for name in ("vmap", "map"):
+        np.testing.assert_allclose(z[f"{name}_{i}"], z[f"one_{i}"], rtol=1e-4, atol=1e-5,
+                                   err_msg=f"{name} leaf {i}")
+    # The two seeds' searches differ (the split did not copy one seed to both devices).
+    for i in range(n):
+      a = z[f"one_{i}"]
+      if a.ndim and a.shape[0] == 2 and not np.allclose(a[0], a[1]):
+        moved = True
+    assert moved
+
+
+if __name__ == "__main__":
+  import sys as _sys
+
+  _host_device_worker(_sys.argv[1])
