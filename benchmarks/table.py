@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if name in result:
       r = result[name]
       keys = ("population_s", "loop_s", "ratio", "compilations") if name == "population_eval" \
-          else ("vmapped_s", "sequential_s", "ratio")
+          else ("vmapped_s", "sequential_s", "ratio", "vmapped_devices", "per_device")
       print(f"\n{name}: " + (r["error"] if "error" in r else
                                ", ".join(f"{k} {r.get(k)}" for k in keys)))
   return 0
