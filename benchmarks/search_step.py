@@ -7,7 +7,8 @@ Builds the paper's search supernet (C=16, 8 cells, 4 nodes, 32x32x3 input,
 10 classes by default), compiles one step (architecture step + weight step),
 then runs it ``--steps`` times on random data and reports the median seconds
 per step, images per second, the compile time, the process's peak resident
-memory and, on an accelerator, the device's peak memory.
+memory, XLA's scratch memory for one step (``xla_temp_mb``: the working set
+beyond the inputs) and, on an accelerator, the device's peak memory.
 
 ``--strategy fbnet`` times FBNet's step on its chain supernet instead: FBNet's
 ImageNet macro-architecture (22 blocks of 9 candidates) at ``--size`` x
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
   step = jax.jit(strat.step, donate_argnums=0, compiler_options=xla_options).lower(
       state, batches[0], batches[1]).compile()
   compile_s = time.perf_counter() - t0
+  try:  # XLA's scratch memory for one step: the step's working set, beyond its inputs
+    temp_mb = step.memory_analysis().temp_size_in_bytes / 2**20
+  except Exception:  # not every backend reports it
+    temp_mb = None
   state, m = step(state, batches[0], batches[1])
   jax.block_until_ready(m)
   times = []
@@ -157,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
       "busy_cores": busy_cores,
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "device_peak_mb": None if device_peak is None else device_peak / 2**20,
+      "xla_temp_mb": temp_mb,
       "supernet_params": count_params(s.params),
       "depthwise_impl": resolve_depthwise_impl(args.impl),
       "library_fusions": library_fusions_label(xla_options),
