@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
 
   # ---- Compile both variants (not timed as steps). ----
   worker = None
-  if cpu_devices > 1:  # the baseline runs where the host-device split cannot touch it
+  if cpu_devices > 1 and jax.default_backend() == "cpu":  # where the split cannot touch it
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
