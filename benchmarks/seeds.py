@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     return {}
 
   available = jax.device_count()
-  if args.devices == "auto":
-    n_dev = max(d for d in range(1, min(args.seeds, available) + 1) if args.seeds % d == 0)
+  if args.devices == "auto":  # as many devices as divide the seeds evenly
+    n_dev = parallel.host_devices_for(args.seeds, cores=available)
   else:
     n_dev = int(args.devices)
     if n_dev > available or args.seeds % n_dev:

@@ -379,9 +379,10 @@ def _map_seeds(fn: Callable[..., Any], in_axes: tuple[Any, ...]) -> Callable[...
 def _over_seeds(fn: Callable[..., Any], in_axes: tuple[Any, ...], mesh: Mesh | None,
                 per_device: str, donate: bool,
                 compiler_options: dict[str, Any] | None) -> Callable[..., Any]:
-  """``jit(vmap(fn))`` (or ``lax.map``), the seed axis split over ``mesh`` if one is given."""
-  if any(ax not in (0, None) for ax in in_axes):
-    raise ValueError(f"in_axes must be 0 or None, got {in_axes}")
+  """``jit(vmap(fn))`` (or ``lax.map``), the seed axis split over ``mesh`` if one is given.
+
+  ``in_axes`` entries are 0 (stacked on the seed axis) or None (shared).
+  """
   if per_device == "vmap":
     batched = jax.vmap(fn, in_axes=in_axes)
   elif per_device == "map":

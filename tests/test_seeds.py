@@ -116,13 +116,16 @@ def test_vmapped_seeds_equal_separate_runs(space):
   assert len(genotypes) == 2
 
 
-def test_vmap_step_takes_stacked_batches():
-  # A least-squares "strategy" keeps this cheap: vmap_step must equal a loop over seeds.
-  def step(w, bt, bv):
-    loss = lambda w_, b: jnp.mean((b[0] @ w_ - b[1]) ** 2)  # noqa: E731
-    w = w - 0.1 * jax.grad(loss)(w, bt)
-    return w, {"val_loss": loss(w, bv)}
+def _lstsq_step(w, bt, bv):
+  """A least-squares "strategy" step: cheap to compile, enough to compare seed mappings."""
+  loss = lambda w_, b: jnp.mean((b[0] @ w_ - b[1]) ** 2)  # noqa: E731
+  w = w - 0.1 * jax.grad(loss)(w, bt)
+  return w, {"val_loss": loss(w, bv)}
 
+
+def test_vmap_step_takes_stacked_batches():
+  # vmap_step must equal a loop over seeds.
+  step = _lstsq_step
   keys = jax.random.split(jax.random.key(0), 3)
   w0 = parallel.init_seeds(lambda k: jax.random.normal(k, (4,)), keys)
   xs = jax.random.normal(jax.random.key(1), (3, 8, 4))
@@ -164,11 +167,7 @@ def test_seed_mesh_helpers_check_their_input():
 
 def test_map_per_device_equals_vmap():
   # lax.map over the seeds must give what vmap gives (here on one device).
-  def step(w, bt, bv):
-    loss = lambda w_, b: jnp.mean((b[0] @ w_ - b[1]) ** 2)  # noqa: E731
-    w = w - 0.1 * jax.grad(loss)(w, bt)
-    return w, {"val_loss": loss(w, bv)}
-
+  step = _lstsq_step
   w0 = jax.random.normal(jax.random.key(0), (3, 4))
   data = (jax.random.normal(jax.random.key(1), (16, 4)), jax.random.normal(jax.random.key(2), (16,)))
   it = jnp.arange(24).reshape(3, 8) % 16
