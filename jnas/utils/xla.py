@@ -14,9 +14,10 @@ without, both under the same load). With jnas's native CPU kernels
 (:mod:`jnas.ops.native`: depthwise convolutions, pools, batch norm) the 2-D
 DARTS network gains from turning them off too: 3.51 s per step instead of
 5.32 s (DARTS first order), 1.23 s instead of 2.15 s (GDAS), measured back to
-back in session 12. Hence ``auto``: off for the DARTS cell space on 1-D
-inputs, and on 2-D inputs when the native kernels run; XLA's default
-elsewhere (the FBNet chain, the pure-JAX ``taps`` forms on images).
+back at commit 40274fe (2026-12-02). Hence ``auto``: off for the DARTS
+cell space on 1-D inputs, and on 2-D inputs when the native kernels run;
+XLA's default elsewhere (the FBNet chain, the pure-JAX ``taps`` forms on
+images).
 
 The option is passed per compilation, not through ``XLA_FLAGS``, so one
 process can use both settings; on a jaxlib that does not know it (checked
