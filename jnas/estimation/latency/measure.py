@@ -206,4 +206,3 @@ def latency_settings(config) -> dict[str, Any]:
   return {"batch_size": int(lc.get("batch_size", 1)), "dtype": str(lc.get("dtype", "float32")),
           "repeats": int(lc.get("repeats", 20)), "statistic": str(lc.get("statistic", "median")),
           "clock": str(lc.get("clock", "wall")), "cpu_threads": int(lc.get("cpu_threads", 0))}
-

@@ -47,5 +47,3 @@ def expected_latency(table: LatencyTable, encoding: Mapping[str, Any] | jax.Arra
   ops = jnp.asarray(table.ops_ms, w.dtype if jnp.issubdtype(w.dtype, jnp.floating)
                     else jnp.float32)
   return jnp.sum(w * ops, axis=(-2, -1)) + table.fixed_ms
-
-

@@ -199,4 +199,3 @@ def load_latency_table(path: str | Path, space: ChainSpace | None = None,
   table = table_from_json(data)
   check_table(table, space, batch_size, dtype)
   return table
-

@@ -192,5 +192,3 @@ def _dispatch_call(shape, batch_size, dtype) -> tuple[Callable, tuple]:
   p = {"w": jnp.zeros((1,), dtype)}
   fn = jax.jit(lambda p, s, x: x.reshape(-1)[:1] + p["w"]).lower(p, {}, x).compile()
   return fn, (p, {}, x)
-
-
