@@ -1,15 +1,17 @@
-"""Where a DARTS search step spends its time: per-fusion and per-op-kind profile.
+"""Where a search step (DARTS, GDAS or SPOS) spends its time: per-fusion and per-op-kind profile.
 
   python benchmarks/profile_step.py --layers 2 --batch 32 [--top 30]
   python benchmarks/profile_step.py --ndim 1 --layers 3 --C 8 --batch 64 [--seeds 4]
+  python benchmarks/profile_step.py --strategy gdas --layers 8 --batch 32 --steps 6
 
-Compiles the DARTS first-order step of the search supernet (C=16, 32x32x3),
+Compiles the DARTS first-order step of the search supernet (C=16, 32x32x3;
+``--strategy gdas|spos`` for the single-path steps),
 runs it once under ``jax.profiler`` and prints the slowest XLA thunks (fused
 kernels) with their output shape and the JAX operation they came from, then
 totals by operation kind, split into forward (``fwd``) and backward
 (``bwd``, JAX's ``transpose``). This is how the optimisation barrier on tap
-inputs and the split-instead-of-slice change were found (see README,
-Benchmarks). ``--layers 2`` compiles in about a minute on 2 cores; the
+inputs and the split-instead-of-slice change were found (see
+benchmarks/results/README.md). ``--layers 2`` compiles in about a minute on 2 cores; the
 8-cell network takes about three. ``--ndim 1`` profiles the MNIST-1D search step
 (40x1 inputs) instead, and ``--seeds N`` the step ``benchmarks/seeds.py``
 vmaps over N searches. Both use the library-fusion setting ``jnas search``
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--top", type=int, default=30)
   p.add_argument("--ndim", type=int, default=2, choices=(1, 2),
                  help="2: 32x32x3 images; 1: MNIST-1D-shaped 40x1 sequences")
+  p.add_argument("--strategy", default="darts", choices=("darts", "gdas", "spos"),
+                 help="darts: first order, every candidate runs; gdas: hard Gumbel samples, "
+                      "single path; spos: one uniform path, weight step only")
+  p.add_argument("--steps", type=int, default=3, help="timed steps before the profiled one")
   p.add_argument("--seeds", type=int, default=0,
                  help="profile the step vmapped over this many searches (0: one search)")
   args = p.parse_args(argv)
@@ -64,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
 
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
+  from jnas.strategies.gumbel import gdas
+  from jnas.strategies.spos import encoding_pool, spos
   from jnas import parallel
   from jnas.supernet import DartsSupernet, make_apply, split_model
   from jnas.utils.xla import compiler_options
@@ -75,9 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     net = DartsSupernet(space, in_shape[-1], 10, ndim=args.ndim, channels=args.C,
                         layers=args.layers, rngs=nnx.Rngs(seed))
     s = split_model(net)
-    return darts(make_apply(s.graphdef), s.params, s.state,
-                 space.init_alpha(jax.random.key(seed)),
-                 w_opt=weight_optimizer(total_steps=1000), a_opt=arch_optimizer())
+    w_opt, a_opt = weight_optimizer(total_steps=1000), arch_optimizer()
+    alpha = space.init_alpha(jax.random.key(seed))
+    if args.strategy == "gdas":
+      return gdas(make_apply(s.graphdef, single_path=True), s.params, s.state, alpha,
+                  w_opt=w_opt, a_opt=a_opt, total_steps=1000)
+    if args.strategy == "spos":
+      return spos(make_apply(s.graphdef, single_path=True), s.params, s.state,
+                  encoding_pool(space, 1024), w_opt=w_opt)
+    return darts(make_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt, a_opt=a_opt)
 
   strat = build(0)
   options = compiler_options("auto", ndim=args.ndim, space="darts")
@@ -95,11 +109,15 @@ def main(argv: list[str] | None = None) -> None:
   print(f"compile: {time.perf_counter() - t0:.1f} s")
   jax.block_until_ready(step(state, batch, batch))
   times = []
-  for _ in range(3):
+  for _ in range(args.steps):
     t0 = time.perf_counter()
-    jax.block_until_ready(step(state, batch, batch))
+    # The sampling strategies draw a new path each step: advance the state so
+    # the figures average over paths instead of repeating one.
+    state, _ = step(state, batch, batch)
+    jax.block_until_ready(state)
     times.append(time.perf_counter() - t0)
-  print(f"step: min {min(times):.2f} s of {len(times)}")
+  print(f"step: min {min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s "
+        f"of {len(times)}")
 
   trace_dir = os.path.join(work, "trace")
   with jax.profiler.trace(trace_dir):

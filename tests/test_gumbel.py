@@ -93,6 +93,11 @@ def test_single_path_equals_full_mixed_op_for_one_hot_encodings(ndim, primitives
       chosen = np.asarray(enc[k]) > 0
       np.testing.assert_allclose(np.asarray(ga[1][k])[chosen], np.asarray(gb[1][k])[chosen],
                                  rtol=2e-3, atol=1e-5)
+    # The architecture step's form: no weight gradient asked for, so the
+    # single path's backward skips it; the encoding's gradient is unchanged.
+    ge = jax.jit(jax.grad(lambda e: loss(make_apply(s.graphdef, single_path=True), s.params, e)))(
+        enc)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7), ge, gb[1])
 
 
 def test_single_path_updates_only_the_chosen_ops_statistics():

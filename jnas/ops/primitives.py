@@ -40,6 +40,7 @@ from typing import Any, Callable, Literal, Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from jnas.ops import native
 
@@ -491,26 +492,52 @@ def _switch_recompute(branches, index, x, params, stats):
   return lax.switch(index, list(branches), x, params, stats)
 
 
+def _perturbed(tree) -> bool:
+  return any(leaf.perturbed for leaf in jax.tree.leaves(tree))
+
+
+def _primal_values(tree):
+  return jax.tree.map(lambda leaf: leaf.value, tree)
+
+
 def _switch_recompute_fwd(branches, index, x, params, stats):
-  return lax.switch(index, list(branches), x, params, stats), (index, x, params, stats)
+  # Which inputs need a gradient is known when tracing (symbolic zeros): a GDAS
+  # architecture step differentiates with respect to the activations only, and
+  # the first cell's inputs do not depend on alpha at all. Computing the other
+  # cotangents anyway would put every weight gradient of the supernet into the
+  # architecture step (XLA cannot drop unused outputs of a conditional).
+  # The flags travel as the residual's structure: None leaves are static.
+  wants = {"dx": None} if _perturbed(x) else {}
+  if _perturbed(params):
+    wants["dparams"] = None
+  index, x, params, stats = _primal_values((index, x, params, stats))
+  return lax.switch(index, list(branches), x, params, stats), (index, x, params, stats, wants)
 
 
 def _switch_recompute_bwd(branches, res, cts):
-  index, x, params, stats = res
+  index, x, params, stats, wants = res
   gy = cts[0]
+  if isinstance(gy, SymbolicZero):
+    gy = jnp.zeros(gy.aval.shape, gy.aval.dtype)
+  argnums = tuple(k for k, name in enumerate(("dx", "dparams")) if name in wants)
+  if not argnums:
+    return (None, None, None, None)
 
   def backward_of(branch):
     def run(x, params, stats, gy):
-      _, vjp = jax.vjp(lambda x_, p_: branch(x_, p_, stats)[0], x, params)
-      return vjp(gy)
+      _, vjp = jax.vjp(lambda *a: branch(*a, stats)[0], x, params)
+      grads = vjp(gy)
+      return tuple(grads[k] for k in argnums)
     return run
 
-  dx, dparams = lax.switch(index, [backward_of(b) for b in branches], x, params, stats, gy)
-  zeros = jax.tree.map(jnp.zeros_like, stats)
-  return (None, dx, dparams, zeros)
+  grads = lax.switch(index, [backward_of(b) for b in branches], x, params, stats, gy)
+  out = [None, None]
+  for k, g in zip(argnums, grads):
+    out[k] = g
+  return (None, out[0], out[1], None)
 
 
-_switch_recompute.defvjp(_switch_recompute_fwd, _switch_recompute_bwd)
+_switch_recompute.defvjp(_switch_recompute_fwd, _switch_recompute_bwd, symbolic_zeros=True)
 
 
 def _depthwise_xla(x, w, *, kernel, dilation, stride):
