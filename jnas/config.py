@@ -33,6 +33,7 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "config_hash",
+    "SEARCH_OPTIONAL_DEFAULTS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,23 @@ logger = logging.getLogger(__name__)
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _NONE = frozenset({"none", "null"})
+
+# Optional ``search`` keys and their defaults: DARTS collapse mitigations
+# (jnas/strategies/registry.py reads them). Configs need not list them, and an
+# override such as ``search.mitigations=fairdarts`` adds the key to a config
+# that lacks it, so existing configs keep their hash. Other unknown keys are
+# still refused.
+SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "mitigations": "",  # comma list: fairdarts, drnas, darts_minus, beta_decay, sdarts_rs, pruning
+    "fairdarts_w01": 10.0,  # weight of FairDARTS's zero-one loss
+    "drnas_anchor": 1e-3,  # weight of DrNAS's anchor ||beta - 1||^2 (0: off)
+    "darts_minus_beta0": 1.0,  # DARTS-'s auxiliary skip weight at step 0 (linear to 0)
+    "beta_decay_max": 50.0,  # beta-DARTS's regulariser weight at the end (linear from 0)
+    "sdarts_eps_min": 0.03,  # SDARTS-RS's noise radius, linear from min to max
+    "sdarts_eps_max": 0.3,
+    "prune_epochs": (),  # epochs after which each edge loses its weakest op; () = 1/3 and 2/3
+    "early_stop_skips": 0,  # DARTS+: stop once the normal cell has this many skips (0: off)
+}
 
 
 class ConfigError(ValueError):
@@ -325,6 +343,9 @@ def _resolve(config: ml_collections.ConfigDict, key: str):
             )
         group = child
     leaf = parts[-1]
+    if leaf not in group and parts[:-1] == ["search"] and leaf in SEARCH_OPTIONAL_DEFAULTS:
+        with group.unlocked():
+            group[leaf] = SEARCH_OPTIONAL_DEFAULTS[leaf]
     if leaf not in group:
         raise _unknown_key_error(key, ".".join(parts[:-1]), leaf, group)
     return group, leaf

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from jnas.ops.primitives import forward_mode_compatible
+import jnas.strategies.mitigations as mit
 from jnas.strategies.base import Batch, GradientStrategy
 from jnas.supernet.functional import cross_entropy
 
@@ -37,6 +38,11 @@ class DartsState(NamedTuple):
   w_opt_state: optax.OptState
   a_opt_state: optax.OptState
   step: jax.Array
+  # Only with a mitigation (else None, so the default state is unchanged):
+  # the pruning mask (a boolean pytree like alpha) and the key whose
+  # fold_in(key, step) drives stochastic relaxations and perturbations.
+  mask: Any = None
+  key: Any = None
 
 
 def weight_optimizer(lr: float = 0.025, lr_min: float = 0.001, momentum: float = 0.9,
@@ -94,6 +100,7 @@ def darts(
     unrolled_momentum: float = 0.9,
     unrolled_weight_decay: float = 3e-4,
     relax: Callable[[Any], Any] = softmax_encoding,
+    mitigation: mit.Mitigation | None = None,
 ) -> GradientStrategy:
   """Builds a DARTS strategy over a supernet's pure ``apply_fn``.
 
@@ -109,6 +116,11 @@ def darts(
     unrolled_momentum, unrolled_weight_decay: the weight optimizer's momentum
       and L2 decay, used in the virtual step as DARTS does.
     relax: maps ``alpha`` to the encoding passed to the supernet.
+    mitigation: collapse mitigations (see :mod:`jnas.strategies.mitigations`):
+      its ``relax`` replaces ``relax``, its regulariser joins the
+      architecture loss, its adjustment and perturbation change the
+      encodings, and its ``prune_steps`` mask ops in the state. ``None``
+      (default) is plain DARTS.
 
   Returns:
     A :class:`GradientStrategy`. Its ``step`` is pure; wrap it in ``jax.jit``.
@@ -123,55 +135,102 @@ def darts(
     raise ValueError(f"DARTS order must be 1 or 2, got {order}")
   xi = 0.025 if unrolled_lr is None else unrolled_lr
 
-  def loss(p, stats, a, batch):
+  m = mitigation
+
+  def loss(p, stats, a, batch, enc=relax):
     x, y = batch
-    logits, new_stats = apply_fn(p, stats, relax(a), x, True)
+    logits, new_stats = apply_fn(p, stats, enc(a), x, True)
     return cross_entropy(logits, y), (new_stats, logits)
 
-  def init(key: jax.Array) -> DartsState:
-    del key  # initial weights and alpha are given; the key is for API symmetry
-    return DartsState(params, batch_stats, alpha, w_opt.init(params), a_opt.init(alpha),
-                      jnp.zeros((), jnp.int32))
+  def encoder(state: DartsState, *, weight_step: bool, key: jax.Array | None) -> Callable:
+    """``alpha -> encoding`` under the mitigation's hooks, at ``state``'s mask and step."""
+    if m is None:
+      return relax
+    base = m.relax or (lambda a, step, k: relax(a))
 
-  def first_order_alpha_grad(state, batch_val):
+    def enc(a):
+      e = base(mit.apply_mask(a, state.mask), state.step, key)
+      # Zeroed again after the relaxation: a sigmoid or Dirichlet of the
+      # masked logit is tiny but not always exactly 0.
+      e = jax.tree.map(lambda x, mk: jnp.where(mk, x, jnp.zeros((), x.dtype)), e, state.mask)
+      if m.adjust is not None and key is not None:
+        e = m.adjust(e, state.step)
+      if weight_step and m.perturb is not None:
+        e = m.perturb(e, state.step, jax.random.fold_in(key, 1))
+      return e
+    return enc
+
+  def init(key: jax.Array) -> DartsState:
+    if m is None:
+      del key  # initial weights and alpha are given; the key is for API symmetry
+      return DartsState(params, batch_stats, alpha, w_opt.init(params), a_opt.init(alpha),
+                        jnp.zeros((), jnp.int32))
+    return DartsState(params, batch_stats, alpha, w_opt.init(params), a_opt.init(alpha),
+                      jnp.zeros((), jnp.int32), mit.init_mask(alpha), key)
+
+  def first_order_alpha_grad(state, batch_val, enc=relax):
     (l, (stats, _)), g = jax.value_and_grad(loss, argnums=2, has_aux=True)(
-        state.params, state.batch_stats, state.alpha, batch_val)
+        state.params, state.batch_stats, state.alpha, batch_val, enc)
     return l, stats, g
 
-  def second_order_alpha_grad(state, batch_train, batch_val):
+  def second_order_alpha_grad(state, batch_train, batch_val, enc=relax):
     p, stats, a = state.params, state.batch_stats, state.alpha
     buf = _momentum_of(state.w_opt_state, p)
-    train_grad_w = lambda p_, a_: jax.grad(loss, has_aux=True)(p_, stats, a_, batch_train)[0]
+    lf = lambda p_, s_, a_, b_: loss(p_, s_, a_, b_, enc)
+    train_grad_w = lambda p_, a_: jax.grad(lf, has_aux=True)(p_, stats, a_, batch_train)[0]
     g_train = train_grad_w(p, a)
     p_virtual = jax.tree.map(
         lambda w, m, g: w - xi * (unrolled_momentum * m + g + unrolled_weight_decay * w),
         p, buf, g_train)
-    (l, (new_stats, _)), (g_wv, g_av) = jax.value_and_grad(loss, argnums=(0, 2), has_aux=True)(
+    (l, (new_stats, _)), (g_wv, g_av) = jax.value_and_grad(lf, argnums=(0, 2), has_aux=True)(
         p_virtual, stats, a, batch_val)
-    hvp = mixed_hvp(lambda p_, a_: loss(p_, stats, a_, batch_train)[0], p, a, g_wv)
+    hvp = mixed_hvp(lambda p_, a_: lf(p_, stats, a_, batch_train)[0], p, a, g_wv)
     g = jax.tree.map(lambda ga, h: ga - xi * h, g_av, hvp)
     return l, new_stats, g
 
   def step(state: DartsState, batch_train: Batch, batch_val: Batch):
+    extra = {}
+    if m is not None:
+      # Pruning first, so this step already trains without the dropped ops.
+      state = state._replace(mask=mit.prune_weakest(state.mask, state.alpha, state.step,
+                                                    m.prune_steps))
+      k_arch, k_weight = jax.random.split(jax.random.fold_in(state.key, state.step))
     # Architecture step on the validation batch.
+    enc_a = relax if m is None else encoder(state, weight_step=False, key=k_arch)
     if order == 1:
-      val_loss, stats, a_grad = first_order_alpha_grad(state, batch_val)
+      val_loss, stats, a_grad = first_order_alpha_grad(state, batch_val, enc_a)
     else:
-      val_loss, stats, a_grad = second_order_alpha_grad(state, batch_train, batch_val)
+      val_loss, stats, a_grad = second_order_alpha_grad(state, batch_train, batch_val, enc_a)
+    if m is not None and m.regularizer is not None:
+      # The regulariser depends on alpha alone, so its gradient simply adds,
+      # in first and second order alike.
+      reg, reg_grad = jax.value_and_grad(m.regularizer)(state.alpha, state.step)
+      a_grad = jax.tree.map(jnp.add, a_grad, reg_grad)
+      extra["arch_reg"] = reg
     a_updates, a_opt_state = a_opt.update(a_grad, state.a_opt_state, state.alpha)
     alpha = optax.apply_updates(state.alpha, a_updates)
     # Weight step on the training batch, with the updated architecture.
+    enc_w = relax if m is None else encoder(state, weight_step=True, key=k_weight)
     (train_loss, (stats, logits)), w_grad = jax.value_and_grad(loss, has_aux=True)(
-        state.params, stats, alpha, batch_train)
+        state.params, stats, alpha, batch_train, enc_w)
     w_updates, w_opt_state = w_opt.update(w_grad, state.w_opt_state, state.params)
     params = optax.apply_updates(state.params, w_updates)
     acc = jnp.mean(jnp.argmax(logits, -1) == batch_train[1])
     metrics = {"train_loss": train_loss, "train_acc": acc, "val_loss": val_loss,
-               "grad_norm": optax.tree.norm(w_grad)}
-    return DartsState(params, stats, alpha, w_opt_state, a_opt_state, state.step + 1), metrics
+               "grad_norm": optax.tree.norm(w_grad), **extra}
+    new_state = state._replace(params=params, batch_stats=stats, alpha=alpha,
+                               w_opt_state=w_opt_state, a_opt_state=a_opt_state,
+                               step=state.step + 1)
+    return new_state, metrics
 
-  return GradientStrategy(init=init, step=step, encoding=lambda s: relax(s.alpha),
-                          arch_params=lambda s: s.alpha)
+  def encoding(state: DartsState) -> Any:
+    return relax(state.alpha) if m is None else encoder(state, weight_step=False, key=None)(
+        state.alpha)
+
+  def arch_params(state: DartsState) -> Any:
+    return state.alpha if m is None else mit.apply_mask(state.alpha, state.mask)
+
+  return GradientStrategy(init=init, step=step, encoding=encoding, arch_params=arch_params)
 
 
 def mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, v: Any) -> Any:
