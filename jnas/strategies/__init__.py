@@ -3,6 +3,7 @@
 from jnas.strategies.base import AskTellStrategy
 from jnas.strategies.base import GradientStrategy
 from jnas.strategies.darts import DartsState
+from jnas.strategies.darts import MitigatedDartsState
 from jnas.strategies.darts import arch_optimizer
 from jnas.strategies.darts import darts
 from jnas.strategies.darts import mixed_hvp
@@ -15,6 +16,7 @@ from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import nsga2
 from jnas.strategies.evolution import regularized_evolution
 from jnas.strategies.evolution import topk_evolution
+from jnas.strategies.mitigations import Mitigation
 from jnas.strategies.progressive import dpp_net
 from jnas.strategies.progressive import measured_front
 from jnas.strategies.progressive import pnas

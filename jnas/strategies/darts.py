@@ -13,6 +13,10 @@ each with its own Optax optimizer. A step is two updates:
    differences;
 2. the weight step on a training batch (SGD with momentum, cosine schedule,
    gradient clipping and weight decay), with the encoding ``softmax(alpha)``.
+
+Collapse mitigations (FairDARTS, DrNAS, DARTS-, beta-DARTS, SDARTS-RS,
+progressive pruning) plug into this step as hooks; see
+:mod:`jnas.strategies.mitigations`.
 """
 
 from __future__ import annotations
@@ -38,11 +42,24 @@ class DartsState(NamedTuple):
   w_opt_state: optax.OptState
   a_opt_state: optax.OptState
   step: jax.Array
-  # Only with a mitigation (else None, so the default state is unchanged):
-  # the pruning mask (a boolean pytree like alpha) and the key whose
-  # fold_in(key, step) drives stochastic relaxations and perturbations.
-  mask: Any = None
-  key: Any = None
+
+
+class MitigatedDartsState(NamedTuple):
+  """:class:`DartsState` plus what collapse mitigations carry (a pytree).
+
+  A separate type rather than optional fields of :class:`DartsState`: orbax
+  stores named tuples by field name, so new fields there would make the
+  checkpoints of plain DARTS searches unreadable.
+  """
+
+  params: Any
+  batch_stats: Any
+  alpha: Any
+  w_opt_state: optax.OptState
+  a_opt_state: optax.OptState
+  step: jax.Array
+  mask: Any  # the pruning mask, a boolean pytree like alpha
+  key: jax.Array  # fold_in(key, step) drives stochastic relaxations and perturbations
 
 
 def weight_optimizer(lr: float = 0.025, lr_min: float = 0.001, momentum: float = 0.9,
@@ -142,7 +159,7 @@ def darts(
     logits, new_stats = apply_fn(p, stats, enc(a), x, True)
     return cross_entropy(logits, y), (new_stats, logits)
 
-  def encoder(state: DartsState, *, weight_step: bool, key: jax.Array | None) -> Callable:
+  def encoder(state: MitigatedDartsState, *, weight_step: bool, key: jax.Array | None) -> Callable:
     """``alpha -> encoding`` under the mitigation's hooks, at ``state``'s mask and step."""
     if m is None:
       return relax
@@ -160,13 +177,14 @@ def darts(
       return e
     return enc
 
-  def init(key: jax.Array) -> DartsState:
+  def init(key: jax.Array) -> DartsState | MitigatedDartsState:
     if m is None:
       del key  # initial weights and alpha are given; the key is for API symmetry
       return DartsState(params, batch_stats, alpha, w_opt.init(params), a_opt.init(alpha),
                         jnp.zeros((), jnp.int32))
-    return DartsState(params, batch_stats, alpha, w_opt.init(params), a_opt.init(alpha),
-                      jnp.zeros((), jnp.int32), mit.init_mask(alpha), key)
+    return MitigatedDartsState(params, batch_stats, alpha, w_opt.init(params),
+                               a_opt.init(alpha), jnp.zeros((), jnp.int32),
+                               mit.init_mask(alpha), key)
 
   def first_order_alpha_grad(state, batch_val, enc=relax):
     (l, (stats, _)), g = jax.value_and_grad(loss, argnums=2, has_aux=True)(
