@@ -24,7 +24,7 @@ reports for DARTS on this space; 40 epochs at C=16, N=2 (331 s of search) found 
 import ml_collections
 
 import darts_mnist1d
-from jnas.spos_search import evolution_config
+from jnas.search.spos import evolution_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -19,7 +19,7 @@ off. Retraining uses experiments/fbnet_imagenet.py's schedule.
 import ml_collections
 
 import fbnet_imagenet
-from jnas.spos_search import evolution_config
+from jnas.search.spos import evolution_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -19,7 +19,7 @@ generation's mean), 14 min 11 s in all, 2.5 GB peak memory. (DARTS on the same s
 import ml_collections
 
 import darts_mnist1d
-from jnas.spos_search import evolution_config
+from jnas.search.spos import evolution_config
 
 
 def get_config() -> ml_collections.ConfigDict:

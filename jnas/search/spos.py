@@ -39,9 +39,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jnas import run
 from jnas.checkpoint import Checkpoints
 from jnas.data import epoch_batches, load_dataset, split_train_val
+from jnas.search.common import build_space, build_supernet, data_ndim
+from jnas.search.retrain import train
+from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, StopOnSignal, run_epoch,
+                                 sums_from_json, sums_to_json)
 from jnas.spaces.base import SearchSpace
 from jnas.spaces.darts import DartsSpace
 from jnas.strategies.darts import weight_optimizer
@@ -83,7 +86,7 @@ def add_spos_defaults(config) -> None:
   """Gives a config that was written for another strategy what SPOS reads, where it lacks it.
 
   ``search.pool_size`` (4096 sampled paths) and the ``evolution`` section
-  (:func:`evolution_config`); :func:`jnas.run.search` applies it for ``spos``, so
+  (:func:`evolution_config`); :func:`jnas.search.dispatch.search` applies it for ``spos``, so
   ``--config.search.strategy=spos`` works on any search config.
   """
   if "pool_size" not in config.search:
@@ -119,7 +122,7 @@ def _score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Ar
 def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   """Runs SPOS supernet training, evolution and (optionally) retraining in ``wd``.
 
-  Called by :func:`jnas.run.search` when ``config.search.strategy == "spos"``
+  Called by :func:`jnas.search.dispatch.search` when ``config.search.strategy == "spos"``
   (after the work directory is claimed; ``chash`` is the config's hash).
 
   Example:
@@ -141,8 +144,8 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   calib_x, val_x, val_y = _score_batches(config, xw, yw, xv, yv)
 
   # ---- Supernet and the SPOS step. ----
-  space: SearchSpace = run.build_space(config)
-  split = split_model(run.build_supernet(config, space, ds))
+  space: SearchSpace = build_space(config)
+  split = split_model(build_supernet(config, space, ds))
   single = make_apply(split.graphdef, single_path=True)
   # Scoring runs forward only: unrolled edge loops are faster there (DARTS supernet).
   score_apply = (make_apply(split.graphdef, single_path=True, unroll=True)
@@ -153,13 +156,13 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   pool = encoding_pool(space, int(sc.pool_size), seed=config.seed)
   strategy = spos(single, split.params, split.state, pool, w_opt=w_opt)
   state = strategy.init(jax.random.key(config.seed))
-  xla_options = config_compiler_options(config, run._ndim(ds))
+  xla_options = config_compiler_options(config, data_ndim(ds))
   step = jax.jit(strategy.step, donate_argnums=0, compiler_options=xla_options)
   log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
            count_params(split.params), total_steps, sc.epochs, sc.pool_size)
 
   # ---- Resume supernet training from the newest readable checkpoint. ----
-  ckpt = Checkpoints(wd / run.SEARCH_CKPT_DIR, max_to_keep=2)
+  ckpt = Checkpoints(wd / SEARCH_CKPT_DIR, max_to_keep=2)
   start_epoch, start_batch, sums, elapsed0 = 0, 0, None, 0.0
   records: list[dict] = []
   restored = ckpt.latest_good({"strategy": state})
@@ -170,7 +173,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
                        f"(hash {meta.get('config_hash')}, this config {chash})")
     state = tree["strategy"]
     start_epoch, start_batch = int(meta["epoch"]), int(meta["batch"])
-    sums, elapsed0 = run._sums_from_json(meta.get("partial_sums")), float(meta["elapsed_s"])
+    sums, elapsed0 = sums_from_json(meta.get("partial_sums")), float(meta["elapsed_s"])
     records = list(meta["metrics"])
     log.info("resuming SPOS training from checkpoint step %d (epoch %d, batch %d of %d)",
              ck_step, start_epoch + 1, start_batch, steps_per_epoch)
@@ -178,18 +181,18 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
 
   def save_checkpoint(state, epoch: int, batch: int, partial: dict | None) -> None:
     meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
-            "partial_sums": run._sums_to_json(partial),
+            "partial_sums": sums_to_json(partial),
             "elapsed_s": elapsed0 + time.time() - t0, "metrics": records}
     ckpt.save(int(jax.device_get(state.step)), {"strategy": state}, meta)
 
   # ---- 1. Supernet training: one uniformly sampled path per step. ----
   t0 = time.time()
   with ckpt, MetricWriter(str(wd), tensorboard="search") as writer, \
-      run._StopOnSignal() as stop:
+      StopOnSignal() as stop:
     for epoch in range(start_epoch, sc.epochs):
       xb, yb = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
       first = start_batch if epoch == start_epoch else 0
-      state, means = run.run_epoch(
+      state, means = run_epoch(
           step, state, lambda i: ((xb[i], yb[i]),), steps_per_epoch, first=first,
           sums=sums if first else None, desc=f"spos epoch {epoch + 1}/{sc.epochs}", stop=stop,
           save_partial=lambda st, b, partial: save_checkpoint(st, epoch, b, partial),
@@ -256,7 +259,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
       "search_seconds": round(supernet_s + evolution_s, 1),
   }
   if config.retrain.enabled:
-    summary.update(run.train(config, str(wd), str(wd / "genotype.json")))
+    summary.update(train(config, str(wd), str(wd / "genotype.json")))
   summary["workdir"] = str(wd)
-  write_json_atomic(str(wd / run.SUMMARY_FILE), summary)
+  write_json_atomic(str(wd / SUMMARY_FILE), summary)
   return summary

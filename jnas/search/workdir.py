@@ -1,0 +1,184 @@
+"""Work directories, checkpoint metadata and stopping on a signal: the plumbing of every run.
+
+A work directory holds one config's run (:func:`claim_workdir`); each epoch of
+a search goes through :func:`run_epoch`, which checkpoints and stops at the
+next step boundary after SIGINT/SIGTERM (:class:`StopOnSignal`).
+
+Example:
+  >>> from jnas.search.workdir import StopOnSignal, run_epoch
+  >>> with StopOnSignal() as stop:  # doctest: +SKIP
+  ...   state, means = run_epoch(step, state, batch_at, 100, first=0, sums=None,
+  ...                            desc="epoch 1", stop=stop, save_partial=save)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jnas.spaces.base import SearchSpace
+from jnas.spaces.nb201 import NB201Space
+from jnas.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+SEARCH_CKPT_DIR = "checkpoints/search"
+RETRAIN_CKPT_DIR = "checkpoints/retrain"
+SUMMARY_FILE = "summary.json"
+ALPHA_HISTORY_FILE = "alpha_history.npz"
+
+
+def dict_hash(d: dict) -> str:
+  """The 12-digit hex hash of a plain dict: the formula of :func:`jnas.config.config_hash`.
+
+  Example:
+    >>> dict_hash({"seed": 0})
+    'bd0488843468'
+  """
+  text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def claim_workdir(wd: Path, config_dict: dict) -> str:
+  """Refuses a work directory that holds another config's run; returns the config hash."""
+  new_hash = dict_hash(config_dict)
+  path = wd / "config.json"
+  if path.exists():
+    try:
+      old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+      old = None
+    if old is not None and dict_hash(old) != new_hash:
+      raise ValueError(
+          f"work directory {wd} holds a run of another config (hash {dict_hash(old)}, "
+          f"this config {new_hash}); use a new --workdir or the config of that run")
+  return new_hash
+
+
+class StopOnSignal:
+  """Turns the first SIGINT/SIGTERM into a request to stop at the next safe point.
+
+  A step's input buffers are donated, so interrupting Python in the middle of
+  a step would leave no valid state to save. The loop polls ``requested``
+  between steps, saves a checkpoint and stops; a second signal interrupts at
+  once (the last checkpoint stays).
+  """
+
+  def __init__(self) -> None:
+    self.requested: str | None = None
+    self._old: dict[int, Any] = {}
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    if self.requested is not None:
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+    log.warning("%s received: stopping after this step and saving a checkpoint "
+                "(send it again to stop at once)", self.requested)
+
+  def __enter__(self) -> StopOnSignal:
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def sums_to_json(sums: dict | None) -> dict | None:
+  """A partial epoch's metric sums as JSON checkpoint metadata: ``{name: [value, dtype]}``."""
+  if sums is None:
+    return None
+  return {k: [float(v), str(np.asarray(v).dtype)] for k, v in jax.device_get(sums).items()}
+
+
+def sums_from_json(d: dict | None) -> dict | None:
+  """The inverse of :func:`sums_to_json`: device arrays of the stored dtype, so a resumed
+  epoch sums exactly as an uninterrupted one."""
+  if d is None:
+    return None
+  return {k: jnp.asarray(np.asarray(v, dtype=dt)) for k, (v, dt) in d.items()}
+
+
+def _edge_labels(space: SearchSpace) -> list[str] | None:
+  """Panel titles for the alpha plots where the DARTS naming (``c_{k-2}``, ...) does not apply."""
+  if isinstance(space, NB201Space):
+    return [f"node {j} <- node {i}" for j, i in space.edge_list]
+  return None
+
+
+def write_alpha_history(wd: Path, history: dict[str, list], space: SearchSpace) -> None:
+  """Writes ``alpha_history.npz``: the raw alpha of every finished epoch, stacked."""
+  if not history.get("epoch"):
+    (wd / ALPHA_HISTORY_FILE).unlink(missing_ok=True)
+    return
+  arrays = {"epoch": np.asarray(history["epoch"], np.int32),
+            "primitives": np.asarray(space.primitives),
+            "edges": np.asarray(space.edges(), np.int32)}
+  labels = _edge_labels(space)
+  if labels is not None:
+    arrays["edge_labels"] = np.asarray(labels)
+  for k, v in history.items():
+    if k != "epoch":
+      arrays[f"alpha_{k}"] = np.asarray(v, np.float32)
+  tmp = wd / f".{ALPHA_HISTORY_FILE}.tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, wd / ALPHA_HISTORY_FILE)
+
+
+def finished(wd: Path, what: str) -> dict | None:
+  """The JSON record ``wd / what`` of a finished phase; ``None`` when absent or unreadable."""
+  path = wd / what
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return None
+
+
+def run_epoch(step, state, batch_at, steps: int, *, first: int, sums: dict | None, desc: str,
+              stop: StopOnSignal, save_partial, what: str = "search",
+              keys: tuple[str, ...] | None = None) -> tuple[Any, dict[str, float]]:
+  """Runs steps ``first .. steps - 1`` of one search epoch; returns the state and the epoch means.
+
+  ``step(state, *batch_at(i)) -> (state, metrics)`` is the jitted step;
+  ``sums`` are the metric sums of the steps before ``first`` (a resumed
+  epoch). Metrics (only ``keys``, if given) are summed on the device and
+  fetched once, at the end. When ``stop`` has a request before the last step,
+  ``save_partial(state, next_batch, sums)`` checkpoints the epoch's position
+  and ``KeyboardInterrupt`` is raised. A NaN/inf ``train_loss`` raises
+  ``FloatingPointError``.
+  """
+  with progress(total=steps, desc=desc, unit="step") as bar:
+    bar.update(first)
+    for i in range(first, steps):
+      state, metrics = step(state, *batch_at(i))
+      if keys is not None:
+        metrics = {k: metrics[k] for k in keys}
+      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+      bar.update(1)
+      if stop.requested and i + 1 < steps:
+        save_partial(state, i + 1, sums)
+        log.warning("%s stopped by %s at %s, batch %d; rerun the same command to resume",
+                    what, stop.requested, desc, i + 1)
+        raise KeyboardInterrupt
+    # One host transfer per epoch, not per step.
+    means = {k: float(v) / steps for k, v in jax.device_get(sums).items()}
+    if not np.isfinite(means["train_loss"]):
+      raise FloatingPointError(f"{what} diverged in {desc}: train loss is NaN/inf")
+    bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
+  return state, means
+
