@@ -32,11 +32,12 @@ from jnas.train.nb201_network import Head, ResidualReduction, Stem, build_nb201_
 class NB201SearchCell(nnx.Module):
   """A cell whose every edge is a mixed op over the space's candidates."""
 
-  def __init__(self, space: NB201Space, channels: int, *, ndim: int, rngs: nnx.Rngs):
+  def __init__(self, space: NB201Space, channels: int, *, ndim: int, affine: bool = False,
+               rngs: nnx.Rngs):
     self.edge_list = tuple(space.edge_list)
     self.num_nodes = space.num_nodes
     self.edges = nnx.List([
-        MixedCandidates([build_nb201_op(op, channels, ndim=ndim, affine=False, rngs=rngs)
+        MixedCandidates([build_nb201_op(op, channels, ndim=ndim, affine=affine, rngs=rngs)
                          for op in space.ops], zero=[op == "none" for op in space.ops])
         for _ in self.edge_list])
 
@@ -61,15 +62,20 @@ class NB201Supernet(nnx.Module):
     in_channels, num_classes, ndim: data description (1-D or 2-D inputs).
     channels: ``C`` (16 in the benchmark).
     cells_per_stage: ``N`` (5 in the benchmark).
+    affine: learnable scale and shift in the candidates' batch norms. Off in
+      search (the benchmark's search models); on when a single path is trained
+      as a stand-alone network, as the discrete network's ops have them
+      (:mod:`jnas.estimation.nb201_table`).
     rngs: NNX random streams.
   """
 
   def __init__(self, space: NB201Space, in_channels: int, num_classes: int, *, ndim: int,
-               channels: int = 16, cells_per_stage: int = 5, rngs: nnx.Rngs):
+               channels: int = 16, cells_per_stage: int = 5, affine: bool = False,
+               rngs: nnx.Rngs):
     self.space = space
     self.stem = Stem(in_channels, channels, ndim=ndim, rngs=rngs)
     self.layers = nnx.List([
-        NB201SearchCell(space, c_in, ndim=ndim, rngs=rngs) if kind == "cell"
+        NB201SearchCell(space, c_in, ndim=ndim, affine=affine, rngs=rngs) if kind == "cell"
         else ResidualReduction(c_in, c_out, ndim=ndim, rngs=rngs)
         for kind, c_in, c_out in nb201_plan(channels, cells_per_stage)])
     self.head = Head(4 * channels, num_classes, rngs=rngs)
