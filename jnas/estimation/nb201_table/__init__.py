@@ -1,0 +1,47 @@
+"""An exhaustive NAS-Bench-201-space table on a small data set: ground truth for search quality.
+
+Every unique cell of the 15,625 (:func:`canonical_form` merges cells that
+compute the same function) is trained from scratch under one fixed
+:class:`Protocol` for several seeds; :func:`build` does it resumably,
+:func:`expand` writes one row per benchmark string, :func:`summary` reports
+the spread and the seed-to-seed rank correlation. The table loads with
+:func:`jnas.estimation.tabular.load_table`. ``benchmarks/nb201_mnist1d_table.py``
+is the command line.
+
+Example:
+  >>> from jnas.estimation.nb201_table import Protocol, build, expand, summary
+  >>> build("runs/t", Protocol(), limit=40)  # doctest: +SKIP
+  >>> summary(expand("runs/t"))["rank_correlation"]  # doctest: +SKIP
+"""
+
+from jnas.estimation.nb201_table.build import RAW_COLUMNS
+from jnas.estimation.nb201_table.build import build
+from jnas.estimation.nb201_table.build import expand
+from jnas.estimation.nb201_table.build import markdown
+from jnas.estimation.nb201_table.build import read_raw
+from jnas.estimation.nb201_table.build import summary
+from jnas.estimation.nb201_table.build import work_order
+from jnas.estimation.nb201_table.canonical import ZERO
+from jnas.estimation.nb201_table.canonical import canonical_form
+from jnas.estimation.nb201_table.canonical import genotype_at
+from jnas.estimation.nb201_table.canonical import nb201_params
+from jnas.estimation.nb201_table.canonical import unique_cells
+from jnas.estimation.nb201_table.train import CellTrainer
+from jnas.estimation.nb201_table.train import Protocol
+
+__all__ = [
+    "RAW_COLUMNS",
+    "ZERO",
+    "CellTrainer",
+    "Protocol",
+    "build",
+    "canonical_form",
+    "expand",
+    "genotype_at",
+    "markdown",
+    "nb201_params",
+    "read_raw",
+    "summary",
+    "unique_cells",
+    "work_order",
+]
