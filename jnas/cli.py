@@ -1,4 +1,5 @@
-"""The ``jnas`` command line: ``search``, ``train``, ``info`` and ``plot``.
+"""The ``jnas`` command line: ``search``, ``train``, ``info``, ``plot``, ``compare``, ``tabular``
+and ``bench``.
 
 Config fields can be overridden with ``--config.KEY=VALUE`` (or
 ``--config.KEY VALUE``), e.g.::
@@ -44,7 +45,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     Example:
         >>> parser, subs = build_parser()
         >>> sorted(subs)
-        ['compare', 'info', 'plot', 'search', 'tabular', 'train']
+        ['bench', 'compare', 'info', 'plot', 'search', 'tabular', 'train']
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -127,6 +128,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="a strategy setting, e.g. --set population_size=20 (repeatable)")
     tab.add_argument("--out", default=None, metavar="FILE", help="write the result JSON here")
     subs["tabular"] = tab
+
+    bench = subparsers.add_parser(
+        "bench", help="Score a NAS-Bench-201 search's work directory on an exhaustive table.",
+        description="Look up the cell a NAS-Bench-201 search found in a table made by "
+                    "benchmarks/nb201_mnist1d_table.py: its table accuracy, rank, percentile "
+                    "and regret, and (weight-sharing searches) the Kendall tau and Spearman rho "
+                    "between the supernet's scores of a fixed sample of cells and the table.",
+        allow_abbrev=False)
+    bench.add_argument("workdir", metavar="WORKDIR", help="the search's --workdir")
+    bench.add_argument("--table", required=True, metavar="FILE",
+                       help="table.csv, e.g. benchmarks/results/nb201_mnist1d/table.csv")
+    bench.add_argument("--sample", type=int, default=200,
+                       help="unique cells scored for the rank correlations (default 200, 0: none)")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    subs["bench"] = bench
     return parser, subs
 
 
@@ -275,8 +291,19 @@ def _cmd_compare(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace, overrides: list[str]) -> int:
+    if overrides:
+        raise ValueError("jnas bench takes no --config.KEY overrides (it reads WORKDIR/config.json)")
+    from jnas.estimation.nb201_table.bench import bench_workdir, format_bench
+
+    result = bench_workdir(args.workdir, args.table, sample=args.sample)
+    print(json.dumps(result, indent=2, default=_json_default) if args.json
+          else format_bench(result))
+    return 0
+
+
 _COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot,
-             "tabular": _cmd_tabular, "compare": _cmd_compare}
+             "tabular": _cmd_tabular, "compare": _cmd_compare, "bench": _cmd_bench}
 
 
 def _one_line(text: str) -> str:

@@ -37,7 +37,8 @@ def search(config, workdir: str) -> dict[str, Any]:
   events under ``tb/search``, ``alpha_history.npz`` (alpha after every epoch),
   checkpoints under ``checkpoints/search`` (after every epoch and when stopped
   by SIGINT/SIGTERM; the newest two are kept), and at the end
-  ``genotype.json``, ``arch_params.npz``, ``summary.json`` and, when
+  ``genotype.json``, ``arch_params.npz``, ``supernet.npz`` (the trained supernet weights, for
+  ``jnas bench``), ``summary.json`` and, when
   ``config.retrain.enabled``, ``report.json``.
 
   Calling it again on the same work directory with the same config resumes

@@ -26,8 +26,9 @@ from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import build_space, build_supernet, data_ndim
 from jnas.search.retrain import train
 from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, StopOnSignal, run_epoch,
-                                 sums_from_json, sums_to_json, write_alpha_history)
-from jnas.strategies.registry import build_gradient_strategy
+                                 save_supernet, sums_from_json, sums_to_json,
+                                 write_alpha_history)
+from jnas.strategies.registry import build_early_stop, build_gradient_strategy
 from jnas.supernet.functional import count_params, split_model
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 from jnas.utils.xla import config_compiler_options
@@ -100,6 +101,7 @@ def search_gradient(config, wd: Path, chash: str) -> dict[str, Any]:
   # whole data position; metrics and alpha history travel in the metadata so
   # that the files rewritten from them hold no lines from after the checkpoint.
   ckpt = Checkpoints(wd / SEARCH_CKPT_DIR, max_to_keep=2)
+  early_stop = build_early_stop(sc, space)
   start_epoch, start_batch, sums, elapsed0 = 0, 0, None, 0.0
   records: list[dict] = []
   history: dict[str, list] = {"epoch": [], **{k: [] for k in alpha}}
@@ -113,15 +115,19 @@ def search_gradient(config, wd: Path, chash: str) -> dict[str, Any]:
     start_epoch, start_batch = int(meta["epoch"]), int(meta["batch"])
     sums, elapsed0 = sums_from_json(meta.get("partial_sums")), float(meta["elapsed_s"])
     records, history = list(meta["metrics"]), meta["alpha_history"]
+    if meta.get("early_stopped"):
+      start_epoch = sc.epochs  # DARTS+ stopped this search; resume straight to the results
     log.info("resuming the search from checkpoint step %d (epoch %d, batch %d of %d)",
              ck_step, start_epoch + 1, start_batch, steps_per_epoch)
   replace_phase(str(wd), "search", records)
   write_alpha_history(wd, history, space)
 
+  stopped_early = False
+
   def save_checkpoint(state, epoch: int, batch: int, partial: dict | None) -> None:
     meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
             "partial_sums": sums_to_json(partial), "elapsed_s": elapsed0 + time.time() - t0,
-            "metrics": records, "alpha_history": history}
+            "metrics": records, "alpha_history": history, "early_stopped": stopped_early}
     ckpt.save(int(jax.device_get(state.step)), {"strategy": state, "key": key}, meta)
 
   # ---- Search loop. ----
@@ -145,9 +151,14 @@ def search_gradient(config, wd: Path, chash: str) -> dict[str, Any]:
       for k, v in alpha_now.items():
         history[k].append(np.asarray(v, np.float32).tolist())
       write_alpha_history(wd, history, space)
+      stopped_early = early_stop is not None and early_stop(alpha_now)
       save_checkpoint(state, epoch + 1, 0, None)
       log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f", epoch + 1,
                means["train_loss"], means["train_acc"], means["val_loss"])
+      if stopped_early:
+        log.info("DARTS+ early stop after epoch %d: the derived cell has %d skip connections",
+                 epoch + 1, int(sc.get("early_stop_skips", 0)))
+        break
       if stop.requested:
         log.warning("search stopped by %s after epoch %d; rerun the same command to resume",
                     stop.requested, epoch + 1)
@@ -159,10 +170,12 @@ def search_gradient(config, wd: Path, chash: str) -> dict[str, Any]:
   tmp = wd / ".arch_params.tmp.npz"
   np.savez(tmp, **{k: np.asarray(v) for k, v in alpha.items()})
   os.replace(tmp, wd / "arch_params.npz")
+  save_supernet(wd, state.params, state.batch_stats)
   genotype = space.encoding_to_genotype(alpha)
   write_json_atomic(str(wd / "genotype.json"), space.genotype_to_json(genotype))
   summary: dict[str, Any] = {"genotype": space.genotype_to_json(genotype),
-                             "search_seconds": round(search_s, 1)}
+                             "search_seconds": round(search_s, 1),
+                             "search_epochs": len(history["epoch"])}
   if config.retrain.enabled:
     summary.update(train(config, str(wd), str(wd / "genotype.json")))
   summary["workdir"] = str(wd)

@@ -44,7 +44,7 @@ from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import build_space, build_supernet, data_ndim
 from jnas.search.retrain import train
 from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, StopOnSignal, run_epoch,
-                                 sums_from_json, sums_to_json)
+                                 save_supernet, sums_from_json, sums_to_json)
 from jnas.spaces.base import SearchSpace
 from jnas.spaces.darts import DartsSpace
 from jnas.strategies.darts import weight_optimizer
@@ -101,7 +101,7 @@ def _check_positive(section, names: tuple[str, ...], prefix: str) -> None:
       raise ValueError(f"{prefix}.{name}={section[name]} must be >= 1")
 
 
-def _score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Array]:
+def score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Array]:
   """BN-calibration batches (weights half) and validation batches (the other half)."""
   ev, bs = config.evolution, config.search.batch_size
   calib_xb, _ = epoch_batches(xw, yw, bs, seed=config.seed + 7, epoch=0)
@@ -141,7 +141,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   if steps_per_epoch < 1:
     raise ValueError(f"search.batch_size={sc.batch_size} is larger than half the training set "
                      f"({len(xw)} examples)")
-  calib_x, val_x, val_y = _score_batches(config, xw, yw, xv, yv)
+  calib_x, val_x, val_y = score_batches(config, xw, yw, xv, yv)
 
   # ---- Supernet and the SPOS step. ----
   space: SearchSpace = build_space(config)
@@ -207,6 +207,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
                     "resume", stop.requested, epoch + 1)
         raise KeyboardInterrupt
   supernet_s = elapsed0 + time.time() - t0
+  save_supernet(wd, state.params, state.batch_stats)
 
   # ---- 2. Evolution scored by the shared weights. ----
   evaluate = jax.jit(make_population_evaluator(

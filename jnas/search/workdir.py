@@ -36,6 +36,7 @@ SEARCH_CKPT_DIR = "checkpoints/search"
 RETRAIN_CKPT_DIR = "checkpoints/retrain"
 SUMMARY_FILE = "summary.json"
 ALPHA_HISTORY_FILE = "alpha_history.npz"
+SUPERNET_FILE = "supernet.npz"
 
 
 def dict_hash(d: dict) -> str:
@@ -136,6 +137,59 @@ def write_alpha_history(wd: Path, history: dict[str, list], space: SearchSpace) 
   tmp = wd / f".{ALPHA_HISTORY_FILE}.tmp.npz"
   np.savez(tmp, **arrays)
   os.replace(tmp, wd / ALPHA_HISTORY_FILE)
+
+
+def _leaf_names(tree: Any) -> list[tuple[str, Any]]:
+  """``(path, leaf)`` in the tree's own flattening order, so unflattening pairs them back."""
+  return [(jax.tree_util.keystr(path), leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def save_supernet(wd: Path, params: Any, batch_stats: Any) -> Path:
+  """Writes the trained supernet's weights and BN statistics to ``supernet.npz``, atomically.
+
+  One array per leaf, named by its tree path, so :func:`load_supernet` can
+  refill a freshly built supernet of the same config (``jnas bench`` scores
+  cells with the shared weights from it).
+
+  Example:
+    >>> save_supernet(Path("runs/x"), state.params, state.batch_stats)  # doctest: +SKIP
+  """
+  leaves = _leaf_names({"params": params, "batch_stats": batch_stats})
+  tmp = wd / f".{SUPERNET_FILE}.tmp.npz"
+  np.savez(tmp, **{name: np.asarray(jax.device_get(leaf)) for name, leaf in leaves})
+  os.replace(tmp, wd / SUPERNET_FILE)
+  return wd / SUPERNET_FILE
+
+
+def load_supernet(wd: Path, params: Any, batch_stats: Any) -> tuple[Any, Any]:
+  """Refills templates ``params``/``batch_stats`` (a fresh supernet's) from ``supernet.npz``.
+
+  Raises ``FileNotFoundError`` when the search wrote no weights and
+  ``ValueError`` (one line) when the file's arrays do not fit the templates
+  (another supernet size or space).
+
+  Example:
+    >>> params, stats = load_supernet(Path("runs/x"), split.params, split.state)  # doctest: +SKIP
+  """
+  path = wd / SUPERNET_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} does not exist: the search wrote no supernet weights")
+  tree = {"params": params, "batch_stats": batch_stats}
+  with np.load(path) as f:
+    stored = {k: f[k] for k in f.files}
+  names = _leaf_names(tree)
+  if sorted(stored) != sorted(n for n, _ in names):
+    raise ValueError(f"{path} holds the weights of another supernet ({len(stored)} arrays, "
+                     f"this config's supernet has {len(names)})")
+  new = []
+  for name, leaf in names:
+    if stored[name].shape != np.shape(leaf):
+      raise ValueError(f"{path}: {name} has shape {stored[name].shape}, this config's supernet "
+                       f"needs {np.shape(leaf)}")
+    new.append(jnp.asarray(stored[name], dtype=np.asarray(leaf).dtype))
+  out = jax.tree.unflatten(jax.tree.structure(tree), new)
+  return out["params"], out["batch_stats"]
 
 
 def finished(wd: Path, what: str) -> dict | None:

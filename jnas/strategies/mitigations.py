@@ -318,7 +318,8 @@ def skip_connect_stop(space: Any, max_skips: int = 2, cell: str = "normal"
   Early Stopping", 2019 (criterion: two or more skip connections in the
   normal cell). The predicate takes host-side architecture parameters
   (``jax.device_get(strategy.arch_params(state))``) and derives the cell
-  with ``space.encoding_to_genotype``; call it once per epoch.
+  with ``space.encoding_to_genotype``; call it once per epoch. On the
+  NAS-Bench-201 space (one cell, no ``normal``) it counts the cell's edges.
 
   Example:
     >>> stop = skip_connect_stop(DartsSpace())  # doctest: +SKIP
@@ -327,6 +328,7 @@ def skip_connect_stop(space: Any, max_skips: int = 2, cell: str = "normal"
   """
   def should_stop(arch_params: Any) -> bool:
     genotype = space.encoding_to_genotype(arch_params)
-    ops = getattr(genotype, cell)
-    return sum(1 for op, _ in ops if op == "skip_connect") >= max_skips
+    # A DARTS genotype lists (op, input) pairs per cell; a NAS-Bench-201 one has one op per edge.
+    ops = [op for op, _ in getattr(genotype, cell)] if hasattr(genotype, cell) else genotype.ops
+    return sum(1 for op in ops if op == "skip_connect") >= max_skips
   return should_stop

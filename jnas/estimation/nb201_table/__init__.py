@@ -4,7 +4,8 @@ Every unique cell of the 15,625 (:func:`canonical_form` merges cells that
 compute the same function) is trained from scratch under one fixed
 :class:`Protocol` for several seeds; :func:`build` does it resumably,
 :func:`expand` writes one row per benchmark string, :func:`summary` reports
-the spread and the seed-to-seed rank correlation. The table loads with
+the spread and the seed-to-seed rank correlation; :func:`bench_workdir`
+(``jnas bench``) scores a search's work directory on it. The table also loads with
 :func:`jnas.estimation.tabular.load_table`. ``benchmarks/nb201_mnist1d_table.py``
 is the command line.
 
@@ -14,6 +15,12 @@ Example:
   >>> summary(expand("runs/t"))["rank_correlation"]  # doctest: +SKIP
 """
 
+from jnas.estimation.nb201_table.bench import NB201Table
+from jnas.estimation.nb201_table.bench import bench_workdir
+from jnas.estimation.nb201_table.bench import format_bench
+from jnas.estimation.nb201_table.bench import load_nb201_table
+from jnas.estimation.nb201_table.bench import rank_correlation
+from jnas.estimation.nb201_table.bench import sample_cells
 from jnas.estimation.nb201_table.build import RAW_COLUMNS
 from jnas.estimation.nb201_table.build import build
 from jnas.estimation.nb201_table.build import expand
@@ -30,7 +37,13 @@ from jnas.estimation.nb201_table.train import CellTrainer
 from jnas.estimation.nb201_table.train import Protocol
 
 __all__ = [
+    "NB201Table",
     "RAW_COLUMNS",
+    "bench_workdir",
+    "format_bench",
+    "load_nb201_table",
+    "rank_correlation",
+    "sample_cells",
     "ZERO",
     "CellTrainer",
     "Protocol",
