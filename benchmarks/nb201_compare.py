@@ -54,6 +54,7 @@ METHODS: dict[str, dict[str, object]] = {
     "sdarts_rs": {"search.mitigations": "sdarts_rs"},
     "pruning": {"search.mitigations": "pruning"},
     "darts_plus": {"search.early_stop_skips": 2},
+    "pc_darts": {"search.partial_channels": 2},
 }
 TABLE_METHODS = ("random", "rea")
 
@@ -125,11 +126,156 @@ def cmd_run(args) -> None:
                time.time() - t, s["search_seconds"])
 
 
-def cmd_report(args) -> None:
-  from jnas.estimation.nb201_table.compare import report
+def _bench_run(wd: Path, table, table_id: str, sample: int) -> dict:
+  """:func:`bench_workdir` of one run, cached in ``wd/bench.json`` for this table and sample."""
+  from jnas.estimation.nb201_table import bench_workdir
+  from jnas.utils.metrics import write_json_atomic
 
-  res = report(Path(args.out), Path(args.table), budget=None, seeds=args.seeds,
-               sample=args.sample)
+  cache = wd / "bench.json"
+  if cache.exists():
+    old = json.loads(cache.read_text())
+    if old.get("table_id") == table_id and old.get("sample") == sample:
+      return old
+  r = {**bench_workdir(wd, table, sample=sample), "table_id": table_id, "sample": sample}
+  write_json_atomic(str(cache), r)
+  return r
+
+
+def _stats(values) -> dict[str, float]:
+  import numpy as np
+
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  if not len(v):
+    return {"n": 0}
+  return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1
+          else 0.0, "min": float(v.min()), "max": float(v.max())}
+
+
+def _file_id(path: Path) -> str:
+  import hashlib
+
+  return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs: int = 500
+           ) -> dict:
+  """Benches every finished run and replays random search and REA; writes compare.{json,md,png}."""
+  import numpy as np
+
+  from jnas.estimation.nb201_table import load_nb201_table
+  from jnas.estimation.tabular import load_table, replay_many
+  from jnas.utils.metrics import write_json_atomic
+
+  plan = json.loads((out / "plan.json").read_text())
+  budget = float(plan["budget"])
+  table = load_nb201_table(table_path)
+  table_id = _file_id(table_path)
+  runs: list[dict] = []
+  for m in plan["methods"]:
+    for seed in range(seeds):
+      wd = out / "runs" / m / f"seed_{seed}"
+      if not (wd / "summary.json").exists():
+        log.warning("%s seed %d has not finished; left out", m, seed)
+        continue
+      r = _bench_run(wd, table, table_id, sample)
+      runs.append({"method": m, **{k: r[k] for k in (
+          "seed", "arch", "test_acc", "val_acc", "rank", "percentile", "regret",
+          "search_seconds", "search_epochs")},
+          "tau_shared": r["correlation"].get("shared_weights", {}).get("kendall_tau"),
+          "rho_shared": r["correlation"].get("shared_weights", {}).get("spearman_rho"),
+          "tau_alpha": r["correlation"].get("alpha", {}).get("kendall_tau")})
+      log.info("%s seed %d: %.4f (%s)", m, seed, r["test_acc"], r["arch"])
+  measured = float(np.median([r["search_seconds"] for r in runs])) if runs else budget
+  bench = load_table(str(table_path), arch_column="arch_str", signal_column="val_acc",
+                     report_column="test_acc", cost_column="train_seconds")
+  test_sorted = np.sort(table.test_acc)
+  replays: dict[str, dict] = {}
+  for name in TABLE_METHODS:
+    for label, b in ((f"{name} ({budget:g} s)", budget), (f"{name} ({measured:.0f} s)", measured)):
+      few = replay_many(name, bench, budget=b, runs=seeds, seed=0)
+      many = replay_many(name, bench, budget=b, runs=replay_runs, seed=1)
+      replays[label] = {"budget": b, "mean_queries": few["mean_queries"],
+                        "runs_500": {"mean": many["mean"], "std": many["std"],
+                                     "mean_queries": many["mean_queries"]}}
+      for i, (acc, arch) in enumerate(zip(few["best_report"], few["best_arch"])):
+        pct = 100.0 * np.searchsorted(test_sorted, acc, side="left") / len(test_sorted)
+        runs.append({"method": label, "seed": i, "arch": arch, "test_acc": acc,
+                     "percentile": pct, "regret": float(table.test_acc.max() - acc),
+                     "search_seconds": b, "queries": few["queries"][i]})
+  methods = list(dict.fromkeys(r["method"] for r in runs))
+  summary = {m: {k: _stats([r.get(k) for r in runs if r["method"] == m])
+                 for k in ("test_acc", "percentile", "regret", "tau_shared", "rho_shared",
+                           "tau_alpha", "search_seconds", "search_epochs")} for m in methods}
+  result = {"budget_seconds": budget, "median_measured_search_seconds": measured,
+            "table": str(table_path), "table_id": table_id, "seeds": seeds, "sample": sample,
+            "table_best_test_acc": float(table.test_acc.max()),
+            "table_median_test_acc": float(np.median(table.test_acc)),
+            "plan": plan, "summary": summary, "replays": replays, "runs": runs,
+            "command": "python benchmarks/nb201_compare.py run && "
+                       "python benchmarks/nb201_compare.py report"}
+  result["markdown"] = markdown(result)
+  write_json_atomic(str(out / "compare.json"), result)
+  (out / "compare.md").write_text(result["markdown"] + "\n")
+  plot(result, out / "compare.png")
+  return result
+
+
+def _fmt(st: dict, scale: float = 1.0, digits: int = 1) -> str:
+  if not st.get("n"):
+    return "-"
+  return (f"{scale * st['mean']:.{digits}f} ± {scale * st['std']:.{digits}f} "
+          f"({scale * st['min']:.{digits}f}-{scale * st['max']:.{digits}f})")
+
+
+def markdown(res: dict) -> str:
+  lines = [f"Search budget {res['budget_seconds']:g} s per run (epochs calibrated per method; "
+           f"median measured search time {res['median_measured_search_seconds']:.0f} s with "
+           f"compilation), {res['seeds']} seeds. Table: best {100 * res['table_best_test_acc']:.1f} %, "
+           f"median {100 * res['table_median_test_acc']:.1f} % test accuracy.", "",
+           "| method | table test acc % (mean ± sd, min-max) | percentile | regret (points) | "
+           "Kendall tau, shared weights | Kendall tau, alpha | search s | epochs |",
+           "|---|---|---|---|---|---|---|---|"]
+  for m, st in res["summary"].items():
+    lines.append(f"| {m} | {_fmt(st['test_acc'], 100)} | {_fmt(st['percentile'])} | "
+                 f"{_fmt(st['regret'], 100)} | {_fmt(st['tau_shared'], 1, 2)} | "
+                 f"{_fmt(st['tau_alpha'], 1, 2)} | {_fmt(st['search_seconds'], 1, 0)} | "
+                 f"{_fmt(st['search_epochs'], 1, 0)} |")
+  lines += ["", "Random search and REA over 500 replays (mean ± sd of the table test accuracy):", ""]
+  for label, r in res["replays"].items():
+    lines.append(f"- {label}: {100 * r['runs_500']['mean']:.2f} ± {100 * r['runs_500']['std']:.2f} %, "
+                 f"{r['runs_500']['mean_queries']:.0f} queries per run")
+  return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  methods = list(res["summary"])
+  fig = Figure(figsize=(max(8, 0.7 * len(methods)), 4.5), dpi=110)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for i, m in enumerate(methods):
+    accs = [100 * r["test_acc"] for r in res["runs"] if r["method"] == m]
+    ax.scatter([i] * len(accs), accs, s=14, color="tab:blue", alpha=0.7)
+    ax.scatter([i], [sum(accs) / len(accs)], marker="_", s=400, color="black")
+  ax.axhline(100 * res["table_best_test_acc"], color="tab:green", ls="--", lw=1, label="table best")
+  ax.axhline(100 * res["table_median_test_acc"], color="tab:gray", ls=":", lw=1,
+             label="table median")
+  ax.set_xticks(range(len(methods)))
+  ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
+  ax.set_ylabel("table test accuracy of the found cell (%)")
+  ax.set_title(f"NAS-Bench-201 space on MNIST-1D, {res['budget_seconds']:g} s per search, "
+               f"{res['seeds']} seeds")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  tmp = path.with_name(f".{path.stem}.tmp.png")
+  fig.savefig(tmp)
+  os.replace(tmp, path)
+
+
+def cmd_report(args) -> None:
+  res = report(Path(args.out), Path(args.table), seeds=args.seeds, sample=args.sample)
   print(res["markdown"])
 
 

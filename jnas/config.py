@@ -57,6 +57,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "sdarts_eps_max": 0.3,
     "prune_epochs": (),  # epochs after which each edge loses its weakest op; () = 1/3 and 2/3
     "early_stop_skips": 0,  # DARTS+: stop once the normal cell has this many skips (0: off)
+    "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
 }
 
 

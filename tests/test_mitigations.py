@@ -219,3 +219,29 @@ def test_config_accepts_mitigation_overrides_on_any_config():
   assert "mitigations" not in base.search  # configs without the key keep their hash
   with pytest.raises(ConfigError, match="unknown config key 'search.mitigation'"):
     apply_overrides(base, ["search.mitigation=fairdarts"])
+
+
+def test_pc_darts_partial_channels_on_nb201():
+  """K=2: each edge's ops have half the channels; the bypassed half reaches the output."""
+  from jnas.spaces.nb201 import NB201Space
+  from jnas.supernet.nb201 import NB201SearchCell, NB201Supernet, channel_shuffle
+
+  np.testing.assert_array_equal(channel_shuffle(jnp.arange(6.0)[None], 2), [[0, 3, 1, 4, 2, 5]])
+  space = NB201Space()
+  full = NB201SearchCell(space, 4, ndim=1, rngs=nnx.Rngs(0))
+  pc = NB201SearchCell(space, 4, ndim=1, partial_channels=2, rngs=nnx.Rngs(0))
+  count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert count(pc) < count(full) / 2
+  x = jax.random.normal(jax.random.key(0), (2, 9, 4))
+  # Only "none" on every edge: the op half is zero, the bypassed half flows through, shuffled.
+  none = jnp.zeros((6, 5)).at[:, 0].set(1.0)
+  y = pc(x, none, train=False)
+  assert y.shape == x.shape and float(jnp.abs(y).sum()) > 0
+  for single in (False, True):
+    net = NB201Supernet(space, 1, 10, ndim=1, channels=4, cells_per_stage=1, partial_channels=2,
+                        rngs=nnx.Rngs(0))
+    out = net(jnp.ones((2, 16, 1)), {"cell": jax.nn.one_hot(jnp.arange(6) % 5, 5)}, train=True,
+              single_path=single)
+    assert out.shape == (2, 10) and bool(jnp.all(jnp.isfinite(out)))
+  with pytest.raises(ValueError, match="divide"):
+    NB201SearchCell(space, 4, ndim=1, partial_channels=3, rngs=nnx.Rngs(0))

@@ -168,3 +168,17 @@ def test_darts_plus_early_stop_ends_the_search(tmp_path, monkeypatch):
   # Rerunning the finished search changes nothing.
   assert main(["search", "--config", CONFIG, "--workdir", str(wd), *TINY]) == 0
   shutil.rmtree(wd / "checkpoints", ignore_errors=True)
+
+
+def test_alpha_scores_rank_cells_by_their_log_probabilities(tmp_path):
+  from jnas.estimation.nb201_table.bench import _alpha_scores
+
+  alpha = np.zeros((6, 5), np.float32)
+  alpha[:, SPACE.ops.index("nor_conv_3x3")] = 2.0
+  np.savez(tmp_path / "arch_params.npz", cell=alpha)
+  cells = ["|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*(["nor_conv_3x3"] * k + ["none"] * (6 - k)))
+           for k in range(7)]
+  scores = _alpha_scores(tmp_path, SPACE, cells)
+  assert np.all(np.diff(scores) > 0)
+  logp = alpha[0] - np.log(np.exp(alpha[0]).sum())
+  assert scores[6] == pytest.approx(6 * logp[SPACE.ops.index("nor_conv_3x3")])

@@ -69,17 +69,21 @@ def build_supernet(config, space: SearchSpace, ds) -> nnx.Module:
   """The supernet of ``space`` sized by ``config.search`` for dataset ``ds``.
 
   DARTS cells: ``search.channels``/``search.layers``; NAS-Bench-201:
-  ``search.channels``/``search.cells_per_stage``; chain spaces: the space's
-  own stages.
+  ``search.channels``/``search.cells_per_stage`` and ``search.partial_channels``
+  (PC-DARTS's K, NAS-Bench-201 only); chain spaces: the space's own stages.
 
   Example:
     >>> net = build_supernet(cfg, build_space(cfg), load_dataset("mnist1d"))  # doctest: +SKIP
   """
   sc = config.search
+  partial = int(sc.get("partial_channels", 1))
   if isinstance(space, NB201Space):
     return NB201Supernet(space, ds.input_shape[-1], ds.num_classes, ndim=data_ndim(ds),
                          channels=sc.channels, cells_per_stage=sc.cells_per_stage,
-                         rngs=nnx.Rngs(config.seed))
+                         partial_channels=partial, rngs=nnx.Rngs(config.seed))
+  if partial != 1:
+    raise ValueError(f"search.partial_channels={partial} (PC-DARTS) is implemented for the "
+                     f"nb201 space only; the {config.space.name} supernet needs 1")
   if isinstance(space, DartsSpace):
     return DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=data_ndim(ds),
                          channels=sc.channels, layers=sc.layers, rngs=nnx.Rngs(config.seed))

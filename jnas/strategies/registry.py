@@ -16,8 +16,9 @@ DARTS): ``fairdarts`` (``search.fairdarts_w01``), ``drnas``
 ``beta_decay`` (``search.beta_decay_max``), ``sdarts_rs``
 (``search.sdarts_eps_min``, ``search.sdarts_eps_max``) and ``pruning``
 (``search.prune_epochs``, default a third and two thirds of the search).
-``search.early_stop_skips`` > 0 turns on DARTS+'s early stop
-(:func:`build_early_stop`). Every parameter has a default
+``search.partial_channels`` = K > 1 is PC-DARTS (partial channels, in the
+NAS-Bench-201 supernet: :class:`jnas.supernet.nb201.NB201SearchCell`).
+``search.early_stop_skips`` > 0 turns on DARTS+'s early stop (:func:`build_early_stop`). Every parameter has a default
 (:data:`jnas.config.SEARCH_OPTIONAL_DEFAULTS`), so configs need not list them.
 """
 

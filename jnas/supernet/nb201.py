@@ -29,17 +29,49 @@ from jnas.supernet.mixed import MixedCandidates
 from jnas.train.nb201_network import Head, ResidualReduction, Stem, build_nb201_op, nb201_plan
 
 
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+  """Interleaves ``groups`` blocks of the channel (last) axis: ``[a0 a1 b0 b1] -> [a0 b0 a1 b1]``.
+
+  Example:
+    >>> channel_shuffle(jnp.arange(4.0)[None], 2)
+    Array([[0., 2., 1., 3.]], dtype=float32)
+  """
+  c = x.shape[-1]
+  y = x.reshape(x.shape[:-1] + (groups, c // groups))
+  return jnp.swapaxes(y, -1, -2).reshape(x.shape)
+
+
 class NB201SearchCell(nnx.Module):
-  """A cell whose every edge is a mixed op over the space's candidates."""
+  """A cell whose every edge is a mixed op over the space's candidates.
+
+  ``partial_channels = K > 1`` is PC-DARTS's partial channel connection (Xu
+  et al., ICLR 2020): each edge's mixed op sees only the first ``C / K``
+  channels, the others bypass it unchanged, and a channel shuffle mixes the
+  two parts so that the next edge samples other channels. The op is ``K``
+  times cheaper and the supernet is less able to lean on parameter-free ops.
+  """
 
   def __init__(self, space: NB201Space, channels: int, *, ndim: int, affine: bool = False,
-               rngs: nnx.Rngs):
+               partial_channels: int = 1, rngs: nnx.Rngs):
+    if partial_channels < 1 or channels % partial_channels:
+      raise ValueError(f"search.partial_channels={partial_channels} must be >= 1 and divide "
+                       f"the cell's {channels} channels")
     self.edge_list = tuple(space.edge_list)
     self.num_nodes = space.num_nodes
+    self.partial = partial_channels
+    width = channels // partial_channels
     self.edges = nnx.List([
-        MixedCandidates([build_nb201_op(op, channels, ndim=ndim, affine=affine, rngs=rngs)
+        MixedCandidates([build_nb201_op(op, width, ndim=ndim, affine=affine, rngs=rngs)
                          for op in space.ops], zero=[op == "none" for op in space.ops])
         for _ in self.edge_list])
+
+  def _edge(self, e: int, x: jax.Array, w: jax.Array, train: bool, single_path: bool
+            ) -> jax.Array:
+    if self.partial == 1:
+      return self.edges[e](x, w, train=train, single_path=single_path)
+    c = x.shape[-1] // self.partial
+    h = self.edges[e](x[..., :c], w, train=train, single_path=single_path)
+    return channel_shuffle(jnp.concatenate([h, x[..., c:]], axis=-1), self.partial)
 
   def __call__(self, x: jax.Array, weights: jax.Array, *, train: bool,
                single_path: bool = False) -> jax.Array:
@@ -48,7 +80,7 @@ class NB201SearchCell(nnx.Module):
       total = None
       for e, (dst, src) in enumerate(self.edge_list):
         if dst == j:
-          h = self.edges[e](nodes[src], weights[e], train=train, single_path=single_path)
+          h = self._edge(e, nodes[src], weights[e], train, single_path)
           total = h if total is None else total + h
       nodes.append(total)
     return nodes[-1]
@@ -66,16 +98,19 @@ class NB201Supernet(nnx.Module):
       search (the benchmark's search models); on when a single path is trained
       as a stand-alone network, as the discrete network's ops have them
       (:mod:`jnas.estimation.nb201_table`).
+    partial_channels: PC-DARTS's ``K`` (1: every channel goes through every
+      edge's mixed op); see :class:`NB201SearchCell`.
     rngs: NNX random streams.
   """
 
   def __init__(self, space: NB201Space, in_channels: int, num_classes: int, *, ndim: int,
                channels: int = 16, cells_per_stage: int = 5, affine: bool = False,
-               rngs: nnx.Rngs):
+               partial_channels: int = 1, rngs: nnx.Rngs):
     self.space = space
     self.stem = Stem(in_channels, channels, ndim=ndim, rngs=rngs)
     self.layers = nnx.List([
-        NB201SearchCell(space, c_in, ndim=ndim, affine=affine, rngs=rngs) if kind == "cell"
+        NB201SearchCell(space, c_in, ndim=ndim, affine=affine, partial_channels=partial_channels,
+                        rngs=rngs) if kind == "cell"
         else ResidualReduction(c_in, c_out, ndim=ndim, rngs=rngs)
         for kind, c_in, c_out in nb201_plan(channels, cells_per_stage)])
     self.head = Head(4 * channels, num_classes, rngs=rngs)
