@@ -164,8 +164,10 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
 
   from jnas.estimation.nb201_table import load_nb201_table
   from jnas.estimation.tabular import load_table, replay_many
+  from jnas.search.common import enable_compilation_cache
   from jnas.utils.metrics import write_json_atomic
 
+  enable_compilation_cache()  # every run's evaluator is the same program
   plan = json.loads((out / "plan.json").read_text())
   budget = float(plan["budget"])
   table = load_nb201_table(table_path)
@@ -224,7 +226,7 @@ def _fmt(st: dict, scale: float = 1.0, digits: int = 1) -> str:
   if not st.get("n"):
     return "-"
   return (f"{scale * st['mean']:.{digits}f} ± {scale * st['std']:.{digits}f} "
-          f"({scale * st['min']:.{digits}f}-{scale * st['max']:.{digits}f})")
+          f"({scale * st['min']:.{digits}f} to {scale * st['max']:.{digits}f})")
 
 
 def markdown(res: dict) -> str:
@@ -232,7 +234,7 @@ def markdown(res: dict) -> str:
            f"median measured search time {res['median_measured_search_seconds']:.0f} s with "
            f"compilation), {res['seeds']} seeds. Table: best {100 * res['table_best_test_acc']:.1f} %, "
            f"median {100 * res['table_median_test_acc']:.1f} % test accuracy.", "",
-           "| method | table test acc % (mean ± sd, min-max) | percentile | regret (points) | "
+           "| method | table test acc % (mean ± sd (min to max)) | percentile | regret (points) | "
            "Kendall tau, shared weights | Kendall tau, alpha | search s | epochs |",
            "|---|---|---|---|---|---|---|---|"]
   for m, st in res["summary"].items():

@@ -277,10 +277,12 @@ def format_bench(r: dict[str, Any]) -> str:
   if r["table_coverage"] < 1:
     lines.append(f"note:           the table covers {100 * r['table_coverage']:.1f} % of the "
                  f"space; rank and percentile are within what it covers")
+  names = {"shared_weights": "supernet scores", "alpha": "alpha scores"}
   for kind, c in r["correlation"].items():
+    label = f"{names.get(kind, kind)} vs table:"
     if c["kendall_tau"] is None:
-      lines.append(f"{kind}: undefined on {c['cells']} cells (constant scores)")
+      lines.append(f"{label} undefined on {c['cells']} cells (constant scores)")
     else:
-      lines.append(f"{kind + ' vs table:':<16}Kendall tau {c['kendall_tau']:.3f}, Spearman rho "
+      lines.append(f"{label} Kendall tau {c['kendall_tau']:.3f}, Spearman rho "
                    f"{c['spearman_rho']:.3f} ({c['cells']} sampled cells)")
   return "\n".join(lines)
