@@ -199,8 +199,8 @@ def test_registry_parses_and_refuses():
     build_mitigation(search_section(mitigations="fairdarts,drnas"), primitives=PRIMS,
                      total_steps=10, steps_per_epoch=5)
   _, s, alpha, _, _ = tiny()
-  with pytest.raises(ValueError, match="strategy 'darts' only"):
-    build_gradient_strategy(search_section(strategy="gdas", mitigations="fairdarts"),
+  with pytest.raises(ValueError, match="fairdarts apply to strategy 'darts' only"):
+    build_gradient_strategy(search_section(strategy="gdas", mitigations="fairdarts,beta_decay"),
                             s.graphdef, s.params, s.state, alpha, total_steps=10,
                             steps_per_epoch=5, key=jax.random.key(0))
   strat = build_gradient_strategy(search_section(mitigations="darts_minus,pruning",
@@ -245,3 +245,24 @@ def test_pc_darts_partial_channels_on_nb201():
     assert out.shape == (2, 10) and bool(jnp.all(jnp.isfinite(out)))
   with pytest.raises(ValueError, match="divide"):
     NB201SearchCell(space, 4, ndim=1, partial_channels=3, rngs=nnx.Rngs(0))
+
+
+def test_beta_decay_regularises_snas():
+  """With SNAS the regulariser's gradient adds to alpha's (its weight is 0 at step 0, so two steps)."""
+  space, s, alpha, bt, bv = tiny()
+  plain = build_gradient_strategy(search_section(strategy="snas"), s.graphdef, s.params, s.state,
+                                  alpha, total_steps=10, steps_per_epoch=5, key=jax.random.key(0))
+  reg = build_gradient_strategy(search_section(strategy="snas", mitigations="beta_decay",
+                                               beta_decay_max=1e3),
+                                s.graphdef, s.params, s.state, alpha, total_steps=10,
+                                steps_per_epoch=5, key=jax.random.key(0))
+  step_a, step_b = jax.jit(plain.step), jax.jit(reg.step)
+  a, ma = step_a(plain.init(jax.random.key(1)), bt, bv)
+  b, mb = step_b(reg.init(jax.random.key(1)), bt, bv)
+  assert "arch_reg" in mb and "arch_reg" not in ma
+  assert float(mb["val_loss"]) == pytest.approx(float(ma["val_loss"]))
+  a, _ = step_a(a, bt, bv)
+  b, mb = step_b(b, bt, bv)
+  assert float(mb["arch_reg"]) > 0
+  moved = jax.tree.map(lambda x, y: float(jnp.abs(x - y).max()), a.alpha, b.alpha)
+  assert max(jax.tree.leaves(moved)) > 0

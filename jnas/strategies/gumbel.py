@@ -138,6 +138,7 @@ def gumbel(
     hard: bool,
     cost_fn: Callable[[Any], jax.Array] | None = None,
     objective: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    regularizer: Callable[[Any, jax.Array], jax.Array] | None = None,
     key: jax.Array | None = None,
 ) -> GradientStrategy:
   """A Gumbel-softmax search strategy (the shared engine of GDAS, SNAS, FBNet).
@@ -153,6 +154,9 @@ def gumbel(
       params of the sample); logged as ``cost`` and passed to ``objective``.
     objective: ``objective(ce, cost) -> loss`` for the architecture step
       (default: ``ce``); the weight step always minimises ``ce``.
+    regularizer: ``regularizer(alpha, step) -> scalar`` added to the
+      architecture objective (a collapse mitigation that acts on alpha alone,
+      e.g. :func:`jnas.strategies.mitigations.beta_decay`); logged as ``arch_reg``.
     key: PRNG key of the samples; :func:`init`'s key is used when ``None``.
 
   Returns:
@@ -180,11 +184,22 @@ def gumbel(
     cost = cost_fn(enc) if cost_fn is not None else jnp.zeros(())
     return objective(ce, cost), (new_stats, ce, cost)
 
+  def regularized_arch_loss(a, p, stats, k, t, batch, step):
+    obj, (new_stats, ce, cost) = arch_loss(a, p, stats, k, t, batch)
+    reg = regularizer(a, step)
+    return obj + reg, (new_stats, ce, cost, reg)
+
   def step(state: GumbelState, batch_train: Batch, batch_val: Batch):
     key_next, k_arch, k_weight = jax.random.split(state.key, 3)
     t = tau(state.step)
-    (val_obj, (stats, val_ce, cost)), a_grad = jax.value_and_grad(arch_loss, has_aux=True)(
-        state.alpha, state.params, state.batch_stats, k_arch, t, batch_val)
+    extra = {}
+    if regularizer is None:
+      (val_obj, (stats, val_ce, cost)), a_grad = jax.value_and_grad(arch_loss, has_aux=True)(
+          state.alpha, state.params, state.batch_stats, k_arch, t, batch_val)
+    else:
+      (val_obj, (stats, val_ce, cost, extra["arch_reg"])), a_grad = jax.value_and_grad(
+          regularized_arch_loss, has_aux=True)(state.alpha, state.params, state.batch_stats,
+                                               k_arch, t, batch_val, state.step)
     a_updates, a_opt_state = a_opt.update(a_grad, state.a_opt_state, state.alpha)
     alpha = optax.apply_updates(state.alpha, a_updates)
     enc = jax.lax.stop_gradient(sample_encoding(k_weight, alpha, t, hard=hard))
@@ -195,7 +210,7 @@ def gumbel(
     metrics = {"train_loss": train_loss,
                "train_acc": jnp.mean(jnp.argmax(logits, -1) == batch_train[1]),
                "val_loss": val_ce, "arch_objective": val_obj, "cost": cost, "tau": t,
-               "grad_norm": optax.tree.norm(w_grad)}
+               "grad_norm": optax.tree.norm(w_grad), **extra}
     new_state = GumbelState(new_params, stats, alpha, w_opt_state, a_opt_state, state.step + 1,
                             key_next)
     return new_state, metrics
@@ -205,8 +220,8 @@ def gumbel(
 
 
 def gdas(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, total_steps: int,
-         tau_max: float = 10.0, tau_min: float = 0.1, key: jax.Array | None = None
-         ) -> GradientStrategy:
+         tau_max: float = 10.0, tau_min: float = 0.1, regularizer=None,
+         key: jax.Array | None = None) -> GradientStrategy:
   """GDAS: hard Gumbel samples, temperature linear from 10 to 0.1.
 
   Pass the supernet's single-path apply (``make_apply(graphdef,
@@ -217,12 +232,14 @@ def gdas(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, total_steps: int
     ...              a_opt=arch_optimizer(), total_steps=1000)  # doctest: +SKIP
   """
   return gumbel(apply_fn, params, batch_stats, alpha, w_opt=w_opt, a_opt=a_opt,
-                tau=linear_tau(tau_max, tau_min, total_steps), hard=True, key=key)
+                tau=linear_tau(tau_max, tau_min, total_steps), hard=True,
+                regularizer=regularizer, key=key)
 
 
 def snas(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, steps_per_epoch: int,
          tau0: float = 1.0, decay: float = 0.97, cost_fn: Callable[[Any], jax.Array] | None = None,
-         resource_weight: float = 0.0, key: jax.Array | None = None) -> GradientStrategy:
+         resource_weight: float = 0.0, regularizer=None,
+         key: jax.Array | None = None) -> GradientStrategy:
   """SNAS: soft Gumbel samples; optional resource penalty ``resource_weight * cost``.
 
   ``cost_fn`` maps a sample to a differentiable cost (e.g. the expected
@@ -234,7 +251,8 @@ def snas(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, steps_per_epoch:
   """
   return gumbel(apply_fn, params, batch_stats, alpha, w_opt=w_opt, a_opt=a_opt,
                 tau=exponential_tau(tau0, decay, steps_per_epoch), hard=False, cost_fn=cost_fn,
-                objective=lambda ce, cost: ce + resource_weight * cost, key=key)
+                objective=lambda ce, cost: ce + resource_weight * cost, regularizer=regularizer,
+                key=key)
 
 
 def fbnet(apply_fn, params, batch_stats, alpha, *, w_opt, a_opt, steps_per_epoch: int,

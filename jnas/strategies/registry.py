@@ -11,7 +11,7 @@ config switches between DARTS, GDAS and SNAS by one field:
 
 DARTS collapse mitigations (:mod:`jnas.strategies.mitigations`) are switched
 on by name in ``search.mitigations``, a comma list (default ``""``, plain
-DARTS): ``fairdarts`` (``search.fairdarts_w01``), ``drnas``
+DARTS; with ``gdas`` and ``snas`` only ``beta_decay``, the one that acts on alpha alone): ``fairdarts`` (``search.fairdarts_w01``), ``drnas``
 (``search.drnas_anchor``), ``darts_minus`` (``search.darts_minus_beta0``),
 ``beta_decay`` (``search.beta_decay_max``), ``sdarts_rs``
 (``search.sdarts_eps_min``, ``search.sdarts_eps_max``) and ``pruning``
@@ -38,6 +38,9 @@ from jnas.supernet.functional import make_apply
 
 GRADIENT_STRATEGIES = ("darts", "gdas", "snas")
 MITIGATIONS = ("fairdarts", "drnas", "darts_minus", "beta_decay", "sdarts_rs", "pruning")
+# Mitigations that act on alpha alone (a regulariser), so they fit Gumbel sampling too; the
+# others replace or perturb the softmax relaxation, or prune it, which GDAS/SNAS do not use.
+GUMBEL_MITIGATIONS = ("beta_decay",)
 
 
 def _opt(sc: Any, name: str) -> Any:
@@ -133,8 +136,11 @@ def build_gradient_strategy(sc: Any, graphdef: Any, params: Any, batch_stats: An
   name = sc.strategy
   if name not in GRADIENT_STRATEGIES:
     raise ValueError(f"unknown search strategy {name!r} (known: {', '.join(GRADIENT_STRATEGIES)})")
-  if mitigation_names(sc) and name != "darts":
-    raise ValueError(f"search.mitigations apply to strategy 'darts' only, not {name!r}")
+  names = mitigation_names(sc)
+  not_gumbel = [n for n in names if n not in GUMBEL_MITIGATIONS]
+  if name != "darts" and not_gumbel:
+    raise ValueError(f"search.mitigations {', '.join(not_gumbel)} apply to strategy 'darts' "
+                     f"only, not {name!r} (with {name}: {', '.join(GUMBEL_MITIGATIONS)})")
   w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
                            total_steps)
   a_opt = arch_optimizer(sc.a_lr, sc.a_b1, sc.a_b2, sc.a_weight_decay)
@@ -148,10 +154,14 @@ def build_gradient_strategy(sc: Any, graphdef: Any, params: Any, batch_stats: An
     return darts(make_apply(graphdef), params, batch_stats, alpha, w_opt=w_opt, a_opt=a_opt,
                  order=sc.order, unrolled_lr=sc.w_lr, unrolled_momentum=sc.momentum,
                  unrolled_weight_decay=sc.weight_decay, mitigation=mitigation)
+  reg = None
+  if names:
+    reg = build_mitigation(sc, primitives=(), total_steps=total_steps,
+                           steps_per_epoch=steps_per_epoch).regularizer
   if name == "gdas":
     return gdas(make_apply(graphdef, single_path=True), params, batch_stats, alpha, w_opt=w_opt,
                 a_opt=a_opt, total_steps=total_steps, tau_max=sc.get("tau_max", 10.0),
-                tau_min=sc.get("tau_min", 0.1), key=key)
+                tau_min=sc.get("tau_min", 0.1), regularizer=reg, key=key)
   return snas(make_apply(graphdef), params, batch_stats, alpha, w_opt=w_opt, a_opt=a_opt,
               steps_per_epoch=steps_per_epoch, tau0=sc.get("tau0", 1.0),
-              decay=sc.get("tau_decay", 0.97), key=key)
+              decay=sc.get("tau_decay", 0.97), regularizer=reg, key=key)
