@@ -224,7 +224,8 @@ def test_config_accepts_mitigation_overrides_on_any_config():
 def test_pc_darts_partial_channels_on_nb201():
   """K=2: each edge's ops have half the channels; the bypassed half reaches the output."""
   from jnas.spaces.nb201 import NB201Space
-  from jnas.supernet.nb201 import NB201SearchCell, NB201Supernet, channel_shuffle
+  from jnas.supernet.nb201 import NB201SearchCell, NB201Supernet
+  from jnas.train.chain_network import channel_shuffle
 
   np.testing.assert_array_equal(channel_shuffle(jnp.arange(6.0)[None], 2), [[0, 3, 1, 4, 2, 5]])
   space = NB201Space()

@@ -26,19 +26,8 @@ from flax import nnx
 
 from jnas.spaces.nb201 import NB201Space
 from jnas.supernet.mixed import MixedCandidates
+from jnas.train.chain_network import channel_shuffle
 from jnas.train.nb201_network import Head, ResidualReduction, Stem, build_nb201_op, nb201_plan
-
-
-def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
-  """Interleaves ``groups`` blocks of the channel (last) axis: ``[a0 a1 b0 b1] -> [a0 b0 a1 b1]``.
-
-  Example:
-    >>> channel_shuffle(jnp.arange(4.0)[None], 2)
-    Array([[0., 2., 1., 3.]], dtype=float32)
-  """
-  c = x.shape[-1]
-  y = x.reshape(x.shape[:-1] + (groups, c // groups))
-  return jnp.swapaxes(y, -1, -2).reshape(x.shape)
 
 
 class NB201SearchCell(nnx.Module):
