@@ -267,3 +267,16 @@ def test_beta_decay_regularises_snas():
   assert float(mb["arch_reg"]) > 0
   moved = jax.tree.map(lambda x, y: float(jnp.abs(x - y).max()), a.alpha, b.alpha)
   assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_mitigated_search_checkpoints_and_finishes(tmp_path):
+  """End to end through `jnas search`: the mitigated state (which keeps a key) survives donation."""
+  import json
+
+  from jnas.cli import main
+  from tiny_search import CONFIG, TINY
+
+  wd = tmp_path / "run"
+  assert main(["search", "--config", CONFIG, "--workdir", str(wd), *TINY,
+               "--config.search.mitigations=drnas,pruning"]) == 0
+  assert json.loads((wd / "summary.json").read_text())["search_epochs"] == 3

@@ -66,7 +66,9 @@ def search_gradient(config, wd: Path, chash: str) -> dict[str, Any]:
   strategy = build_gradient_strategy(sc, split.graphdef, split.params, split.state, alpha,
                                      total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                                      key=jax.random.fold_in(key, 2))
-  state = strategy.init(key)
+  # A key of its own: strategies may keep their init key in the state, and the jitted step
+  # donates the state, which would delete `key` itself before it is checkpointed below.
+  state = strategy.init(jax.random.fold_in(key, 3))
   # search.data_parallel: 0 = one device; n > 0 = split each batch over n devices; -1 = all.
   n_dev = int(sc.get("data_parallel", 0))
   n_dev = jax.device_count() if n_dev == -1 else n_dev
