@@ -222,9 +222,8 @@ def darts(
     if m is not None and m.regularizer is not None:
       # The regulariser depends on alpha alone, so its gradient simply adds,
       # in first and second order alike.
-      reg, reg_grad = jax.value_and_grad(m.regularizer)(state.alpha, state.step)
-      a_grad = jax.tree.map(jnp.add, a_grad, reg_grad)
-      extra["arch_reg"] = reg
+      extra["arch_reg"], a_grad = mit.add_regularizer(m.regularizer, state.alpha, state.step,
+                                                      a_grad)
     a_updates, a_opt_state = a_opt.update(a_grad, state.a_opt_state, state.alpha)
     alpha = optax.apply_updates(state.alpha, a_updates)
     # Weight step on the training batch, with the updated architecture.

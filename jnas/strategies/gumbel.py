@@ -30,6 +30,7 @@ import optax
 
 from jnas.strategies.base import Batch, GradientStrategy
 from jnas.strategies.darts import softmax_encoding
+from jnas.strategies.mitigations import add_regularizer
 from jnas.supernet.functional import cross_entropy
 
 Schedule = Callable[[jax.Array], jax.Array]
@@ -184,22 +185,15 @@ def gumbel(
     cost = cost_fn(enc) if cost_fn is not None else jnp.zeros(())
     return objective(ce, cost), (new_stats, ce, cost)
 
-  def regularized_arch_loss(a, p, stats, k, t, batch, step):
-    obj, (new_stats, ce, cost) = arch_loss(a, p, stats, k, t, batch)
-    reg = regularizer(a, step)
-    return obj + reg, (new_stats, ce, cost, reg)
-
   def step(state: GumbelState, batch_train: Batch, batch_val: Batch):
     key_next, k_arch, k_weight = jax.random.split(state.key, 3)
     t = tau(state.step)
+    (val_obj, (stats, val_ce, cost)), a_grad = jax.value_and_grad(arch_loss, has_aux=True)(
+        state.alpha, state.params, state.batch_stats, k_arch, t, batch_val)
     extra = {}
-    if regularizer is None:
-      (val_obj, (stats, val_ce, cost)), a_grad = jax.value_and_grad(arch_loss, has_aux=True)(
-          state.alpha, state.params, state.batch_stats, k_arch, t, batch_val)
-    else:
-      (val_obj, (stats, val_ce, cost, extra["arch_reg"])), a_grad = jax.value_and_grad(
-          regularized_arch_loss, has_aux=True)(state.alpha, state.params, state.batch_stats,
-                                               k_arch, t, batch_val, state.step)
+    if regularizer is not None:
+      extra["arch_reg"], a_grad = add_regularizer(regularizer, state.alpha, state.step, a_grad)
+      val_obj = val_obj + extra["arch_reg"]
     a_updates, a_opt_state = a_opt.update(a_grad, state.a_opt_state, state.alpha)
     alpha = optax.apply_updates(state.alpha, a_updates)
     enc = jax.lax.stop_gradient(sample_encoding(k_weight, alpha, t, hard=hard))

@@ -55,6 +55,22 @@ class Mitigation(NamedTuple):
   prune_steps: tuple[int, ...] = ()
 
 
+def add_regularizer(regularizer: RegFn, alpha: Any, step: jax.Array, a_grad: Any
+                    ) -> tuple[jax.Array, Any]:
+  """``(reg, a_grad + d reg / d alpha)``: a regulariser of alpha alone just adds its gradient.
+
+  Shared by DARTS (first and second order) and the Gumbel strategies.
+
+  Example:
+    >>> reg, g = add_regularizer(lambda a, s: jnp.sum(a["n"] ** 2), {"n": jnp.ones(2)},
+    ...                          jnp.array(0), {"n": jnp.zeros(2)})
+    >>> float(reg), g["n"].tolist()
+    (2.0, [2.0, 2.0])
+  """
+  reg, reg_grad = jax.value_and_grad(regularizer)(alpha, step)
+  return reg, jax.tree.map(jnp.add, a_grad, reg_grad)
+
+
 def chain(*mitigations: Mitigation) -> Mitigation:
   """Combines mitigations: regularisers add, adjustments and perturbations compose in order.
 
