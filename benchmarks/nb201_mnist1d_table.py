@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
   proto.add_argument("--train-size", type=int)
   proto.add_argument("--test-size", type=int)
   proto.add_argument("--seeds", type=int, nargs="+")
+  proto.add_argument("--vmap-seeds", action="store_true", default=None,
+                     help="train a cell's seeds in one vmapped program")
+  parser.add_argument("--shard", default="0/1",
+                      help="build: I/N, this process builds every N-th cell from the I-th "
+                           "(run N processes, one per core)")
   args = parser.parse_args(argv)
   if args.command == "build":
     _pin(args.cores)
@@ -86,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
       protocol = _protocol(args)
       t0 = time.time()
+      try:
+        shard = tuple(int(v) for v in args.shard.split("/"))
+        if len(shard) != 2:
+          raise ValueError
+      except ValueError:
+        raise ValueError(f"--shard {args.shard!r} is not I/N (e.g. 0/2)") from None
       r = T.build(args.out, protocol, limit=args.limit, minutes=args.minutes,
-                  order_seed=args.order_seed)
+                  order_seed=args.order_seed, shard=shard)
       r.update(protocol=protocol.short_hash(), seconds=round(time.time() - t0, 1))
       print(json.dumps(r))
     elif args.command == "expand":

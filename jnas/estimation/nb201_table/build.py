@@ -73,16 +73,25 @@ def _repair_tail(path: Path) -> None:
       f.truncate(data.rfind(b"\n") + 1)
 
 
+def _raw_files(out: Path) -> list[Path]:
+  """``raw.csv`` and the shards' ``raw-*.csv`` (one per builder process), in a fixed order."""
+  return sorted(p for p in [out / "raw.csv", *out.glob("raw-*.csv")] if p.exists())
+
+
 def read_raw(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
-  """The rows of ``raw.csv`` (numbers parsed); ``ValueError`` names a damaged line.
+  """The rows of ``raw.csv`` and any shard files ``raw-*.csv`` (numbers parsed); ``ValueError`` names a damaged line.
 
   Example:
     >>> rows = read_raw("benchmarks/results/nb201_mnist1d")  # doctest: +SKIP
     >>> rows[0]["canonical"], rows[0]["seed"]  # doctest: +SKIP
   """
-  path = Path(out_dir) / "raw.csv"
-  if not path.exists():
-    return []
+  rows = []
+  for path in _raw_files(Path(out_dir)):
+    rows += _read_raw_file(path)
+  return rows
+
+
+def _read_raw_file(path: Path) -> list[dict[str, Any]]:
   with open(path, newline="") as f:
     lines = f.read().split("\n")
   complete = lines[:-1]  # the text after the last newline is a row a kill cut short
@@ -106,7 +115,7 @@ def read_raw(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def build(out_dir: str | os.PathLike, protocol: Protocol, *, limit: int | None = None,
           minutes: float | None = None, order_seed: int = 0, space: NB201Space | None = None,
-          trainer: CellTrainer | None = None) -> dict[str, Any]:
+          trainer: CellTrainer | None = None, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
   """Trains the unique cells of the NAS-Bench-201 space under ``protocol``, resumably.
 
   Work goes cell by cell in :func:`work_order`, every seed of a cell before
@@ -122,6 +131,9 @@ def build(out_dir: str | os.PathLike, protocol: Protocol, *, limit: int | None =
     order_seed: the order of the cells.
     space: the cell space (the benchmark's by default).
     trainer: a :class:`CellTrainer` for ``protocol`` (built if not given).
+    shard: ``(i, n)``: train only every ``n``-th cell of the order from the
+      ``i``-th, into ``raw-{i}of{n}.csv``, so that ``n`` processes (one per
+      core) build one table together; ``(0, 1)`` writes ``raw.csv``.
 
   Returns:
     ``{"trained": rows written now, "done": rows in raw.csv, "total": rows
@@ -132,42 +144,53 @@ def build(out_dir: str | os.PathLike, protocol: Protocol, *, limit: int | None =
   """
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
+  index, count = shard
+  if not 0 <= index < count:
+    raise ValueError(f"shard {index} of {count} does not exist (0 <= i < n)")
   _check_protocol(out, protocol)
-  path = out / "raw.csv"
+  path = out / ("raw.csv" if count == 1 else f"raw-{index}of{count}.csv")
   _repair_tail(path)
   done = {(r["canonical"], r["seed"]) for r in read_raw(out)}
   space = space or NB201Space()
   order = work_order(space, order_seed)
   if limit is not None:
     order = order[:limit]
-  todo = [(key, pos, s) for key, pos in order for s in protocol.seeds if (key, s) not in done]
   total = len(order) * len(protocol.seeds)
+  # Each cell with the seeds it still lacks; a shard takes every n-th cell.
+  todo = [(key, pos, seeds) for key, pos in order[index::count]
+          if (seeds := [s for s in protocol.seeds if (key, s) not in done])]
   deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
   stopped, trained = False, 0
   if todo:
     new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f, progress(total=len(todo), desc="nb201 table",
-                                                    unit="run") as bar:
+    with open(path, "a", newline="") as f, progress(total=sum(len(t[2]) for t in todo),
+                                                    desc="nb201 table", unit="run") as bar:
       writer = csv.writer(f)
       if new:
         writer.writerow(RAW_COLUMNS)
-      for key, pos, seed in todo:
+      for key, pos, seeds in todo:
         if deadline is not None and time.monotonic() > deadline:
           stopped = True
           break
         if trainer is None:  # built here, so that a stop before any run costs nothing
           trainer = CellTrainer(protocol, space=space)
         g = genotype_at(pos, space)
-        r = trainer.train(space.encode_indices(g), seed)
-        writer.writerow([key, space.format(g), seed] + [
-            f"{r[k]:.6g}" if k == "train_loss" else
-            f"{r[k]:.3f}" if k.endswith("seconds") else f"{r[k]:.6f}" for k in RAW_COLUMNS[3:]])
-        # Row by row to disk: a kill loses at most the run in progress.
+        cell = space.encode_indices(g)
+        if protocol.vmap_seeds:
+          results = trainer.train_seeds(cell, seeds)
+        else:
+          results = [trainer.train(cell, seed) for seed in seeds]
+        for seed, r in zip(seeds, results):
+          writer.writerow([key, space.format(g), seed] + [
+              f"{r[k]:.6g}" if k == "train_loss" else
+              f"{r[k]:.3f}" if k.endswith("seconds") else f"{r[k]:.6f}" for k in RAW_COLUMNS[3:]])
+        # Cell by cell to disk: a kill loses at most the cell in progress.
         f.flush()
         os.fsync(f.fileno())
-        trained += 1
-        bar.update(1)
-        bar.set_postfix(test_acc=round(r["test_acc"], 3), s=round(r["wall_seconds"], 2))
+        trained += len(seeds)
+        bar.update(len(seeds))
+        bar.set_postfix(test_acc=round(results[0]["test_acc"], 3),
+                        s=round(results[0]["wall_seconds"], 2))
   return {"trained": trained, "done": len(done) + trained, "total": total, "stopped": stopped}
 
 

@@ -55,6 +55,10 @@ class Protocol:
     split_seed: the train/validation split (the same for every seed).
     seeds: training seeds (weight initialisation and batch order); each
       cell is trained once per seed.
+    vmap_seeds: train all seeds of a cell in one program, vmapped over the
+      seeds (the cell's ops stay a real switch: the index is not batched).
+      Several times cheaper per run on a CPU; the sums are the same but XLA
+      may order them differently, so it is part of the recipe.
 
   Example:
     >>> p = Protocol(epochs=2)
@@ -75,6 +79,7 @@ class Protocol:
   test_size: int = 0
   split_seed: int = 0
   seeds: tuple[int, ...] = (0, 1)
+  vmap_seeds: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -103,12 +108,19 @@ class Protocol:
     """Everything that changes a result: all fields but ``seeds`` (which say which runs exist)."""
     d = self.to_json()
     del d["seeds"]
+    # Fields added after a table was built enter the recipe only when set, so old hashes hold.
+    for name, default in _LATER_FIELDS.items():
+      if d[name] == default:
+        del d[name]
     return d
 
   def short_hash(self) -> str:
     """10 hex digits of the SHA-256 of :meth:`recipe`."""
     text = json.dumps(self.recipe(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+_LATER_FIELDS = {"vmap_seeds": False}
 
 
 class CellTrainer:
@@ -157,14 +169,21 @@ class CellTrainer:
     self._in_channels, self._num_classes = ds.input_shape[-1], ds.num_classes
     self._ndim = len(ds.input_shape) - 1
     self._per_seed: dict[int, tuple[Any, Any, jax.Array, jax.Array]] = {}
+    self._warm: set[Any] = set()
     graphdef = self._network(0).graphdef
     apply = make_apply(graphdef, single_path=True)
     total = p.epochs * self.steps_per_epoch
     tx = optax.chain(optax.add_decayed_weights(p.weight_decay),
                      optax.sgd(optax.cosine_decay_schedule(p.learning_rate, total),
                                momentum=p.momentum, nesterov=True))
-    self._fit = jax.jit(_make_fit(apply, tx, len(self.space.ops), self.steps_per_epoch))
-    self._correct = jax.jit(_make_correct(apply, len(self.space.ops)))
+    fit = _make_fit(apply, tx, len(self.space.ops), self.steps_per_epoch)
+    correct = _make_correct(apply, len(self.space.ops))
+    self._fit = jax.jit(fit)
+    self._correct = jax.jit(correct)
+    # Seeds stacked on a leading axis; the cell and the evaluation data are shared.
+    self._fit_seeds = jax.jit(jax.vmap(fit, in_axes=(0, 0, None, 0, 0)))
+    self._correct_seeds = jax.jit(_chunked(jax.vmap(correct, in_axes=(0, 0, None, None, None)),
+                                           _EVAL_CHUNK))
 
   def _network(self, seed: int):
     p = self.protocol
@@ -187,7 +206,35 @@ class CellTrainer:
   @property
   def compilations(self) -> int:
     """Programs the training function has compiled (1 once anything was trained)."""
-    return self._fit._cache_size()
+    return self._fit._cache_size() + self._fit_seeds._cache_size()
+
+  def train_seeds(self, cell: Sequence[int] | np.ndarray,
+                  seeds: Sequence[int]) -> list[dict[str, float]]:
+    """Trains one cell for several seeds in one vmapped program; one dict per seed as :meth:`train`.
+
+    The times are the whole program's divided by the number of seeds (what one
+    run costs when runs are made this way).
+
+    Example:
+      >>> rs = CellTrainer(Protocol(vmap_seeds=True)).train_seeds([3] * 6, (0, 1))  # doctest: +SKIP
+    """
+    idx = jnp.asarray(np.asarray(cell, np.int32).reshape(self.space.num_edges))
+    inputs = [self._seed_inputs(int(s)) for s in seeds]
+    params, state, xs, ys = jax.tree.map(lambda *a: jnp.stack(a), *inputs)
+    key = ("seeds", tuple(int(s) for s in seeds))
+    if key not in self._warm:
+      self._warm.add(key)
+      jax.block_until_ready(self._correct_seeds(*self._fit_seeds(params, state, idx, xs, ys)[:2],
+                                                idx, self._eval_x, self._eval_y))
+    t, c = time.perf_counter(), time.process_time()
+    params, state, loss = self._fit_seeds(params, state, idx, xs, ys)
+    right = np.asarray(self._correct_seeds(params, state, idx, self._eval_x, self._eval_y))
+    loss = np.asarray(loss)
+    cpu = (time.process_time() - c) / len(seeds)
+    wall = (time.perf_counter() - t) / len(seeds)
+    return [{"val_acc": float(r[:self.num_val].mean()), "test_acc": float(r[self.num_val:].mean()),
+             "train_loss": float(l) if np.isfinite(l) else float("nan"),
+             "cpu_seconds": cpu, "wall_seconds": wall} for r, l in zip(right, loss)]
 
   def train(self, cell: Sequence[int] | np.ndarray, seed: int) -> dict[str, float]:
     """Trains one cell (its integer form) for one seed.
@@ -234,6 +281,24 @@ def _make_fit(apply, tx: optax.GradientTransformation, num_ops: int, steps_per_e
     return params, state, jnp.mean(losses[-steps_per_epoch:])
 
   return fit
+
+
+#: Evaluation examples per forward pass when many seeds are evaluated at once (bounds memory).
+_EVAL_CHUNK = 5000
+
+
+def _chunked(correct, chunk: int):
+  """``correct`` over ``x`` in chunks of ``chunk`` examples (the last one padded), results joined."""
+
+  def run(params, state, cell, x, y):
+    n = x.shape[0]
+    pad = -n % chunk
+    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(-1, chunk, *x.shape[1:])
+    yp = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(-1, chunk)
+    out = jax.lax.map(lambda b: correct(params, state, cell, *b), (xp, yp))  # [chunks, seeds, chunk]
+    return jnp.moveaxis(out, 0, 1).reshape(out.shape[1], -1)[:, :n]
+
+  return run
 
 
 def _make_correct(apply, num_ops: int):
