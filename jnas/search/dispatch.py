@@ -23,7 +23,7 @@ from jnas.search.chain import search_chain
 from jnas.search.common import CHAIN_SPACE_NAMES, enable_compilation_cache
 from jnas.search.gradient import search_gradient
 from jnas.search.spos import add_spos_defaults, search_spos
-from jnas.search.workdir import SUMMARY_FILE, claim_workdir, finished
+from jnas.search.workdir import SUMMARY_FILE, claim_workdir, finished, lock_workdir
 from jnas.strategies.registry import GRADIENT_STRATEGIES
 from jnas.utils.metrics import write_json_atomic
 
@@ -45,7 +45,8 @@ def search(config, workdir: str) -> dict[str, Any]:
   from the newest readable checkpoint and ends with the same result as an
   uninterrupted run; on a finished run it changes nothing and returns the
   stored summary with ``status: finished``. Another config in the same
-  directory is refused (ValueError).
+  directory is refused (ValueError), and so is a second process while this
+  one runs in it (:func:`jnas.search.workdir.lock_workdir`).
 
   Example:
     >>> search(load_config("experiments/darts_mnist1d.py"), "runs/x")  # doctest: +SKIP
@@ -58,7 +59,11 @@ def search(config, workdir: str) -> dict[str, Any]:
     config = copy.deepcopy(config)
     add_spos_defaults(config)
   wd = Path(workdir)
-  wd.mkdir(parents=True, exist_ok=True)
+  with lock_workdir(wd):
+    return _search_locked(config, wd)
+
+
+def _search_locked(config, wd: Path) -> dict[str, Any]:
   config_dict = config_to_dict(config)
   chash = claim_workdir(wd, config_dict)
   done = finished(wd, SUMMARY_FILE)

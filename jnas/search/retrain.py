@@ -29,7 +29,8 @@ from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shi
 from jnas.ops.primitives import set_depthwise_impl
 from jnas.search.common import (CHAIN_SPACE_NAMES, build_space, data_ndim,
                                 enable_compilation_cache, genotype_path, resolve_genotype)
-from jnas.search.workdir import RETRAIN_CKPT_DIR, StopOnSignal, dict_hash, finished
+from jnas.search.workdir import (RETRAIN_CKPT_DIR, StopOnSignal, dict_hash, finished,
+                                 lock_workdir)
 from jnas.spaces.nb201 import NB201Genotype, NB201Space
 from jnas.supernet.functional import count_params, split_model
 from jnas.train.nb201_network import NB201Network
@@ -97,15 +98,21 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
   (``phase: retrain``, TensorBoard under ``tb/retrain``) and a checkpoint after
   every epoch under ``checkpoints/retrain``, so calling it again with the same
   config and genotype resumes; when ``report.json`` of that same retraining
-  exists, nothing is done and the report is returned.
+  exists, nothing is done and the report is returned. A second process on the
+  same work directory is refused while this one runs
+  (:func:`jnas.search.workdir.lock_workdir`; re-entrant, so a search may call it).
 
   Example:
     >>> train(load_config("experiments/darts_mnist1d.py"), "runs/x", "DARTS_V2")  # doctest: +SKIP
   """
   enable_compilation_cache()
   set_depthwise_impl(config.model.depthwise_impl)
+  with lock_workdir(workdir):
+    return _train_locked(config, workdir, genotype)
+
+
+def _train_locked(config, workdir: str, genotype: str | None) -> dict[str, Any]:
   wd = Path(workdir)
-  wd.mkdir(parents=True, exist_ok=True)
   chain = config.space.name in CHAIN_SPACE_NAMES
   space = build_space(config)
   if chain:

@@ -1,8 +1,9 @@
 """Work directories, checkpoint metadata and stopping on a signal: the plumbing of every run.
 
-A work directory holds one config's run (:func:`claim_workdir`); each epoch of
-a search goes through :func:`run_epoch`, which checkpoints and stops at the
-next step boundary after SIGINT/SIGTERM (:class:`StopOnSignal`).
+A work directory holds one config's run (:func:`claim_workdir`), used by one
+process at a time (:func:`lock_workdir`); each epoch of a search goes through
+:func:`run_epoch`, which checkpoints and stops at the next step boundary after
+SIGINT/SIGTERM (:class:`StopOnSignal`).
 
 Example:
   >>> from jnas.search.workdir import StopOnSignal, run_epoch
@@ -13,12 +14,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import signal
+import socket
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,7 @@ RETRAIN_CKPT_DIR = "checkpoints/retrain"
 SUMMARY_FILE = "summary.json"
 ALPHA_HISTORY_FILE = "alpha_history.npz"
 SUPERNET_FILE = "supernet.npz"
+LOCK_FILE = "jnas.lock"
 
 
 def dict_hash(d: dict) -> str:
@@ -64,6 +73,162 @@ def claim_workdir(wd: Path, config_dict: dict) -> str:
           f"work directory {wd} holds a run of another config (hash {dict_hash(old)}, "
           f"this config {new_hash}); use a new --workdir or the config of that run")
   return new_hash
+
+
+# ---------------------------------------------------------------------------
+# One process per work directory
+# ---------------------------------------------------------------------------
+
+# Locks this process holds: resolved lock path -> [fd, depth, pid]. `jnas search`
+# calls train() after its search phase, so the same process takes the lock again.
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _read_holder(fd: int) -> dict:
+  """The JSON a lock file holds (``{}`` when it is empty or torn)."""
+  try:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = json.loads(os.read(fd, 65536).decode() or "{}")
+  except (OSError, ValueError):
+    return {}
+  return data if isinstance(data, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+  return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+          f"started {holder.get('started', '?')}")
+
+
+def _try_flock(fd: int) -> bool:
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as err:
+    if err.errno in (errno.EAGAIN, errno.EACCES):
+      return False
+    raise
+  return True
+
+
+def _new_lock_file(path: Path) -> tuple[int, Path]:
+  """A private file next to ``path``, already flocked and holding this process's JSON.
+
+  It is linked into place whole, so a lock file is never seen without its
+  content or without its flock: a free flock then means the holder is gone.
+  """
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+  fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    os.write(fd, json.dumps(holder).encode())
+    os.fsync(fd)
+  except BaseException:
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
+    raise
+  return fd, tmp
+
+
+def _acquire(path: Path) -> int:
+  fd, tmp = _new_lock_file(path)
+  try:
+    while True:
+      try:
+        os.link(tmp, path)  # fails if the file exists: the O_EXCL of a whole file
+        return fd
+      except FileExistsError:
+        pass
+      try:
+        old = os.open(path, os.O_RDWR)
+      except FileNotFoundError:
+        continue  # released meanwhile: try again
+      try:
+        holder = _read_holder(old)
+        if not _try_flock(old):
+          raise ValueError(f"work directory {path.parent} is in use by another jnas run "
+                           f"({_describe(holder)}); wait for it to finish or use another "
+                           f"--workdir")
+        try:
+          same = os.path.samestat(os.fstat(old), os.stat(path))
+        except FileNotFoundError:
+          same = False
+        if not same:
+          continue  # released and replaced while we looked: look again
+        holder = _read_holder(old)
+        if holder.get("host") not in (None, socket.gethostname()):
+          # flock is not shared between machines on every network file system.
+          raise ValueError(f"work directory {path.parent} is locked by a jnas run on another "
+                           f"machine ({_describe(holder)}); if that run is over, delete "
+                           f"{path} and run again")
+        log.warning("taking over the lock %s of a run that is gone (%s)", path,
+                    _describe(holder))
+        # Replaced while we hold the stale file's flock: a third process that
+        # opened it too sees another inode at `path` once it gets the flock.
+        os.replace(tmp, path)
+        return fd
+      finally:
+        os.close(old)
+  except BaseException:
+    os.close(fd)
+    raise
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def _release(path: Path, fd: int) -> None:
+  try:
+    if os.path.samestat(os.fstat(fd), os.stat(path)):
+      path.unlink()  # before the close: whoever waits on the flock then sees a new inode
+  except FileNotFoundError:
+    pass
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def lock_workdir(wd: str | os.PathLike) -> Iterator[Path]:
+  """Holds ``WD/jnas.lock`` for the ``with`` block: one jnas process per work directory.
+
+  The lock file holds ``{"pid", "host", "started"}`` and carries an
+  ``fcntl.flock`` for as long as the run lives, so the kernel frees it when
+  the process dies, however it dies. A second process is refused with a
+  one-line ``ValueError`` naming the holder; a lock whose flock is free (its
+  process was killed) is taken over with a warning. The same process may
+  take it again (``jnas search`` retrains inside its own lock). Released on
+  leaving the block, also on an exception or ``KeyboardInterrupt``.
+
+  Example:
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with lock_workdir(d) as path:
+    ...   with lock_workdir(d):  # re-entrant in one process
+    ...     path.exists()
+    True
+    >>> path.exists()
+    False
+  """
+  wd = Path(wd)
+  wd.mkdir(parents=True, exist_ok=True)
+  path = (wd / LOCK_FILE).resolve()
+  name = str(path)
+  with _HELD_GUARD:
+    held = _HELD.get(name)
+    if held is not None and held[2] == os.getpid():
+      held[1] += 1
+    else:
+      # A forked child inherits the parent's entry but is another run.
+      _HELD[name] = [_acquire(path), 1, os.getpid()]
+  try:
+    yield path
+  finally:
+    with _HELD_GUARD:
+      held = _HELD[name]
+      held[1] -= 1
+      if held[1] == 0:
+        del _HELD[name]
+        _release(path, held[0])
 
 
 class StopOnSignal:
