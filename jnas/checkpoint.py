@@ -8,7 +8,10 @@ complete (atomic on POSIX), so a process killed during a save leaves only a
 ``*.orbax-checkpoint-tmp*`` directory, never a half-written step. A step that
 exists but cannot be read (a file truncated or deleted afterwards, a disk
 error) is moved aside to ``DIR-corrupt/`` with a warning naming it, and the
-previous good step is used: nothing is deleted silently.
+previous good step is used: nothing is deleted silently. A step that reads
+but holds other bytes than were saved (bits flipped on disk, a file
+overwritten) is caught by a SHA-256 of every array, taken at save time and
+stored in the same atomic save, and is moved aside the same way.
 
 Typed PRNG keys (``jax.random.key``) are stored as their raw key data and
 wrapped again on restore, using the key type found in ``target``.
@@ -24,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -36,12 +40,49 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpoints", "save", "restore", "latest_good", "all_steps"]
+__all__ = ["Checkpoints", "ChecksumError", "save", "restore", "latest_good", "all_steps"]
 
 log = logging.getLogger(__name__)
 
 _ITEMS = ("state", "meta")
 _TMP_MARK = ".orbax-checkpoint-tmp"
+# Reserved metadata key: the arrays' checksum travels in the step's own JSON, so
+# it is committed by the same rename as the arrays it describes.
+_CHECKSUM_KEY = "_jnas_checksum"
+
+
+class ChecksumError(ValueError):
+  """A checkpoint's arrays differ from the bytes that were saved."""
+
+
+def _leaf_digests(tree: Any) -> list[bytes] | None:
+  """SHA-256 of each leaf's bytes, in tree order; ``None`` when a leaf is not all on this host."""
+  out = []
+  for x in jax.tree.leaves(tree):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return None  # another host holds part of it: that host's bytes are not ours to hash
+    a = np.ascontiguousarray(jax.device_get(x))
+    out.append(hashlib.sha256(a.view(np.uint8)).digest())
+  return out
+
+
+def _checksum(digests: list[bytes]) -> dict:
+  """``sha256`` over the leaves in tree order; ``sha256_sorted`` for a restore without a
+  target, where orbax returns plain dicts whose leaf order may differ."""
+  return {"sha256": hashlib.sha256(b"".join(digests)).hexdigest(),
+          "sha256_sorted": hashlib.sha256(b"".join(sorted(digests))).hexdigest(),
+          "leaves": len(digests)}
+
+
+def _verify(tree: Any, stored: dict, in_order: bool, where: Path) -> None:
+  digests = _leaf_digests(tree)
+  if digests is None:
+    return
+  got = _checksum(digests)
+  field = "sha256" if in_order else "sha256_sorted"
+  if got["leaves"] != stored.get("leaves") or got[field] != stored.get(field):
+    raise ChecksumError(f"checkpoint {where} fails its checksum: its arrays differ from the "
+                        f"bytes that were saved")
 
 
 def _is_key(x: Any) -> bool:
@@ -167,10 +208,16 @@ class Checkpoints:
     existing = self.directory / str(step)
     if existing.exists():
       self._quarantine(step, "it is replaced by a new save of the same step")
+    data = _keys_to_data(pytree)
+    meta = dict(metadata or {})
+    if _CHECKSUM_KEY in meta:
+      raise ValueError(f"checkpoint metadata key {_CHECKSUM_KEY!r} is reserved")
+    digests = _leaf_digests(data)
+    if digests is not None:
+      meta[_CHECKSUM_KEY] = _checksum(digests)
     mgr = self._mgr()
     mgr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_keys_to_data(pytree)),
-        meta=ocp.args.JsonSave(dict(metadata or {}))), force=True)
+        state=ocp.args.StandardSave(data), meta=ocp.args.JsonSave(meta)), force=True)
     mgr.wait_until_finished()
 
   def restore(self, step: int, target: Any | None = None) -> tuple[Any, dict]:
@@ -178,23 +225,29 @@ class Checkpoints:
 
     ``target`` (arrays or ``jax.ShapeDtypeStruct``s) gives the tree
     structure, shapes and dtypes; without it orbax returns nested dicts/lists.
-    Raises whatever orbax raises when the files are unreadable.
+    Raises whatever orbax raises when the files are unreadable, and
+    :class:`ChecksumError` when the arrays read differ from those saved
+    (steps saved before checksums existed are not checked).
     """
     state_args = (ocp.args.StandardRestore(_data_target(target)) if target is not None
                   else ocp.args.StandardRestore())
     out = self._mgr().restore(int(step), args=ocp.args.Composite(
         state=state_args, meta=ocp.args.JsonRestore()))
-    tree = out["state"]
+    tree, meta = out["state"], dict(out["meta"] or {})
+    where = self.directory / str(step)
+    if target is not None and jax.tree.structure(_data_target(target)) != jax.tree.structure(tree):
+      raise ValueError(f"checkpoint {where} has another tree structure")
+    stored = meta.pop(_CHECKSUM_KEY, None)
+    if stored is not None:
+      _verify(tree, stored, in_order=target is not None, where=where)
     if target is not None:
-      if jax.tree.structure(_data_target(target)) != jax.tree.structure(tree):
-        raise ValueError(f"checkpoint {self.directory / str(step)} has another tree structure")
       tree = _from_host(tree, target)
-    return tree, dict(out["meta"] or {})
+    return tree, meta
 
   def latest_good(self, target: Any | None = None) -> tuple[int, Any, dict] | None:
     """The newest step that restores cleanly, as ``(step, pytree, metadata)``.
 
-    Newer steps that fail to restore are moved to ``DIRECTORY-corrupt/`` with
+    Newer steps that fail to restore or to verify are moved to ``DIRECTORY-corrupt/`` with
     a warning; ``None`` when no step is readable.
     """
     for step in reversed(self.steps()):
