@@ -58,6 +58,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "prune_epochs": (),  # epochs after which each edge loses its weakest op; () = 1/3 and 2/3
     "early_stop_skips": 0,  # DARTS+: stop once the normal cell has this many skips (0: off)
     "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
+    "checkpoint_every_s": 60.0,  # seconds between search checkpoints at epoch ends (0: every epoch)
 }
 
 

@@ -23,7 +23,8 @@ from jnas.search.chain import search_chain
 from jnas.search.common import CHAIN_SPACE_NAMES, enable_compilation_cache
 from jnas.search.gradient import search_gradient
 from jnas.search.spos import add_spos_defaults, search_spos
-from jnas.search.workdir import SUMMARY_FILE, claim_workdir, finished, lock_workdir
+from jnas.search.workdir import (SUMMARY_FILE, checkpoint_every_s, claim_workdir, finished,
+                                 lock_workdir)
 from jnas.strategies.registry import GRADIENT_STRATEGIES
 from jnas.utils.metrics import write_json_atomic
 
@@ -35,8 +36,9 @@ def search(config, workdir: str) -> dict[str, Any]:
 
   Writes ``config.json``, ``metrics.jsonl`` (one line per epoch) and TensorBoard
   events under ``tb/search``, ``alpha_history.npz`` (alpha after every epoch),
-  checkpoints under ``checkpoints/search`` (after every epoch and when stopped
-  by SIGINT/SIGTERM; the newest two are kept), and at the end
+  checkpoints under ``checkpoints/search`` (after the first and the last
+  epoch, after others once ``search.checkpoint_every_s`` seconds passed since
+  the last save, and when stopped by SIGINT/SIGTERM; the newest two are kept), and at the end
   ``genotype.json``, ``arch_params.npz``, ``supernet.npz`` (the trained supernet weights, for
   ``jnas bench``), ``summary.json`` and, when
   ``config.retrain.enabled``, ``report.json``.
@@ -64,6 +66,7 @@ def search(config, workdir: str) -> dict[str, Any]:
 
 
 def _search_locked(config, wd: Path) -> dict[str, Any]:
+  checkpoint_every_s(config.search)  # refused before config.json records a bad value
   config_dict = config_to_dict(config)
   chash = claim_workdir(wd, config_dict)
   done = finished(wd, SUMMARY_FILE)

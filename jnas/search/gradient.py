@@ -2,8 +2,10 @@
 
 Alpha and supernet weights are trained on the two halves of the training set;
 ``search.data_parallel`` splits each batch over this host's devices. The
-search is checkpointed after every epoch and at the step boundary after
-SIGINT/SIGTERM, so rerunning the command resumes it bit-identically.
+search is checkpointed after an epoch once ``search.checkpoint_every_s``
+seconds passed since the last save (and after the first and the last epoch),
+and at the step boundary after SIGINT/SIGTERM, so rerunning the command
+resumes it bit-identically.
 
 Example:
   >>> from jnas.search.gradient import search_gradient
@@ -25,9 +27,9 @@ from jnas.checkpoint import Checkpoints
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import build_space, build_supernet, data_ndim
 from jnas.search.retrain import train
-from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, StopOnSignal, run_epoch,
-                                 save_supernet, sums_from_json, sums_to_json,
-                                 write_alpha_history)
+from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock,
+                                 StopOnSignal, checkpoint_every_s, run_epoch, save_supernet,
+                                 sums_from_json, sums_to_json, write_alpha_history)
 from jnas.strategies.registry import build_early_stop, build_gradient_strategy
 from jnas.supernet.functional import count_params, split_model
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
@@ -48,6 +50,7 @@ def search_gradient(config, wd: Path, chash: str) -> dict[str, Any]:
     >>> jnas.run.search(cfg, "runs/darts")["genotype"]  # doctest: +SKIP
   """
   sc = config.search
+  clock = CheckpointClock(checkpoint_every_s(sc))
 
   # ---- Data: the training set split in halves (weights / alpha). ----
   ds = load_dataset(config.data.name, seed=config.data.seed)
@@ -154,7 +157,9 @@ def search_gradient(config, wd: Path, chash: str) -> dict[str, Any]:
         history[k].append(np.asarray(v, np.float32).tolist())
       write_alpha_history(wd, history, space)
       stopped_early = early_stop is not None and early_stop(alpha_now)
-      save_checkpoint(state, epoch + 1, 0, None)
+      if clock.due(force=epoch + 1 == sc.epochs or stopped_early or bool(stop.requested)):
+        save_checkpoint(state, epoch + 1, 0, None)
+        clock.saved()
       log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f", epoch + 1,
                means["train_loss"], means["train_acc"], means["val_loss"])
       if stopped_early:

@@ -20,8 +20,10 @@ Writes, besides what every search writes (``config.json``, ``metrics.jsonl``,
 TensorBoard events, ``genotype.json``, ``summary.json``, ``report.json``):
 ``evolution.json`` (every scored architecture) and ``arch_params.npz`` (the
 found architecture's one-hot encoding: SPOS has no continuous alpha).
-Supernet training is checkpointed after every epoch and on SIGINT/SIGTERM
-after the step in flight; rerunning the command resumes it. Evolution is a
+Supernet training is checkpointed after an epoch once
+``search.checkpoint_every_s`` seconds passed since the last save (and after
+the first and the last epoch), and on SIGINT/SIGTERM after the step in flight;
+rerunning the command resumes it. Evolution is a
 pure function of the trained weights and the seed, so a run killed during
 evolution repeats it exactly.
 """
@@ -43,8 +45,9 @@ from jnas.checkpoint import Checkpoints
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import build_space, build_supernet, data_ndim
 from jnas.search.retrain import train
-from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, StopOnSignal, run_epoch,
-                                 save_supernet, sums_from_json, sums_to_json)
+from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock,
+                                 StopOnSignal, checkpoint_every_s, run_epoch, save_supernet,
+                                 sums_from_json, sums_to_json)
 from jnas.spaces.base import SearchSpace
 from jnas.spaces.darts import DartsSpace
 from jnas.strategies.darts import weight_optimizer
@@ -133,6 +136,7 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   _check_positive(sc, ("epochs", "batch_size", "pool_size"), "search")
   _check_positive(ev, ("population", "top_k", "evals", "calib_batches", "val_batches"),
                   "evolution")
+  clock = CheckpointClock(checkpoint_every_s(sc))
 
   # ---- Data: the training set split in halves (weights / scoring). ----
   ds = load_dataset(config.data.name, seed=config.data.seed)
@@ -199,7 +203,9 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
           what="SPOS training", keys=("train_loss", "train_acc"))
       records.append(writer.write(int(state.step), phase="search", epoch=epoch + 1, **means,
                                   elapsed_s=elapsed0 + time.time() - t0))
-      save_checkpoint(state, epoch + 1, 0, None)
+      if clock.due(force=epoch + 1 == sc.epochs or bool(stop.requested)):
+        save_checkpoint(state, epoch + 1, 0, None)
+        clock.saved()
       log.info("spos epoch %d: train loss %.4f acc %.4f", epoch + 1, means["train_loss"],
                means["train_acc"])
       if stop.requested:

@@ -263,6 +263,53 @@ class StopOnSignal:
       signal.signal(sig, handler)
 
 
+def checkpoint_every_s(search_config) -> float:
+  """``search.checkpoint_every_s`` of a config (its default where the config lacks the key).
+
+  Example:
+    >>> import ml_collections
+    >>> checkpoint_every_s(ml_collections.ConfigDict({"checkpoint_every_s": 0.0}))
+    0.0
+  """
+  from jnas.config import SEARCH_OPTIONAL_DEFAULTS
+
+  value = search_config.get("checkpoint_every_s")
+  value = float(SEARCH_OPTIONAL_DEFAULTS["checkpoint_every_s"] if value is None else value)
+  if not value >= 0:
+    raise ValueError(f"search.checkpoint_every_s={value} must be >= 0 (0: after every epoch)")
+  return value
+
+
+class CheckpointClock:
+  """Decides at each epoch end whether a search loop saves its checkpoint.
+
+  A save costs about as much as an epoch of a small search, so after an
+  epoch the loop saves only when ``every_s`` seconds of wall time passed since
+  this process's last save, or ``force`` says so (the last epoch, a stop
+  request, an early stop). The first epoch a process runs is always saved: it
+  carries the compilation, the costliest thing to lose. ``every_s = 0`` saves
+  after every epoch. Resuming stays exact whatever is skipped: a checkpoint
+  carries the metric lines up to it, and the rerun rewrites the files from them.
+
+  Example:
+    >>> clock = CheckpointClock(60.0)
+    >>> clock.due(), clock.saved(), clock.due(), clock.due(force=True)
+    (True, None, False, True)
+  """
+
+  def __init__(self, every_s: float) -> None:
+    self.every_s = float(every_s)
+    self._last: float | None = None
+
+  def due(self, *, force: bool = False) -> bool:
+    if force or self.every_s <= 0 or self._last is None:
+      return True
+    return time.monotonic() - self._last >= self.every_s
+
+  def saved(self) -> None:
+    self._last = time.monotonic()
+
+
 def sums_to_json(sums: dict | None) -> dict | None:
   """A partial epoch's metric sums as JSON checkpoint metadata: ``{name: [value, dtype]}``."""
   if sums is None:
