@@ -1,5 +1,5 @@
-"""The ``jnas`` command line: ``search``, ``train``, ``info``, ``plot``, ``compare``, ``tabular``
-and ``bench``.
+"""The ``jnas`` command line: ``search``, ``train``, ``info``, ``plot``, ``compare``, ``tabular``,
+``bench`` and ``score``.
 
 Config fields can be overridden with ``--config.KEY=VALUE`` (or
 ``--config.KEY VALUE``), e.g.::
@@ -45,7 +45,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     Example:
         >>> parser, subs = build_parser()
         >>> sorted(subs)
-        ['bench', 'compare', 'info', 'plot', 'search', 'tabular', 'train']
+        ['bench', 'compare', 'info', 'plot', 'score', 'search', 'tabular', 'train']
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -143,6 +143,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                        help="unique cells scored for the rank correlations (default 200, 0: none)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     subs["bench"] = bench
+
+    from jnas.estimation import score_cli  # noqa: PLC0415 (imports no JAX)
+
+    score_cli.add_arguments(add("score", "Score NAS-Bench-201 cells (one string per line) with a "
+                                         "zero-cost proxy; writes arch,score CSV."))
     return parser, subs
 
 
@@ -302,8 +307,15 @@ def _cmd_bench(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace, overrides: list[str]) -> int:
+    from jnas.estimation import score_cli
+
+    return score_cli.run(_load(args, overrides), args)
+
+
 _COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot,
-             "tabular": _cmd_tabular, "compare": _cmd_compare, "bench": _cmd_bench}
+             "tabular": _cmd_tabular, "compare": _cmd_compare, "bench": _cmd_bench,
+             "score": _cmd_score}
 
 
 def _one_line(text: str) -> str:
