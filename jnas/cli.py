@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import traceback
+import zipfile
 from typing import Any
 
 from jnas.utils.metrics import _json_default as _metrics_json_default
@@ -212,12 +214,50 @@ def _print_items(result: Any) -> None:
         print(f"{str(key) + ':':<{width + 1}} {_format_value(value)}")
 
 
-def _load(args: argparse.Namespace, overrides: list[str]):
+def _load(args: argparse.Namespace, overrides: list[str], command: str | None = None):
+    """The config with its overrides; for a run command, completed and validated.
+
+    Validation comes before the run module is called, so a refused run leaves
+    its work directory as it was (not created, nothing written).
+    """
     from jnas.config import apply_overrides, config_hash, load_config
 
     config = apply_overrides(load_config(args.config), overrides)
+    if command is not None:
+        from jnas.validate import validate_config
+
+        config = _with_strategy_defaults(config)
+        # Not strict: the run itself names a key that a hand-made config lacks.
+        validate_config(config, command, strict=False)
     logger.info("config: %s (hash %s)%s", args.config, config_hash(config),
                 f", overrides: {' '.join(overrides)}" if overrides else "")
+    return config
+
+
+def _with_strategy_defaults(config, force: bool = False):
+    """SPOS's settings added to a config written for another strategy.
+
+    ``apply_overrides`` returns a locked config, and a locked ConfigDict refuses
+    new keys, so ``--config.search.strategy=spos`` on a DARTS config failed when
+    the search added SPOS's ``pool_size`` and ``evolution`` section. They are
+    added here, on an unlocked copy, which the search then finds complete (it
+    adds only what is missing, so config.json and its hash are the same).
+    ``force`` adds them whatever the strategy (``jnas compare`` makes its SPOS
+    runs from copies of one config).
+    """
+    search = config.get("search")
+    if not hasattr(search, "get") or (search.get("strategy") != "spos" and not force):
+        return config
+    if "pool_size" in search and "evolution" in config:
+        return config
+    import copy
+
+    from jnas.search.spos import add_spos_defaults
+
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        add_spos_defaults(config)
+    config.lock()
     return config
 
 
@@ -228,15 +268,48 @@ def _run_module():
 
 
 def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
-    config = _load(args, overrides)
+    from jnas.validate import check_workdir_path
+
+    config = _load(args, overrides, "search")
+    check_workdir_path(args.workdir)
     result = _run_module().search(config, args.workdir)
     _print_items(result)
     return 0
 
 
+def _check_genotype(run, config, genotype: str | None, workdir: str) -> None:
+    """Resolves the genotype as ``train`` will, so a bad one is refused before the workdir exists.
+
+    Goes through the run module's own ``build_space``/``resolve_genotype``; a
+    stand-in run module without them (tests) is not second-guessed.
+    """
+    build_space = getattr(run, "build_space", None)
+    resolve = getattr(run, "resolve_genotype", None)
+    if build_space is None or resolve is None:
+        return
+    space = build_space(config)
+    try:
+        if config.space.name in getattr(run, "CHAIN_SPACE_NAMES", ()):
+            from jnas.search.common import genotype_path
+            from jnas.spaces.chain import resolve_chain_genotype
+
+            resolve_chain_genotype(space, genotype_path(genotype, workdir))
+        else:
+            resolve(space, genotype, workdir)
+    except UnicodeDecodeError:
+        # Its own message names a byte, not the file.
+        raise ValueError(f"genotype {genotype or os.path.join(workdir, 'genotype.json')} is not "
+                         f"a UTF-8 text file") from None
+
+
 def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    config = _load(args, overrides)
-    result = _run_module().train(config, args.workdir, args.genotype)
+    from jnas.validate import check_workdir_path
+
+    config = _load(args, overrides, "train")
+    check_workdir_path(args.workdir)
+    run = _run_module()
+    _check_genotype(run, config, args.genotype, args.workdir)
+    result = run.train(config, args.workdir, args.genotype)
     _print_items(result)
     return 0
 
@@ -269,7 +342,16 @@ def _cmd_tabular(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ValueError("jnas tabular takes no --config.KEY overrides (use --set KEY=VALUE)")
     from jnas.estimation.tabular import load_table, parse_settings, replay_many
     from jnas.utils.metrics import write_json_atomic
+    from jnas.validate import check_output_file
 
+    # Before the replay: a result that cannot be written would be lost.
+    if args.out:
+        check_output_file(args.out)
+    if args.runs < 1:
+        raise ValueError(f"--runs {args.runs} must be >= 1")
+    for flag, value in (("--budget", args.budget), ("--cost-scale", args.cost_scale)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{flag} {value:g} must be a finite number > 0")
     bench = load_table(args.table, arch_column=args.arch_column,
                        signal_column=args.signal_column, report_column=args.report_column,
                        cost_column=args.cost_column)
@@ -285,10 +367,22 @@ def _cmd_tabular(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, overrides: list[str]) -> int:
-    from jnas.compare import compare
+    from jnas.compare import compare, strategy_config
+    from jnas.validate import check_workdir_path, validate_config
 
-    config = _load(args, overrides)
+    config = _load(args, overrides, "compare")
     strategies = [s for s in args.strategies.split(",") if s]
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds} must be >= 1")
+    if not strategies:
+        raise ValueError("--strategies names no strategy")
+    if "spos" in strategies:
+        # Every run's copy then has SPOS's settings (see _with_strategy_defaults).
+        config = _with_strategy_defaults(config, force=True)
+    # Each run's own config, checked before the first (long) run starts.
+    for name in strategies:
+        validate_config(strategy_config(config, name, int(config.seed)), "search", strict=False)
+    check_workdir_path(args.workdir)
     result = compare(config, args.workdir, strategies, args.seeds)
     print(result["table"])
     for kind, path in result["files"].items():
@@ -301,6 +395,8 @@ def _cmd_bench(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ValueError("jnas bench takes no --config.KEY overrides (it reads WORKDIR/config.json)")
     from jnas.estimation.nb201_table.bench import bench_workdir, format_bench
 
+    if args.sample < 0:
+        raise ValueError(f"--sample {args.sample} must be >= 0 (0: no rank correlations)")
     result = bench_workdir(args.workdir, args.table, sample=args.sample)
     print(json.dumps(result, indent=2, default=_json_default) if args.json
           else format_bench(result))
@@ -327,6 +423,57 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
+def _is_missing_config_key(e: AttributeError) -> bool:
+    """Whether ``e`` is a ConfigDict's "no such key" (raised inside ml_collections)."""
+    frames = traceback.extract_tb(e.__traceback__)
+    return bool(frames) and "ml_collections" in frames[-1].filename and bool(
+        getattr(e, "name", None))
+
+
+def _describe(e: BaseException) -> str:
+    """One line for an error: OSErrors name their path(s), as ``str`` of one without does not."""
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
+        paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p)
+        return f"{paths}: {e.strerror or type(e).__name__}"
+    if isinstance(e, zipfile.BadZipFile):
+        return f"a file is not a readable .npz/.zip archive (truncated or damaged?): {e}"
+    return str(e) or type(e).__name__
+
+
+def _after_divergence(workdir: str | None, message: str) -> str:
+    """What a diverged run leaves: its last good epoch, and the checkpoint that is kept.
+
+    Read from the work directory (``metrics.jsonl`` holds one record per
+    finished epoch, the checkpoint folders one step per saved epoch), so it
+    holds whichever loop raised.
+    """
+    advice = "lower the learning rate (or the rate that blew up) and use a new --workdir"
+    if not workdir:
+        return advice
+    phase = "retrain" if "retrain" in message.lower() else "search"
+    from jnas.utils.metrics import read_metrics
+
+    try:
+        records = [r for r in read_metrics(workdir) if r.get("phase", "search") == phase]
+    except (OSError, ValueError):
+        records = []
+    last = records[-1].get("epoch", records[-1].get("step")) if records else None
+    ckpt_dir = os.path.join(workdir, "checkpoints", phase)
+    try:
+        steps = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
+    except OSError:
+        steps = []
+    if last is None:
+        done = f"no {phase} epoch finished, so nothing is kept"
+    elif steps:
+        done = (f"the last good {phase} epoch is {last} and its checkpoint "
+                f"{os.path.join(ckpt_dir, str(steps[-1]))} is kept (rerunning this command "
+                f"resumes there, with the same settings)")
+    else:
+        done = f"the last good {phase} epoch is {last} (this search keeps no checkpoint)"
+    return f"{done}; {advice}"
+
+
 def _debug() -> bool:
     return os.environ.get("JNAS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -334,9 +481,14 @@ def _debug() -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``jnas`` command line and return the process exit code.
 
-    Exit codes: 0 success, 2 usage/config/run errors (``ValueError``,
-    ``FileNotFoundError``; one line on stderr, traceback only with
+    Exit codes: 0 success, 2 usage/config/run errors (``ValueError``, any
+    ``OSError`` naming its path, a damaged ``.npz``, and divergence, a
+    ``FloatingPointError``, which also says which epoch was the last good one
+    and which checkpoint is kept; one line on stderr, traceback only with
     ``JNAS_DEBUG=1``), 1 when ``jnas.run`` is missing, 130 on Ctrl-C.
+    ``search``, ``train`` and ``compare`` validate the whole config
+    (:func:`jnas.validate.validate_config`) and the work directory path before
+    the run starts, so a refused run leaves the directory as it was.
 
     Args:
         argv: arguments without the program name; ``sys.argv[1:]`` if None.
@@ -373,10 +525,26 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"cannot import {e.name}: {e}")
         return _EXIT_INTERNAL
-    except (ValueError, FileNotFoundError) as e:
+    except AttributeError as e:
+        # A key the run reads is missing from a hand-made config (validation is not strict
+        # about missing keys, see _load); any other AttributeError is a bug: traceback.
+        if not _is_missing_config_key(e):
+            raise
         if _debug():
             traceback.print_exc()
-        _error(str(e) or type(e).__name__)
+        _error(f"the config lacks the key {e.name!r}, which `jnas {args.command}` reads "
+               f"(the configs in experiments/ list every key)")
+        return _EXIT_USAGE
+    except FloatingPointError as e:
+        # Divergence: a NaN/inf loss stopped the run at an epoch boundary; say what is kept.
+        if _debug():
+            traceback.print_exc()
+        _error(f"{e}; {_after_divergence(getattr(args, 'workdir', None), str(e))}")
+        return _EXIT_USAGE
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        if _debug():
+            traceback.print_exc()
+        _error(_describe(e))
         return _EXIT_USAGE
 
 

@@ -404,14 +404,15 @@ def apply_overrides(
         field_type = group.get_type(leaf)
         try:
             value = _parse_value(text, field_type, current)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
+            # OverflowError: an int too large for a float field (float(10**400)).
             raise ConfigError(
                 f"invalid value '{text}' for config key '{key}': expected "
                 f"{_type_name(field_type, current)}"
             ) from None
         try:
             group[leaf] = value
-        except (TypeError, ValueError, AttributeError) as e:
+        except (TypeError, ValueError, AttributeError, KeyError) as e:
             raise ConfigError(
                 f"cannot set config key '{key}' to '{text}': {_one_line(str(e))}"
             ) from e

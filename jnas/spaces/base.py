@@ -130,11 +130,26 @@ class SearchSpace(abc.ABC):
     return json.dumps(self.genotype_to_json(genotype), indent=2)
 
   def genotype_loads(self, text: str) -> Any:
-    """Genotype from JSON text, validated against the space."""
+    """Genotype from JSON text, validated against the space; ``ValueError`` (one line) if not.
+
+    Example:
+      >>> space = NB201Space()  # doctest: +SKIP
+      >>> space.genotype_loads('{"arch": "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"}')  # doctest: +SKIP
+    """
+    if isinstance(text, (bytes, bytearray)):
+      try:
+        text = text.decode("utf-8")
+      except UnicodeDecodeError:
+        raise ValueError("genotype is not UTF-8 text") from None
+    if not isinstance(text, str):
+      raise ValueError(f"genotype JSON must be text, got {type(text).__name__}")
     try:
       data = json.loads(text)
     except json.JSONDecodeError as e:
       raise ValueError(f"genotype is not valid JSON: {e}") from None
+    except RecursionError:
+      # json's C parser recurses once per nesting level; thousands of '[' exhaust the stack.
+      raise ValueError("genotype JSON is nested too deeply") from None
     return self.genotype_from_json(data)
 
   # Integer form, mutation and crossover (see the class docstring) ----------

@@ -15,6 +15,7 @@ through the supernet computes exactly the derived cell.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -96,6 +97,16 @@ GENOTYPES: dict[str, Genotype] = {
 GENOTYPES["DARTS"] = GENOTYPES["DARTS_V2"]
 
 
+def _is_index(x: object) -> bool:
+  """An integer (Python or numpy), not a bool, a float or a string of digits."""
+  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _short(x: object) -> str:
+  text = repr(x)
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
 def edge_index(node: int, inp: int) -> int:
   """Position of the edge ``inp -> node`` in the encoding's rows.
 
@@ -163,23 +174,66 @@ class DartsSpace(SearchSpace):
   # Genotype <-> encoding ----------------------------------------------------
 
   def validate(self, genotype: Genotype) -> None:
-    """Raises ``ValueError`` with one line naming what does not fit the space."""
+    """Raises ``ValueError`` with one line naming what does not fit the space.
+
+    Checks each cell's pair count, op names, inputs (integers in range, and
+    distinct within a node: a node reading one state twice is not a DARTS
+    cell) and the concatenated states (a non-empty set in range).
+    """
+    if not isinstance(genotype, Genotype):
+      raise ValueError(f"expected a DARTS Genotype, got {type(genotype).__name__}")
     for ct in CELL_TYPES:
       cell = genotype.cell(ct)
       want = self.num_nodes * self.inputs_per_node
       if len(cell) != want:
         raise ValueError(f"genotype's {ct} cell has {len(cell)} (op, input) pairs, this space "
                          f"needs {want} ({self.inputs_per_node} per node x {self.num_nodes} nodes)")
-      for k, (op, inp) in enumerate(cell):
+      for k, pair in enumerate(cell):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+          raise ValueError(f"genotype's {ct} cell entry {k} is {pair!r}, not an (op, input) pair")
+        op, inp = pair
+        if not isinstance(op, str):
+          raise ValueError(f"genotype's {ct} cell entry {k}: op {op!r} must be a name")
         self._op_index(op)
         node = k // self.inputs_per_node
+        if not _is_index(inp):
+          raise ValueError(f"genotype's {ct} cell: node {node} reads input {inp!r}, which must "
+                           f"be an integer in [0, {node + 1}]")
         if not 0 <= int(inp) < node + 2:
           raise ValueError(f"genotype's {ct} cell: node {node} reads input {inp}, "
                            f"which must be in [0, {node + 1}]")
+      for node in range(self.num_nodes):
+        inputs = [int(i) for _, i in cell[node * self.inputs_per_node:
+                                          (node + 1) * self.inputs_per_node]]
+        twice = next((i for i in inputs if inputs.count(i) > 1), None)
+        if twice is not None:
+          raise ValueError(f"genotype's {ct} cell: node {node} reads input {twice} twice; a "
+                           f"node's inputs must be distinct")
       concat = genotype.normal_concat if ct == "normal" else genotype.reduce_concat
+      if not isinstance(concat, (tuple, list)) or not concat:
+        raise ValueError(f"genotype's {ct}_concat is empty: the cell output concatenates at "
+                         f"least one state")
+      if not all(_is_index(c) for c in concat):
+        raise ValueError(f"genotype's {ct}_concat {tuple(concat)} must list state indices "
+                         f"(integers)")
       if any(not 0 <= c < self.num_nodes + 2 for c in concat):
         raise ValueError(f"genotype's {ct}_concat {tuple(concat)} names states outside "
                          f"[0, {self.num_nodes + 1}]")
+      if len(set(concat)) != len(concat):
+        raise ValueError(f"genotype's {ct}_concat {tuple(concat)} names a state twice")
+
+  def _check_not_empty(self, genotype: Genotype) -> None:
+    """A cell whose every kept edge is ``none`` outputs zeros, whatever its input.
+
+    The DARTS rule never derives one (it skips ``none``), so such a genotype
+    is a mistake; it is refused where genotypes come from users (JSON, names)
+    rather than in :meth:`validate`, which strategies sampling the integer
+    form also call.
+    """
+    for ct in CELL_TYPES:
+      if all(op == "none" for op, _ in genotype.cell(ct)):
+        raise ValueError(f"genotype's {ct} cell has only 'none' ops: its output would not "
+                         f"depend on its inputs")
 
   def genotype_to_encoding(self, genotype: Genotype) -> dict[str, np.ndarray]:
     self.validate(genotype)
@@ -244,24 +298,58 @@ class DartsSpace(SearchSpace):
     }
 
   def genotype_from_json(self, data: Mapping) -> Genotype:
+    """Reads :meth:`genotype_to_json`'s form; ``ValueError`` (one line) for anything else.
+
+    Strict about types, so nothing is silently rounded or split: an input of
+    ``1.7`` or ``"1"`` and an entry that is not an ``[op, input]`` pair are
+    refused, as are the genotypes :meth:`validate` refuses and an all-``none``
+    cell.
+
+    Example:
+      >>> space = DartsSpace()
+      >>> g = space.genotype_from_json(space.genotype_to_json(GENOTYPES["DARTS_V2"]))
+      >>> g == GENOTYPES["DARTS_V2"]
+      True
+    """
     if not isinstance(data, Mapping):
       raise ValueError("a DARTS genotype must be a JSON object with 'normal' and 'reduce'")
     if data.get("space", self.name) != self.name:
-      raise ValueError(f"genotype is for space {data['space']!r}, not {self.name!r}")
+      raise ValueError(f"genotype is for space {_short(data['space'])}, not {self.name!r}")
     missing = [k for k in CELL_TYPES if k not in data]
     if missing:
       raise ValueError(f"genotype JSON lacks {missing[0]!r} (needs 'normal' and 'reduce')")
-    try:
-      g = Genotype(
-          normal=tuple((str(op), int(i)) for op, i in data["normal"]),
-          normal_concat=tuple(int(c) for c in data.get("normal_concat", self.concat)),
-          reduce=tuple((str(op), int(i)) for op, i in data["reduce"]),
-          reduce_concat=tuple(int(c) for c in data.get("reduce_concat", self.concat)),
-      )
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"genotype JSON is malformed: each cell entry must be [op, input] ({e})"
-                       ) from None
+
+    def cell(ct: str) -> tuple[tuple[str, int], ...]:
+      entries = data[ct]
+      if not isinstance(entries, (list, tuple)):
+        raise ValueError(f"genotype JSON {ct!r} must be a list of [op, input] pairs, got "
+                         f"{type(entries).__name__}")
+      out = []
+      for k, e in enumerate(entries):
+        if not isinstance(e, (list, tuple)) or len(e) != 2:
+          raise ValueError(f"genotype JSON {ct!r} entry {k} is {_short(e)}, not an "
+                           f"[op, input] pair")
+        op, inp = e
+        if not isinstance(op, str):
+          raise ValueError(f"genotype JSON {ct!r} entry {k}: op {_short(op)} must be a string")
+        if not _is_index(inp):
+          raise ValueError(f"genotype JSON {ct!r} entry {k}: input {_short(inp)} must be an "
+                           f"integer")
+        out.append((op, int(inp)))
+      return tuple(out)
+
+    def concat(ct: str) -> tuple[int, ...]:
+      key = f"{ct}_concat"
+      value = data.get(key, self.concat)
+      if not isinstance(value, (list, tuple)) or not all(_is_index(c) for c in value):
+        raise ValueError(f"genotype JSON {key!r} must be a list of state indices (integers), "
+                         f"got {_short(value)}")
+      return tuple(int(c) for c in value)
+
+    g = Genotype(normal=cell("normal"), normal_concat=concat("normal"),
+                 reduce=cell("reduce"), reduce_concat=concat("reduce"))
     self.validate(g)
+    self._check_not_empty(g)
     return g
 
   def genotype_by_name(self, name: str) -> Genotype:

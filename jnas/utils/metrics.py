@@ -64,6 +64,29 @@ def _to_python(value: Any, name: str) -> bool | int | float | str | None:
     )
 
 
+def _finite_or_none(value: Any) -> Any:
+    """NaN and +-inf become ``None``: JSON has no such numbers, and strict parsers
+    (``jq``, JavaScript, ``json.loads(..., parse_constant=...)``) reject Python's ``NaN``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _strict(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return _finite_or_none(obj)
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
+def _dumps_line(record: dict) -> str:
+    """One strict-JSON line: non-finite numbers as ``null`` (``allow_nan=False`` proves it)."""
+    return json.dumps(_strict(record), allow_nan=False)
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -132,6 +155,9 @@ class MetricWriter:
     def write(self, step: int, **scalars: Any) -> dict:
         """Append ``{"step": step, "time": <unix time>, **scalars}`` as one line; return it.
 
+        The line is strict JSON: a NaN or infinite value (a diverged loss) is
+        written, and returned, as ``None`` (``null``).
+
         Args:
             step: training step (converted to int).
             **scalars: numbers, bools, strings, or numpy/jax size-1 arrays.
@@ -148,8 +174,8 @@ class MetricWriter:
                 raise ValueError(f"metric name {key!r} is reserved")
         record: dict[str, Any] = {"step": int(step), "time": time.time()}
         for name, value in scalars.items():
-            record[name] = _to_python(value, name)
-        self._file.write(json.dumps(record) + "\n")
+            record[name] = _finite_or_none(_to_python(value, name))
+        self._file.write(_dumps_line(record) + "\n")
         self._file.flush()
         if self._tb is not None:
             _tb_write(self._tb, record)
@@ -287,7 +313,7 @@ def replace_phase(workdir: str, phase: str, records: list[dict]) -> None:
         [1]
     """
     keep = [r for r in read_metrics(workdir) if r.get("phase", _DEFAULT_PHASE) != phase]
-    lines = "".join(json.dumps(r) + "\n" for r in keep + list(records))
+    lines = "".join(_dumps_line(r) + "\n" for r in keep + list(records))
     _write_text_atomic(os.path.join(workdir, METRICS_FILENAME), lines)
     # The next MetricWriter(workdir, tensorboard=phase) rebuilds it from the records.
     tb_dir = os.path.join(workdir, TENSORBOARD_DIRNAME, phase)

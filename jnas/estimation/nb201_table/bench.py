@@ -72,31 +72,54 @@ def load_nb201_table(path: str | os.PathLike, space: NB201Space | None = None) -
   p = Path(path)
   if not p.exists():
     raise FileNotFoundError(f"table {p} does not exist")
-  with open(p, newline="") as f:
-    reader = csv.DictReader(f)
-    missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-      raise ValueError(f"table {p} is not a NAS-Bench-201 table: it has no column(s) "
-                       f"{', '.join(missing)}")
-    rows = list(reader)
+  if p.is_dir():
+    raise ValueError(f"table {p} is a directory; give its table.csv")
+  try:
+    with open(p, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f)
+      missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+      if missing:
+        raise ValueError(f"table {p} is not a NAS-Bench-201 table: it has no column(s) "
+                         f"{', '.join(missing)}")
+      rows = [(reader.line_num, r) for r in reader]
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise ValueError(f"table {p} is not a readable CSV file: {e}") from None
   if not rows:
     raise ValueError(f"table {p} has no rows")
-  arch = []
-  for i, r in enumerate(rows):
-    text = r["arch_str"].strip()
+  arch, canonical = [], []
+  cols = {c: np.empty(len(rows), np.float64) for c in ("test_acc", "val_acc", "train_seconds")}
+  for k, (line, r) in enumerate(rows):
+    # csv fills a short row (a file cut mid-row, a lost field) with None and
+    # collects extra fields under the key None: both mean the columns are off.
+    if None in r or any(r[c] is None for c in _COLUMNS):
+      have = len([v for key, v in r.items() if key is not None and v is not None])
+      extra = len(r.get(None) or [])
+      raise ValueError(f"table {p} line {line} has {have + extra} fields, the header has "
+                       f"{len(reader.fieldnames)} (a row cut short or a stray comma?)")
     try:
-      arch.append(space.format(space.parse(text)))
+      arch.append(space.format(space.parse(r["arch_str"].strip())))
     except ValueError as e:
-      raise ValueError(f"table {p} line {i + 2} is not a cell of this NAS-Bench-201 space "
+      raise ValueError(f"table {p} line {line} is not a cell of this NAS-Bench-201 space "
                        f"({space.num_nodes} nodes, ops {', '.join(space.ops)}): {e}") from None
-  num = lambda col: np.asarray([float(r[col]) for r in rows], np.float64)
+    canonical.append(r["canonical"])
+    for c, out in cols.items():
+      try:
+        out[k] = float(r[c])
+      except ValueError:
+        out[k] = np.nan
+      if not np.isfinite(out[k]):
+        raise ValueError(f"table {p} line {line}: {c} is {r[c]!r}, not a finite number "
+                         f"(a failed or unfinished training run?)")
   dataset = None
   proto = p.parent / "protocol.json"
   if proto.exists():
-    dataset = json.loads(proto.read_text()).get("dataset")
-  return NB201Table(path=str(p), arch=tuple(arch), canonical=tuple(r["canonical"] for r in rows),
-                    test_acc=num("test_acc"), val_acc=num("val_acc"),
-                    train_seconds=num("train_seconds"),
+    try:
+      dataset = json.loads(proto.read_text()).get("dataset")
+    except (ValueError, AttributeError):
+      raise ValueError(f"{proto} is not a JSON object (the table's protocol)") from None
+  return NB201Table(path=str(p), arch=tuple(arch), canonical=tuple(canonical),
+                    test_acc=cols["test_acc"], val_acc=cols["val_acc"],
+                    train_seconds=cols["train_seconds"],
                     row={a: i for i, a in enumerate(arch)}, dataset=dataset)
 
 
@@ -143,8 +166,11 @@ def _check_workdir(wd: Path, table: NB201Table) -> tuple[Any, NB201Space]:
   path = wd / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"{path} does not exist: {wd} is not a jnas search work directory")
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  name = config.get("space", {}).get("name")
+  raw = _read_json(path)
+  if not isinstance(raw, dict) or not isinstance(raw.get("space"), dict):
+    raise ValueError(f"{path} is not a jnas config (no 'space' section)")
+  config = ml_collections.ConfigDict(raw)
+  name = config.space.get("name")
   if name != "nb201":
     raise ValueError(f"work directory {wd} searched the {name!r} space; the table {table.path} "
                      f"is of the NAS-Bench-201 space (space.name = 'nb201')")
@@ -205,6 +231,30 @@ def _alpha_scores(wd: Path, space: NB201Space, cells: list[str]) -> np.ndarray |
   return np.asarray([logp[edges, space.encode_indices(space.parse(c))].sum() for c in cells])
 
 
+def _read_json(path: Path) -> Any:
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); the run's files are damaged") from None
+
+
+def _check_npz(path: Path) -> None:
+  """Refuses a ``.npz`` that cannot be read whole (truncated, overwritten), before any work.
+
+  ``np.load`` opens lazily, so a damaged archive would fail only after the
+  supernet and the data are built; this reads every array once now.
+  """
+  import zipfile  # noqa: PLC0415
+
+  try:
+    with np.load(path) as f:
+      for name in f.files:
+        f[name]
+  except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+    raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); it is truncated or "
+                     f"damaged: rerun the search in a new --workdir, or pass --sample 0") from None
+
+
 def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Table, *,
                   sample: int = 200, sample_seed: int = 0) -> dict[str, Any]:
   """Scores the search in ``workdir`` on ``table`` (see the module docstring for the figures).
@@ -220,20 +270,35 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
     >>> r = bench_workdir("runs/x", "benchmarks/results/nb201_mnist1d/table.csv")  # doctest: +SKIP
     >>> print(format_bench(r))  # doctest: +SKIP
   """
+  if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+    raise ValueError(f"sample={sample!r} must be an integer >= 0 (0: no rank correlations)")
   wd = Path(workdir)
+  if not wd.is_dir():
+    raise FileNotFoundError(f"work directory {wd} does not exist" if not wd.exists()
+                            else f"{wd} is not a work directory (a directory)")
   t = table if isinstance(table, NB201Table) else load_nb201_table(table)
   config, space = _check_workdir(wd, t)
   gpath = wd / "genotype.json"
   if not gpath.exists():
     raise FileNotFoundError(f"{gpath} does not exist: the search in {wd} has not finished")
-  arch = space.format(space.genotype_loads(gpath.read_text()))
+  try:
+    arch = space.format(space.genotype_loads(gpath.read_text()))
+  except ValueError as e:
+    raise ValueError(f"{gpath}: {e}") from None
+  supernet = wd / "supernet.npz"
+  if sample > 0 and supernet.exists():
+    n_unique = len(set(t.canonical))
+    if sample > n_unique:
+      raise ValueError(f"sample={sample} is more than the {n_unique} unique cells of the table "
+                       f"{t.path}; ask for at most {n_unique}")
+    _check_npz(supernet)
   if arch not in t.row:
     raise ValueError(f"the found cell {arch} is not in the table {t.path} (an incomplete table?)")
   i = t.row[arch]
   found = float(t.test_acc[i])
   unique = t.unique_test_acc()
   best = int(np.argmax(t.test_acc))
-  summary = json.loads((wd / "summary.json").read_text()) if (wd / "summary.json").exists() else {}
+  summary = _read_json(wd / "summary.json") if (wd / "summary.json").exists() else {}
   sc = config.search
   out: dict[str, Any] = {
       "workdir": str(wd), "table": t.path, "strategy": sc.strategy,
@@ -248,7 +313,7 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
       "search_epochs": summary.get("search_epochs", sc.get("epochs")),
       "correlation": {},
   }
-  if sample > 0 and (wd / "supernet.npz").exists():
+  if sample > 0 and supernet.exists():
     cells = sample_cells(t, sample, sample_seed)
     truth = np.asarray([t.test_acc[t.row[c]] for c in cells])
     shared = _shared_weight_scores(wd, config, space, cells)

@@ -1,0 +1,587 @@
+"""Whole-config checks that run before a run touches its work directory.
+
+A bad count or rate found half-way through a run costs the user twice: the
+traceback, and a work directory that now holds ``config.json`` of a config
+that never ran (so the corrected command is refused there). :func:`validate_config`
+reads the whole config up front, with no data loading, no arrays and no
+compilation, and raises :class:`jnas.config.ConfigError` (a ``ValueError``)
+with one line naming the field and what is wrong with it. ``jnas search`` and
+``jnas train`` call it before anything else; library callers of
+:func:`jnas.run.search` can call it too.
+
+Fields are checked where they are present, by their dotted name (the rules
+are in ``_RULES``), then across fields: the strategy against the space, batch
+sizes against the built-in datasets' sizes, SPOS's scoring batches, FBNet's
+warm-up, PC-DARTS's channel split. ``strict=True`` also requires the keys every
+run reads (``space.name``, ``data.name``, ``search.strategy``, ...).
+
+Example:
+  >>> import ml_collections
+  >>> cfg = ml_collections.ConfigDict({"search": {"epochs": 0}})
+  >>> try:
+  ...   validate_config(cfg, strict=False)
+  ... except ValueError as e:
+  ...   print(e)
+  search.epochs=0 must be an integer >= 1
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from typing import Any, Callable, Iterable
+
+import ml_collections
+
+from jnas.config import ConfigError
+
+__all__ = ["COMMANDS", "validate_config", "check_workdir_path", "check_output_file",
+           "dataset_train_size"]
+
+#: Commands :func:`validate_config` knows, and the sections each one reads.
+COMMANDS = ("search", "train", "info", "compare")
+
+# Larger counts are typos (or an overflow waiting in numpy's int32 shapes).
+_INT_MAX = 2**31 - 1
+
+# Training-set sizes of the in-memory datasets jnas registers, so batch sizes can be checked
+# without loading (or generating) the data. tests/test_bad_input.py checks them against
+# load_dataset. Datasets not listed here (TFDS, user-registered) are not size-checked.
+_TRAIN_SIZES = {"digits": 1437, "mnist1d": 4000, "mnist1d_40k": 10_000,
+                "mnist1d_40k_noisy": 10_000}
+
+_CELL_SPACES = ("darts", "nb201")
+_CHAIN_SPACES = ("fbnet", "kernel_chain")
+# The gradient strategies of jnas.strategies.registry.GRADIENT_STRATEGIES; a test keeps them equal
+# (importing the registry here would import JAX for a config check).
+_GRADIENT_STRATEGIES = ("darts", "gdas", "snas")
+
+
+# ---------------------------------------------------------------------------
+# Value rules
+# ---------------------------------------------------------------------------
+
+
+def _fail(key: str, value: Any, what: str) -> ConfigError:
+  return ConfigError(f"{key}={_show(value)} {what}")
+
+
+def _show(value: Any) -> str:
+  text = repr(value) if isinstance(value, str) else str(value)
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _int_at_least(low: int) -> Callable[[str, Any], None]:
+  def check(key: str, value: Any) -> None:
+    if not _is_int(value):
+      raise _fail(key, value, f"must be an integer >= {low}")
+    if not low <= value <= _INT_MAX:
+      raise _fail(key, value, f"must be an integer >= {low}" if value < low
+                  else f"is too large (at most {_INT_MAX})")
+  return check
+
+
+def _real(low: float, *, low_open: bool, high: float = math.inf,
+          high_open: bool = True) -> Callable[[str, Any], None]:
+  lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+  if high == math.inf:
+    want = f"a finite number {'>' if low_open else '>='} {low:g}"
+  else:
+    want = f"a number in {lo}{low:g}, {high:g}{hi}"
+
+  def check(key: str, value: Any) -> None:
+    if not _is_real(value):
+      raise _fail(key, value, f"must be {want}")
+    v = float(value)
+    ok = (math.isfinite(v) and (v > low if low_open else v >= low)
+          and (v < high if high_open else v <= high))
+    if not ok:
+      raise _fail(key, value, f"must be {want}")
+  return check
+
+
+def _one_of(*choices: Any) -> Callable[[str, Any], None]:
+  def check(key: str, value: Any) -> None:
+    if isinstance(value, bool) or value not in choices:
+      raise _fail(key, value, f"must be one of {', '.join(map(repr, choices))}")
+  return check
+
+
+def _is_bool(key: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    raise _fail(key, value, "must be true or false")
+
+
+def _is_str(key: str, value: Any) -> None:
+  if not isinstance(value, str):
+    raise _fail(key, value, "must be a string")
+
+
+def _non_empty_str(key: str, value: Any) -> None:
+  if not isinstance(value, str) or not value.strip():
+    raise _fail(key, value, "must be a non-empty string")
+
+
+def _shape(key: str, value: Any) -> None:
+  if (not isinstance(value, (tuple, list)) or not value
+      or not all(_is_int(v) and 1 <= v <= _INT_MAX for v in value)):
+    raise _fail(key, value, "must be a non-empty list of positive integers")
+
+
+def _epoch_list(key: str, value: Any) -> None:
+  if not isinstance(value, (tuple, list)) or not all(_is_int(v) and v >= 1 for v in value):
+    raise _fail(key, value, "must be a list of epochs >= 1 (empty: a third and two thirds)")
+
+
+def _str_list(key: str, value: Any) -> None:
+  if value is None:
+    return
+  if (not isinstance(value, (tuple, list)) or not value
+      or not all(isinstance(v, str) and v for v in value)):
+    raise _fail(key, value, "must be a non-empty list of op names")
+  if len(set(value)) != len(value):
+    raise _fail(key, value, "names an op twice")
+
+
+_COUNT = _int_at_least(1)
+_NON_NEG_INT = _int_at_least(0)
+_RATE = _real(0.0, low_open=True)             # learning rates, temperatures, clip norms
+_NON_NEG = _real(0.0, low_open=False)          # decays, regulariser weights
+_MOMENTUM = _real(0.0, low_open=False, high=1.0, high_open=True)
+_PROB = _real(0.0, low_open=False, high=1.0, high_open=False)
+
+# Dotted key -> rule, applied where the key is present. Keys a config may lack
+# (SEARCH_OPTIONAL_DEFAULTS, a strategy's own settings) are only checked when given.
+_RULES: dict[str, Callable[[str, Any], None]] = {
+    "seed": _NON_NEG_INT,
+    "data.name": _non_empty_str,
+    "data.seed": _NON_NEG_INT,
+    "data.input_shape": _shape,
+    "data.num_classes": _int_at_least(2),
+    "space.name": _non_empty_str,
+    "space.num_nodes": _COUNT,
+    "space.primitives": _str_list,
+    "model.depthwise_impl": _one_of("auto", "taps", "xla", "native"),
+    "model.cpu_library_fusions": _one_of("auto", "on", "off"),
+    # search
+    "search.strategy": _non_empty_str,
+    "search.order": _one_of(1, 2),
+    "search.epochs": _COUNT,
+    "search.batch_size": _COUNT,
+    "search.channels": _COUNT,
+    "search.layers": _COUNT,
+    "search.cells_per_stage": _COUNT,
+    "search.pool_size": _COUNT,
+    "search.warmup_epochs": _NON_NEG_INT,
+    "search.data_parallel": _int_at_least(-1),
+    "search.w_lr": _RATE,
+    "search.w_lr_min": _NON_NEG,
+    "search.momentum": _MOMENTUM,
+    "search.weight_decay": _NON_NEG,
+    "search.grad_clip": _RATE,
+    "search.a_lr": _RATE,
+    "search.a_b1": _MOMENTUM,
+    "search.a_b2": _MOMENTUM,
+    "search.a_weight_decay": _NON_NEG,
+    "search.tau_max": _RATE,
+    "search.tau_min": _RATE,
+    "search.tau0": _RATE,
+    "search.tau_decay": _RATE,
+    "search.mitigations": _is_str,
+    "search.fairdarts_w01": _NON_NEG,
+    "search.drnas_anchor": _NON_NEG,
+    "search.darts_minus_beta0": _NON_NEG,
+    "search.beta_decay_max": _NON_NEG,
+    "search.sdarts_eps_min": _NON_NEG,
+    "search.sdarts_eps_max": _NON_NEG,
+    "search.prune_epochs": _epoch_list,
+    "search.early_stop_skips": _NON_NEG_INT,
+    "search.partial_channels": _COUNT,
+    # evolution (SPOS)
+    "evolution.population": _COUNT,
+    "evolution.top_k": _COUNT,
+    "evolution.evals": _COUNT,
+    "evolution.crossover_fraction": _PROB,
+    "evolution.calib_batches": _COUNT,
+    "evolution.val_batches": _COUNT,
+    "evolution.merge_val_batches": _is_bool,
+    # FBNet and its latency table
+    "fbnet.alpha": _RATE,
+    "fbnet.beta": _NON_NEG,
+    "fbnet.temperature": _RATE,
+    "fbnet.temperature_decay": _RATE,
+    "fbnet.target_ms": _NON_NEG,
+    "latency.table": _is_str,
+    "latency.batch_size": _COUNT,
+    "latency.dtype": _non_empty_str,
+    "latency.repeats": _COUNT,
+    "latency.statistic": _one_of("median", "min"),
+    "latency.clock": _one_of("wall", "cpu"),
+    "latency.cpu_threads": _NON_NEG_INT,
+    # retraining
+    "retrain.enabled": _is_bool,
+    "retrain.epochs": _COUNT,
+    "retrain.batch_size": _COUNT,
+    "retrain.channels": _COUNT,
+    "retrain.layers": _COUNT,
+    "retrain.cells_per_stage": _COUNT,
+    "retrain.lr": _RATE,
+    "retrain.lr_min": _NON_NEG,
+    "retrain.momentum": _MOMENTUM,
+    "retrain.nesterov": _is_bool,
+    "retrain.weight_decay": _NON_NEG,
+    "retrain.grad_clip": _RATE,
+    "retrain.drop_path": _MOMENTUM,
+    "retrain.label_smoothing": _MOMENTUM,
+    "retrain.augment.shift": _NON_NEG_INT,
+    "retrain.augment.crop_padding": _NON_NEG_INT,
+    "retrain.augment.flip": _is_bool,
+    "retrain.augment.cutout": _NON_NEG_INT,
+}
+
+# Keys every run of a command reads; strict validation requires them.
+_REQUIRED = {
+    "search": ("space.name", "data.name", "search.strategy", "search.epochs",
+               "search.batch_size", "retrain.enabled"),
+    "compare": ("space.name", "data.name", "search.epochs", "search.batch_size"),
+    "train": ("space.name", "data.name", "retrain.epochs", "retrain.batch_size"),
+    "info": ("space.name",),
+}
+# The sections a command reads at all (the others are not its business: a
+# ``jnas train`` does not care that search.epochs is 0).
+_SECTIONS = {
+    "search": ("seed", "data", "space", "model", "search", "evolution", "fbnet", "latency",
+               "retrain"),
+    "compare": ("seed", "data", "space", "model", "search", "evolution", "fbnet", "latency",
+                "retrain"),
+    "train": ("seed", "data", "space", "model", "retrain"),
+    "info": ("data", "space", "model"),
+}
+
+
+# ---------------------------------------------------------------------------
+# Reading a config
+# ---------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _get(config: Any, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+      return _MISSING
+    node = node[part]
+  return node
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+  for k in node.keys():
+    v = node[k]
+    key = f"{prefix}{k}"
+    if isinstance(v, (ml_collections.ConfigDict, dict)):
+      yield from _leaves(v, key + ".")
+    else:
+      yield key, v
+
+
+def dataset_train_size(name: str) -> int | None:
+  """Training-set size of a built-in in-memory dataset, without loading it (``None``: unknown).
+
+  Example:
+    >>> dataset_train_size("mnist1d"), dataset_train_size("tfds:cifar10")
+    (4000, None)
+  """
+  return _TRAIN_SIZES.get(name)
+
+
+def _halves(n: int) -> tuple[int, int]:
+  """Sizes of :func:`jnas.data.split_train_val`'s two parts at ``fraction=0.5``."""
+  a = int(round(0.5 * n))
+  return a, n - a
+
+
+# ---------------------------------------------------------------------------
+# The whole config
+# ---------------------------------------------------------------------------
+
+
+def validate_config(config: Any, command: str = "search", *, strict: bool = True) -> None:
+  """Checks a config for ``command`` before any work; ``ConfigError`` names the bad field.
+
+  Checks every present field the command reads (counts positive, rates finite
+  and positive, probabilities and momenta in range, names known), then:
+  the search strategy against the space (``fbnet`` on chain spaces, ``darts``,
+  ``gdas``, ``snas`` on cell spaces, ``spos`` anywhere), the mitigations
+  against the strategy, the space's own construction (``space.*``), batch
+  sizes against the built-in datasets' training sets (a search uses half for
+  weights and half for alpha or scoring), SPOS's scoring batches, FBNet's
+  warm-up, and that ``search.partial_channels`` divides ``search.channels``.
+
+  Args:
+    config: the loaded config (after overrides).
+    command: ``search``, ``train``, ``info`` or ``compare``; what the run reads.
+    strict: also require the keys every run of ``command`` reads
+      (``space.name``, ``data.name``, ...). ``False`` checks what is present.
+
+  Raises:
+    ConfigError: one line, naming the field and what is wrong.
+
+  Example:
+    >>> from jnas.config import apply_overrides, load_config
+    >>> cfg = load_config("experiments/darts_mnist1d.py")                   # doctest: +SKIP
+    >>> validate_config(apply_overrides(cfg, ["search.w_lr=-1"]))           # doctest: +SKIP
+    Traceback (most recent call last):
+    ConfigError: search.w_lr=-1.0 must be a finite number > 0
+  """
+  if command not in COMMANDS:
+    raise ValueError(f"unknown command {command!r} (known: {', '.join(COMMANDS)})")
+  if isinstance(config, dict) and not isinstance(config, ml_collections.ConfigDict):
+    config = ml_collections.ConfigDict(config)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"the config is a {type(config).__name__}, not an ml_collections.ConfigDict")
+  if not list(config.keys()):
+    raise ConfigError("the config is empty (does get_config() return the ConfigDict it "
+                      "builds?)")
+  sections = _SECTIONS[command]
+  for name in sections:
+    node = _get(config, name)
+    if name != "seed" and node is not _MISSING and not isinstance(
+        node, (ml_collections.ConfigDict, dict)):
+      raise _fail(name, node, "must be a section of keys (a ConfigDict), not a value")
+  if strict:
+    missing = [k for k in _REQUIRED[command] if _get(config, k) is _MISSING]
+    if missing:
+      raise ConfigError(f"the config lacks {', '.join(missing)} (every `jnas {command}` "
+                        f"reads {'it' if len(missing) == 1 else 'them'})")
+  elif command in ("search", "compare") and _get(config, "search") is _MISSING:
+    raise ConfigError(f"the config has no 'search' section (top-level keys: "
+                      f"{', '.join(sorted(map(str, config.keys())))})")
+
+  # ---- One field at a time. ----
+  for name in sections:
+    node = _get(config, name)
+    if node is _MISSING:
+      continue
+    items = [(name, node)] if name == "seed" else _leaves(node, name + ".")
+    for key, value in items:
+      rule = _RULES.get(key)
+      if rule is not None:
+        rule(key, value)
+
+  # ---- Across fields. ----
+  data = _get(config, "data.name")
+  if data is not _MISSING:
+    from jnas.data import available_datasets  # noqa: PLC0415 (registers names, loads nothing)
+
+    if data not in available_datasets():
+      raise _fail("data.name", data, f"is not a known dataset (known: "
+                                     f"{', '.join(available_datasets())})")
+  space = _get(config, "space.name")
+  if space is not _MISSING:
+    _check_space(config, space)
+  if command in ("search", "compare"):
+    _check_search(config, space)
+  retrain = _get(config, "retrain.enabled")
+  if command == "train" or (command == "search" and retrain is not False):
+    _check_retrain(config)
+
+
+def _check_space(config: Any, name: str) -> None:
+  """The space exists and builds (``num_nodes``, ``primitives``, chain stages, ...)."""
+  from jnas.spaces.base import space_names  # noqa: PLC0415 (no JAX arrays are built)
+
+  if name not in space_names():
+    raise _fail("space.name", name, f"is not a known search space (known: "
+                                    f"{', '.join(space_names())})")
+  try:
+    if name == "nb201":
+      from jnas.spaces.nb201 import NB201_OPS, NB201Space  # noqa: PLC0415
+      prims = _get(config, "space.primitives")
+      nodes = _get(config, "space.num_nodes")
+      NB201Space(num_nodes=4 if nodes is _MISSING else nodes,
+                 ops=tuple(prims) if prims not in (_MISSING, None, ()) else NB201_OPS)
+    elif name == "darts":
+      from jnas.spaces.darts import DartsSpace  # noqa: PLC0415
+      prims = _get(config, "space.primitives")
+      nodes = _get(config, "space.num_nodes")
+      kwargs = {} if prims in (_MISSING, None, ()) else {"primitives": tuple(prims)}
+      DartsSpace(num_nodes=4 if nodes is _MISSING else nodes, **kwargs)
+    elif name in _CHAIN_SPACES:
+      for key in ("data.input_shape", "data.num_classes"):
+        if _get(config, key) is _MISSING:
+          raise ConfigError(f"the {name} space needs {key} in the config")
+      from jnas.spaces.chain import space_from_config  # noqa: PLC0415
+      space_from_config(config)
+  except ConfigError:
+    raise
+  except (ValueError, TypeError, KeyError) as e:
+    raise ConfigError(f"space ({name}): {' '.join(str(e).split())}") from None
+
+
+def _check_search(config: Any, space: Any) -> None:
+  sc = _get(config, "search")
+  if sc is _MISSING:
+    return
+  strategy = _get(config, "search.strategy")
+  if strategy is not _MISSING and space is not _MISSING:
+    known = ("fbnet", "spos") if space in _CHAIN_SPACES else _GRADIENT_STRATEGIES + ("spos",)
+    if strategy not in known:
+      raise _fail("search.strategy", strategy,
+                  f"is not a strategy for the {space} space (known there: {', '.join(known)})")
+  _check_mitigations(config, strategy, space)
+
+  epochs = _get(config, "search.epochs")
+  prune = _get(config, "search.prune_epochs")
+  if prune not in (_MISSING, None) and epochs is not _MISSING:
+    late = [e for e in prune if e >= epochs]
+    if late:
+      raise _fail("search.prune_epochs", tuple(prune),
+                  f"prunes after epoch {late[0]}, but the search has {epochs} epochs")
+  eps_min, eps_max = _get(config, "search.sdarts_eps_min"), _get(config, "search.sdarts_eps_max")
+  if _MISSING not in (eps_min, eps_max) and eps_min > eps_max:
+    raise ConfigError(f"search.sdarts_eps_min={eps_min:g} is larger than "
+                      f"search.sdarts_eps_max={eps_max:g}")
+  warmup = _get(config, "search.warmup_epochs")
+  if strategy == "fbnet" and _MISSING not in (warmup, epochs) and warmup >= epochs:
+    raise ConfigError(f"search.warmup_epochs={warmup} leaves no epoch to search: it must be "
+                      f"less than search.epochs={epochs}")
+  k = _get(config, "search.partial_channels")
+  if k is not _MISSING and k != 1:
+    if space is not _MISSING and space != "nb201":
+      raise _fail("search.partial_channels", k,
+                  f"(PC-DARTS) is implemented for the nb201 space only; the {space} supernet "
+                  f"needs 1")
+    channels = _get(config, "search.channels")
+    if channels is not _MISSING and channels % k:
+      raise _fail("search.partial_channels", k,
+                  f"must divide search.channels={channels} (each edge sees channels/K)")
+  top_k, population = _get(config, "evolution.top_k"), _get(config, "evolution.population")
+  if strategy == "spos" and _MISSING not in (top_k, population) and top_k > population:
+    raise ConfigError(f"evolution.top_k={top_k} is larger than evolution.population="
+                      f"{population}")
+  table = _get(config, "latency.table")
+  if space in _CHAIN_SPACES and isinstance(table, str) and table and not os.path.isfile(table):
+    raise ConfigError(f"latency.table={table!r}: there is no such file")
+
+  # ---- Batch sizes against the data (built-in datasets only: no loading). ----
+  bs = _get(config, "search.batch_size")
+  data = _get(config, "data.name")
+  n = dataset_train_size(data) if isinstance(data, str) else None
+  if bs is _MISSING or n is None:
+    return
+  weights_half, other_half = _halves(n)
+  if bs > min(weights_half, other_half):
+    other = "scoring" if strategy == "spos" else "the architecture"
+    raise _fail("search.batch_size", bs,
+                f"is larger than half of the {data} training set ({min(weights_half, other_half)} "
+                f"examples): a search uses one half for the weights and the other for {other}")
+  if strategy == "spos":
+    calib, val = _get(config, "evolution.calib_batches"), _get(config, "evolution.val_batches")
+    if calib is not _MISSING and calib > weights_half // bs:
+      raise ConfigError(f"evolution.calib_batches={calib} exceeds the {weights_half // bs} "
+                        f"batches of search.batch_size={bs} in the weights half of {data}")
+    if val is not _MISSING and val * bs > other_half:
+      raise ConfigError(f"evolution.val_batches={val} x search.batch_size={bs} needs "
+                        f"{val * bs} validation examples; the scoring half of {data} has "
+                        f"{other_half}")
+
+
+def _check_mitigations(config: Any, strategy: Any, space: Any) -> None:
+  text = _get(config, "search.mitigations")
+  if text is _MISSING or not text:
+    return
+  from jnas.strategies.registry import GUMBEL_MITIGATIONS, mitigation_names  # noqa: PLC0415
+
+  try:
+    names = mitigation_names({"mitigations": text})
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if strategy in ("gdas", "snas"):
+    bad = [n for n in names if n not in GUMBEL_MITIGATIONS]
+    if bad:
+      raise ConfigError(f"search.mitigations {', '.join(bad)} apply to strategy 'darts' only, "
+                        f"not {strategy!r} (with {strategy}: {', '.join(GUMBEL_MITIGATIONS)})")
+  elif strategy in ("spos", "fbnet"):
+    raise ConfigError(f"search.mitigations={text!r}: mitigations act on DARTS's architecture "
+                      f"parameters; strategy {strategy!r} has none")
+  if "darts_minus" in names and space == "darts":
+    prims = _get(config, "space.primitives")
+    if prims not in (_MISSING, None, ()) and "skip_connect" not in prims:
+      raise ConfigError("search.mitigations 'darts_minus' needs skip_connect in "
+                        "space.primitives")
+
+
+def _check_retrain(config: Any) -> None:
+  bs = _get(config, "retrain.batch_size")
+  data = _get(config, "data.name")
+  n = dataset_train_size(data) if isinstance(data, str) else None
+  if bs is not _MISSING and n is not None and bs > n:
+    raise _fail("retrain.batch_size", bs, f"is larger than the {data} training set ({n} "
+                                          f"examples)")
+
+
+# ---------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------
+
+
+def check_workdir_path(workdir: str | os.PathLike, flag: str = "--workdir") -> None:
+  """Refuses a work directory that cannot be one, before anything is written there.
+
+  A path that is a file, lies under a file, or (itself, or the nearest folder
+  that exists above it) cannot be written to: ``ConfigError`` naming it.
+
+  Example:
+    >>> check_workdir_path("/proc/version")
+    Traceback (most recent call last):
+    ...
+    jnas.config.ConfigError: --workdir /proc/version is a file, not a directory
+  """
+  path = os.path.abspath(os.fspath(workdir))
+  shown = os.fspath(workdir)
+  if os.path.isdir(path):
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise ConfigError(f"{flag} {shown} is not writable (permission denied)")
+    return
+  if os.path.lexists(path):
+    raise ConfigError(f"{flag} {shown} is a file, not a directory" if os.path.isfile(path)
+                      else f"{flag} {shown} exists and is not a directory")
+  parent = os.path.dirname(path)
+  while parent and not os.path.lexists(parent):
+    up = os.path.dirname(parent)
+    if up == parent:
+      break
+    parent = up
+  if os.path.lexists(parent) and not os.path.isdir(parent):
+    raise ConfigError(f"{flag} {shown} cannot be created: {parent} is a file")
+  if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError(f"{flag} {shown} cannot be created: {parent} is not writable "
+                      f"(permission denied)")
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> None:
+  """Refuses an output file path that cannot be written: a directory, or under a file.
+
+  Example:
+    >>> check_output_file("/")
+    Traceback (most recent call last):
+    ...
+    jnas.config.ConfigError: --out / is a directory; give a file name
+  """
+  shown = os.fspath(path)
+  full = os.path.abspath(shown)
+  if os.path.isdir(full):
+    raise ConfigError(f"{flag} {shown} is a directory; give a file name")
+  if os.path.lexists(full) and not os.access(full, os.W_OK):
+    raise ConfigError(f"{flag} {shown} is not writable (permission denied)")
+  check_workdir_path(os.path.dirname(full) or ".", flag=f"{flag} {shown}: its folder")
