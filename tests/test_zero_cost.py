@@ -318,10 +318,9 @@ def _digits_config():
     ("missing", "does not exist"),
 ])
 def test_score_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, case, message):
-  archs = {"estimator": _archs(tmp_path, [BIG]),
-           "bad line": _archs(tmp_path, [BIG, "", "|nor_conv_3x3~0|+|oops~0|"]),
-           "empty": _archs(tmp_path, ["# nothing", ""]),
-           "missing": str(tmp_path / "nope.txt")}[case]
+  lines = {"estimator": [BIG], "bad line": [BIG, "", "|nor_conv_3x3~0|+|oops~0|"],
+           "empty": ["# nothing", ""]}
+  archs = _archs(tmp_path, lines[case]) if case in lines else str(tmp_path / "nope.txt")
   est = "zen" if case == "estimator" else "params"
   out = tmp_path / "s.csv"
   assert cli.main(["score", "--config", "experiments/nb201_cifar10.py", "--estimator", est,
@@ -338,3 +337,13 @@ def test_score_cli_refuses_other_spaces(tmp_path):
   with pytest.raises(ValueError, match="NAS-Bench-201"):
     score_cli.score_archs(load_config("experiments/darts_mnist1d.py"), "params",
                           _archs(tmp_path, [BIG]), tmp_path / "s.csv")
+
+
+def test_estimation_package_exports_the_proxies_lazily():
+  import jnas.estimation as est
+  from jnas.estimation import zero_cost
+
+  assert set(est._ZERO_COST) == set(zero_cost.__all__)
+  assert est.prefilter is prefilter and est.ZeroCost is ZeroCost
+  with pytest.raises(AttributeError):
+    est.no_such_name  # noqa: B018
