@@ -273,7 +273,9 @@ def summary(table: str | os.PathLike) -> dict[str, Any]:
     out[metric] = {"best": float(v[order[0]]), "best_arch": rows[order[0]]["arch_str"],
                    "median": float(np.median(v)), "worst": float(v[order[-1]]),
                    "worst_arch": rows[order[-1]]["arch_str"], "mean": float(v.mean()),
-                   "median_unique": float(np.median([float(r[metric]) for r in cells]))}
+                   "median_unique": float(np.median([float(r[metric]) for r in cells])),
+                   "iqr_unique": float(np.subtract(*np.percentile(
+                       [float(r[metric]) for r in cells], [75, 25])))}
   out["train_seconds_mean"] = float(np.mean([float(r["train_seconds"]) for r in rows]))
   corr: dict[str, Any] = {}
   if len(seeds) >= 2:
@@ -288,6 +290,23 @@ def summary(table: str | os.PathLike) -> dict[str, Any]:
                         "spearman_rho": _finite(stats.spearmanr(x, y)[0]),
                         "mean_abs_diff": float(np.mean(np.abs(x - y)))}
   out["rank_correlation"] = corr
+  # Every pair of seeds, and their mean: with three or more seeds one pair says little.
+  pairs_out: dict[str, Any] = {}
+  for metric in ("test_acc", "val_acc"):
+    taus = []
+    for i, a in enumerate(seeds):
+      for b in seeds[i + 1:]:
+        pairs = [(float(r[f"{metric}_s{a}"]), float(r[f"{metric}_s{b}"])) for r in cells
+                 if r[f"{metric}_s{a}"] and r[f"{metric}_s{b}"]]
+        if len(pairs) >= 3:
+          x, y = np.asarray(pairs).T
+          taus.append({"seeds": [a, b], "cells": len(pairs),
+                       "kendall_tau": _finite(stats.kendalltau(x, y)[0]),
+                       "spearman_rho": _finite(stats.spearmanr(x, y)[0])})
+    if taus:
+      ok = [t["kendall_tau"] for t in taus if t["kendall_tau"] is not None]
+      pairs_out[metric] = {"pairs": taus, "mean_kendall_tau": float(np.mean(ok)) if ok else None}
+  out["seed_pairs"] = pairs_out
   return out
 
 
@@ -306,6 +325,13 @@ def markdown(s: dict[str, Any]) -> str:
     lines.append(f"| {m} | {100 * d['best']:.1f} % | {100 * d['median']:.1f} % | "
                  f"{100 * d['median_unique']:.1f} % | {100 * d['worst']:.1f} % | "
                  f"`{d['best_arch']}` |")
+  iqr = s["test_acc"].get("iqr_unique")
+  if iqr is not None:
+    lines.append(f"\ninterquartile range of test accuracy over unique cells: {100 * iqr:.1f} points")
+  for m, d in s.get("seed_pairs", {}).items():
+    if d["mean_kendall_tau"] is not None and len(d["pairs"]) > 1:
+      lines.append(f"\n{m}: mean Kendall tau over {len(d['pairs'])} seed pairs "
+                   f"{d['mean_kendall_tau']:.3f}")
   for m, d in s["rank_correlation"].items():
     lines.append(f"\nseed {d['seeds'][0]} vs {d['seeds'][1]} ({m}, {d['cells']} unique cells): "
                  f"Kendall tau {d['kendall_tau']:.3f}, Spearman rho {d['spearman_rho']:.3f}, "

@@ -1,0 +1,144 @@
+"""Choose the protocol of the NB201 MNIST-1D table v2 by a pilot (issue 27, item 1).
+
+  python benchmarks/nb201_table_v2_pilot.py run --candidate B --shard 0/2 &   # one process per core
+  python benchmarks/nb201_table_v2_pilot.py run --candidate B --shard 1/2
+  python benchmarks/nb201_table_v2_pilot.py report
+
+Each candidate protocol trains the same first ``--cells`` unique cells of the
+table's fixed shuffled order (a uniform sample of the 4,660) for three seeds,
+into ``OUT/pilot/NAME`` (resumable: rerun to continue). The candidates form a
+ladder of epochs (``LADDER``), each rung twice the last, to tell whether the
+ranking has settled. ``report`` prints, per candidate, the mean seed-to-seed Kendall tau
+over the three seed pairs, the interquartile range of the mean test accuracy
+over cells, the median, and the CPU seconds per cell and seed; for each rung
+with results for the next, the Kendall tau between the two protocols' seed
+means over their common cells; and writes ``OUT/pilot.json`` and
+``OUT/pilot.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Every candidate: 40,000 generated MNIST-1D sequences split 10,000 / 30,000 (mnist1d_40k*), a
+# validation set carved from the 10,000, a small training set from the rest, and the whole test
+# set (sampling error of a test accuracy p: sqrt(p (1 - p) / n) <= 0.29 points at n = 30,000).
+_COMMON = dict(dataset="mnist1d_40k_noisy", train_size=2000, batch_size=128, val_size=5000,
+               test_size=30000, seeds=(0, 1, 2), vmap_seeds=True)
+# A screen of 24 cells (one seed, 1x and 2x epochs) ruled out the clean generator: with 500-1,000
+# training sequences converged cells still bunch at 93-96 % (IQR 1.4-1.6 points). On the noisier
+# generator (corr_noise 0.5, shear 1.0; mnist1d_40k_noisy) with 2,000 training sequences the IQR is
+# 4.5 points, but the median still rose from 58 % (10 epochs) to 74 % (20): not converged. So the
+# pilot climbs an epoch ladder on that task; each rung is the next one's "half the epochs".
+CANDIDATES = {
+    "N20": dict(epochs=20, **_COMMON),
+    "N40": dict(epochs=40, **_COMMON),
+    "N80": dict(epochs=80, **_COMMON),
+}
+LADDER = ("N20", "N40", "N80")
+
+def _pin(shard: tuple[int, int]) -> None:
+  # One core per shard process, before JAX starts (XLA sizes its thread pool from it).
+  if hasattr(os, "sched_setaffinity"):
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {allowed[shard[0] % len(allowed)]})
+
+
+def _report(out: Path) -> dict:
+  import numpy as np  # noqa: PLC0415
+  from scipy import stats  # noqa: PLC0415
+
+  from jnas.estimation import nb201_table as T  # noqa: PLC0415
+
+  res: dict = {}
+  for name in CANDIDATES:
+    folder = out / "pilot" / name
+    if not (folder / "protocol.json").exists() or not T.read_raw(folder):
+      continue
+    s = T.summary(T.expand(folder))
+    rows = T.read_raw(folder)
+    res[name] = {
+        "protocol": CANDIDATES[name], "hash": T.Protocol(**CANDIDATES[name]).short_hash(),
+        "unique_cells": s["unique_cells"],
+        "seed_tau_mean": s["seed_pairs"].get("test_acc", {}).get("mean_kendall_tau"),
+        "seed_pairs": s["seed_pairs"].get("test_acc", {}).get("pairs"),
+        "iqr_points": 100 * s["test_acc"]["iqr_unique"],
+        "median_unique": 100 * s["test_acc"]["median_unique"],
+        "best": 100 * s["test_acc"]["best"],
+        "cpu_s_per_cell_seed": float(np.mean([r["cpu_seconds"] for r in rows])),
+    }
+  for name, double in zip(LADDER, LADDER[1:]):
+    if name not in res or double not in res:
+      continue
+    a = {r["canonical"]: r for r in _table(out / "pilot" / name)}
+    b = {r["canonical"]: r for r in _table(out / "pilot" / double)}
+    common = sorted(set(a) & set(b))
+    if len(common) >= 3:
+      x = [float(a[c]["test_acc"]) for c in common]
+      y = [float(b[c]["test_acc"]) for c in common]
+      res[name]["tau_vs_next"] = {"cells": len(common), "kendall_tau": float(stats.kendalltau(x, y)[0]),
+                                "vs": double, "median_gain_points": 100 * float(np.median(np.subtract(y, x)))}
+  return res
+
+
+def _table(folder: Path) -> list[dict]:
+  import csv  # noqa: PLC0415
+
+  with open(folder / "table.csv", newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _markdown(res: dict) -> str:
+  lines = ["| candidate | protocol | cells | seed-to-seed tau (mean of 3 pairs) | IQR (points) | "
+           "median | best | CPU s per cell-seed | tau vs twice the epochs |", "|---|---|---|---|---|---|---|---|---|"]
+  for name, r in res.items():
+    p = r["protocol"]
+    desc = (f"{p['dataset']}, train {p['train_size']}, {p['epochs']} ep x batch {p['batch_size']}")
+    t2 = r.get("tau_vs_next")
+    t2_text = "" if t2 is None else f"{t2['kendall_tau']:.3f} ({t2['cells']} cells)"
+    lines.append(f"| {name} | {desc} | {r['unique_cells']} | "
+                 f"{r['seed_tau_mean'] if r['seed_tau_mean'] is None else round(r['seed_tau_mean'], 3)} | "
+                 f"{r['iqr_points']:.1f} | {r['median_unique']:.1f} % | {r['best']:.1f} % | "
+                 f"{r['cpu_s_per_cell_seed']:.2f} | "
+                 f"{t2_text} |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("command", choices=("run", "report"))
+  parser.add_argument("--candidate", choices=sorted(CANDIDATES))
+  parser.add_argument("--cells", type=int, default=200, help="run: unique cells of the order")
+  parser.add_argument("--shard", default="0/1", help="run: I/N (one process per core)")
+  parser.add_argument("--minutes", type=float, help="run: start no new cell after M minutes")
+  parser.add_argument("--out", default="benchmarks/results/nb201_mnist1d_v2")
+  args = parser.parse_args(argv)
+  out = Path(args.out)
+  try:
+    if args.command == "run":
+      if args.candidate is None:
+        raise ValueError("run needs --candidate (one of " + ", ".join(CANDIDATES) + ")")
+      shard = tuple(int(v) for v in args.shard.split("/"))
+      _pin(shard)
+      from jnas.estimation import nb201_table as T  # noqa: PLC0415 (after pinning)
+
+      r = T.build(out / "pilot" / args.candidate, T.Protocol(**CANDIDATES[args.candidate]),
+                  limit=args.cells, minutes=args.minutes, shard=shard)
+      print(json.dumps(r))
+    else:
+      res = _report(out)
+      (out / "pilot.json").write_text(json.dumps(res, indent=2) + "\n")
+      (out / "pilot.md").write_text(_markdown(res) + "\n")
+      print(_markdown(res))
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
