@@ -121,7 +121,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     tab.add_argument("--cost-scale", type=float, default=1.0,
                      help="each query costs cost * cost_scale simulated seconds")
     tab.add_argument("--strategy", default="rea",
-                     help="random, rea, topk, reinforce or pnas (default: rea)")
+                     help="random, rea, topk, reinforce or pnas (default: rea); with "
+                          "--objective: nsga2, dpp_net, random, rea or reinforce")
     tab.add_argument("--budget", type=float, default=12000.0,
                      help="simulated seconds per run (default 12000)")
     tab.add_argument("--runs", type=int, default=500, help="runs (default 500)")
@@ -129,6 +130,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     tab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a strategy setting, e.g. --set population_size=20 (repeatable)")
     tab.add_argument("--out", default=None, metavar="FILE", help="write the result JSON here")
+    tab.add_argument("--objective", default=None, metavar="COLUMN",
+                     help="a second column to minimise (latency, cost): replay for a Pareto "
+                          "front and report its hypervolume ratio to the table's front")
+    tab.add_argument("--max-objective", type=float, default=None, metavar="VALUE",
+                     help="hard limit on --objective (REINFORCE: its reward's target)")
     subs["tabular"] = tab
 
     bench = subparsers.add_parser(
@@ -144,6 +150,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     bench.add_argument("--sample", type=int, default=200,
                        help="unique cells scored for the rank correlations (default 200, 0: none)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench.add_argument("--no-yardsticks", action="store_true",
+                       help="skip the noise ceiling and free baselines (params, FLOPs, synflow, "
+                            "NASWOT) printed beside the correlations")
     subs["bench"] = bench
 
     from jnas.estimation import score_cli  # noqa: PLC0415 (imports no JAX)
@@ -352,6 +361,8 @@ def _cmd_tabular(args: argparse.Namespace, overrides: list[str]) -> int:
     for flag, value in (("--budget", args.budget), ("--cost-scale", args.cost_scale)):
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"{flag} {value:g} must be a finite number > 0")
+    if args.objective is not None or args.max_objective is not None:
+        return _tabular_front(args)
     bench = load_table(args.table, arch_column=args.arch_column,
                        signal_column=args.signal_column, report_column=args.report_column,
                        cost_column=args.cost_column)
@@ -363,6 +374,37 @@ def _cmd_tabular(args: argparse.Namespace, overrides: list[str]) -> int:
     print(f"{result['strategy']}: {result['mean']:.4f} +- {result['std']:.4f} "
           f"({result['report_column']}, {result['runs']} runs, budget {result['budget']:g} s, "
           f"{result['mean_queries']:.1f} queries per run)")
+    return 0
+
+
+def _tabular_front(args: argparse.Namespace) -> int:
+    # jnas tabular --objective: the multi-objective replays (jnas.estimation.tabular_front).
+    import math
+
+    from jnas.estimation.tabular import load_table, parse_settings
+    from jnas.estimation.tabular_front import replay_front_many
+    from jnas.utils.metrics import write_json_atomic
+
+    if args.objective is None:
+        raise ValueError("--max-objective needs --objective COLUMN (the column it limits)")
+    if args.max_objective is not None and not math.isfinite(args.max_objective):
+        raise ValueError(f"--max-objective {args.max_objective:g} must be a finite number")
+    if not math.isfinite(args.budget) or args.budget <= 0:
+        raise ValueError(f"--budget {args.budget:g} must be a finite number > 0")
+    bench = load_table(args.table, arch_column=args.arch_column,
+                       signal_column=args.signal_column, report_column=args.report_column,
+                       cost_column=args.cost_column, objective_column=args.objective)
+    result = replay_front_many(args.strategy, bench, budget=args.budget, runs=args.runs,
+                               seed=args.seed, cost_scale=args.cost_scale,
+                               max_objective=args.max_objective,
+                               settings=parse_settings(args.set))
+    if args.out:
+        write_json_atomic(args.out, result)
+    limit = "" if args.max_objective is None else f" <= {args.max_objective:g}"
+    print(f"{result['strategy']}: hypervolume ratio {result['hv_ratio_mean']:.4f} +- "
+          f"{result['hv_ratio_std']:.4f} ({result['report_column']} up, "
+          f"{result['objective_column']}{limit} down; {result['runs']} runs, budget "
+          f"{result['budget']:g} s, {result['mean_queries']:.1f} queries per run)")
     return 0
 
 
@@ -397,7 +439,8 @@ def _cmd_bench(args: argparse.Namespace, overrides: list[str]) -> int:
 
     if args.sample < 0:
         raise ValueError(f"--sample {args.sample} must be >= 0 (0: no rank correlations)")
-    result = bench_workdir(args.workdir, args.table, sample=args.sample)
+    result = bench_workdir(args.workdir, args.table, sample=args.sample,
+                           yardsticks=not args.no_yardsticks)
     print(json.dumps(result, indent=2, default=_json_default) if args.json
           else format_bench(result))
     return 0
