@@ -182,3 +182,51 @@ def test_alpha_scores_rank_cells_by_their_log_probabilities(tmp_path):
   assert np.all(np.diff(scores) > 0)
   logp = alpha[0] - np.log(np.exp(alpha[0]).sum())
   assert scores[6] == pytest.approx(6 * logp[SPACE.ops.index("nor_conv_3x3")])
+
+
+def test_yardsticks_give_the_noise_ceiling_and_free_baselines(tmp_path):
+  from jnas.estimation.nb201_table.yardsticks import yardsticks
+
+  # Two seeds: seed 1 is seed 0 plus noise, so the ceiling is what rank_correlation says of them.
+  path = _write_table(tmp_path / "t" / "table.csv")
+  rows = list(csv.DictReader(open(path, newline="")))
+  rng = np.random.default_rng(1)
+  noisy = {}
+  for r in rows:
+    noisy.setdefault(r["canonical"], float(r["test_acc"]) + 0.05 * rng.standard_normal())
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(list(rows[0]) + ["test_acc_s0", "test_acc_s1"])
+    for r in rows:
+      w.writerow(list(r.values()) + [r["test_acc"], f"{noisy[r['canonical']]:.4f}"])
+  t = load_nb201_table(path)
+  cells = sample_cells(t, 80, seed=2)
+  y = yardsticks(path, cells, baselines=("params", "flops"))
+  s0 = [float(t.test_acc[t.row[c]]) for c in cells]
+  s1 = [round(noisy[t.canonical[t.row[c]]], 4) for c in cells]
+  assert y["noise_ceiling"]["kendall_tau"] == pytest.approx(rank_correlation(s0, s1)["kendall_tau"])
+  assert y["noise_ceiling"]["seeds"] == [0, 1]
+  # The synthetic accuracy grows with the number of convolutions, and so do params and FLOPs.
+  assert y["baselines"]["params"]["kendall_tau"] > 0.5
+  assert y["baselines"]["flops"]["kendall_tau"] > 0.5
+  # Cached beside the table: a second call reads the file.
+  cached = list(path.parent.glob("yardsticks-*.json"))
+  assert len(cached) == 1
+  assert yardsticks(path, cells, baselines=("params", "flops")) == json.loads(cached[0].read_text())
+  with pytest.raises(ValueError, match="not in the table"):
+    yardsticks(path, ["|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|bogus~2|"],
+               baselines=())
+
+
+def test_format_bench_prints_yardsticks_beside_the_taus():
+  r = {"workdir": "w", "strategy": "spos", "mitigations": "", "seed": 0, "arch": "a",
+       "test_acc": 0.8, "val_acc": 0.8, "rank": 3, "unique_cells": 10, "percentile": 70.0,
+       "regret": 0.01, "table_best_test_acc": 0.81, "table_best_arch": "b", "table_coverage": 1.0,
+       "correlation": {"shared_weights": {"cells": 5, "kendall_tau": 0.2, "spearman_rho": 0.3}},
+       "yardsticks": {"noise_ceiling": {"kendall_tau": 0.6, "spearman_rho": 0.8, "cells": 5,
+                                        "seeds": [0, 1]},
+                      "baselines": {"params": {"cells": 5, "kendall_tau": 0.3,
+                                               "spearman_rho": 0.4}}}}
+  text = format_bench(r)
+  assert "noise ceiling (seed vs seed of the table): Kendall tau 0.600" in text
+  assert "free baseline params:" in text and "0.300" in text

@@ -256,7 +256,8 @@ def _check_npz(path: Path) -> None:
 
 
 def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Table, *,
-                  sample: int = 200, sample_seed: int = 0) -> dict[str, Any]:
+                  sample: int = 200, sample_seed: int = 0,
+                  yardsticks: bool = True) -> dict[str, Any]:
   """Scores the search in ``workdir`` on ``table`` (see the module docstring for the figures).
 
   Args:
@@ -265,6 +266,10 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
     sample: unique cells in the fixed sample for the rank correlations
       (0 skips them).
     sample_seed: which sample (the same seed gives the same cells for every run).
+    yardsticks: beside the correlations, the table's noise ceiling and the
+      free baselines' taus on the same cells
+      (:func:`jnas.estimation.nb201_table.yardsticks.yardsticks`, cached beside
+      the table after the first call), under ``"yardsticks"``.
 
   Example:
     >>> r = bench_workdir("runs/x", "benchmarks/results/nb201_mnist1d/table.csv")  # doctest: +SKIP
@@ -322,6 +327,10 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
       alpha = _alpha_scores(wd, space, cells)
       if alpha is not None:
         out["correlation"]["alpha"] = rank_correlation(alpha, truth)
+    if yardsticks:
+      from jnas.estimation.nb201_table.yardsticks import yardsticks as _yard  # noqa: PLC0415
+
+      out["yardsticks"] = _yard(t.path, cells, space=space)
   return out
 
 
@@ -350,4 +359,15 @@ def format_bench(r: dict[str, Any]) -> str:
     else:
       lines.append(f"{label} Kendall tau {c['kendall_tau']:.3f}, Spearman rho "
                    f"{c['spearman_rho']:.3f} ({c['cells']} sampled cells)")
+  y = r.get("yardsticks")
+  if y:
+    # Every tau above is read against these, on the same cells.
+    ceiling = y["noise_ceiling"]
+    if ceiling is not None:
+      lines.append(f"  noise ceiling (seed vs seed of the table): Kendall tau "
+                   f"{ceiling['kendall_tau']:.3f}, Spearman rho {ceiling['spearman_rho']:.3f}")
+    for name, c in y["baselines"].items():
+      tau = "undefined" if c["kendall_tau"] is None else f"{c['kendall_tau']:.3f}"
+      rho = "undefined" if c["spearman_rho"] is None else f"{c['spearman_rho']:.3f}"
+      lines.append(f"  free baseline {name + ':':<9} Kendall tau {tau}, Spearman rho {rho}")
   return "\n".join(lines)

@@ -6,10 +6,10 @@ figures frame it, computed on the same cells:
 * **the noise ceiling**: the table's own seed-to-seed tau (one seed's test
   accuracy against another's). An estimator that reaches it ranks as well as
   a second training run does.
-* **free baselines**: scores that cost nothing to compute: the network's
-  weights (``params``), its multiply-adds (``flops``) and, when the caller
-  passes them, zero-cost proxies. An estimator below them has not earned its
-  cost.
+* **free baselines**: scores that cost (next to) nothing to compute: the
+  network's weights (``params``), its multiply-adds (``flops``) and the
+  zero-cost proxies synflow and NASWOT. An estimator below them has not
+  earned its cost.
 
 Example:
   >>> from jnas.estimation.nb201_table import load_nb201_table, sample_cells
@@ -21,63 +21,21 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from jnas.spaces.nb201 import NB201Genotype, NB201Space
+from jnas.spaces.nb201 import NB201Space
 
-__all__ = ["nb201_flops", "seed_accuracies", "yardsticks"]
+__all__ = ["FREE_BASELINES", "seed_accuracies", "yardsticks"]
 
-_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
-
-
-def nb201_flops(cells: Iterable[NB201Genotype | str], *, channels: int, cells_per_stage: int,
-                length: int = 40, in_channels: int = 1, num_classes: int = 10, ndim: int = 1,
-                space: NB201Space | None = None) -> list[int]:
-  """Floating-point operations (2 x multiply-adds) of one example through each cell's network.
-
-  Counted analytically over what dominates: the convolutions of the stem,
-  the cells (every conv edge, dead ones too, as the string builds them), the
-  residual reductions, and the classifier; batch norm, ReLU and pooling are
-  left out. Spatial sizes halve at each reduction (``length`` per axis at the
-  input, rounded up).
-
-  Example:
-    >>> nb201_flops(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-    ...              "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"],
-    ...             channels=8, cells_per_stage=1)
-    [156160, 263680]
-  """
-  from jnas.train.nb201_network import nb201_plan  # noqa: PLC0415 (train sits above estimation)
-
-  space = space or NB201Space()
-  size = length**ndim
-  skeleton = 3**ndim * in_channels * channels * size  # the stem
-  cell_sizes: list[tuple[int, int]] = []  # (channels, spatial size) of every cell
-  c, n = channels, length
-  for kind, c_in, c_out in nb201_plan(channels, cells_per_stage):
-    if kind == "cell":
-      cell_sizes.append((c, n**ndim))
-    else:
-      n = -(-n // 2)
-      s = n**ndim
-      skeleton += 3**ndim * c_in * c_out * s + 3**ndim * c_out * c_out * s + c_in * c_out * s
-      c = c_out
-  skeleton += c * num_classes
-  out = []
-  for cell in cells:
-    g = space.parse(cell) if isinstance(cell, str) else cell
-    macs = skeleton
-    for op in g.ops:
-      if op in _KERNELS:
-        macs += sum(_KERNELS[op]**ndim * ch * ch * s for ch, s in cell_sizes)
-    out.append(2 * int(macs))
-  return out
-
+#: What ``jnas bench`` ranks beside every estimator: weights, multiply-adds and two zero-cost
+#: proxies (:mod:`jnas.estimation.zero_cost`), each in the table's own skeleton.
+FREE_BASELINES = ("params", "flops", "synflow", "naswot")
 
 def seed_accuracies(table: str | os.PathLike, metric: str = "test_acc"
                     ) -> dict[int, dict[str, float]]:
@@ -100,16 +58,20 @@ def seed_accuracies(table: str | os.PathLike, metric: str = "test_acc"
 
 
 def yardsticks(table: str | os.PathLike, cells: Sequence[str], *,
-               proxies: Mapping[str, Sequence[float]] | None = None,
-               space: NB201Space | None = None) -> dict[str, Any]:
+               baselines: Sequence[str] = FREE_BASELINES,
+               space: NB201Space | None = None, cache: bool = True) -> dict[str, Any]:
   """The noise ceiling and free baselines' rank correlations on ``cells`` of ``table``.
 
   Args:
-    table: a ``table.csv`` from :func:`jnas.estimation.nb201_table.expand`
-      (its ``protocol.json`` beside it gives the skeleton for ``flops``).
+    table: a ``table.csv`` from :func:`jnas.estimation.nb201_table.expand`;
+      its ``protocol.json`` beside it gives the skeleton and the data the
+      baselines are computed in (the v1 skeleton, C=8, N=1, MNIST-1D, without one).
     cells: the cells (strings of the table) the estimator was judged on.
-    proxies: optional extra baselines, ``{name: one score per cell}``.
+    baselines: names of :data:`jnas.estimation.zero_cost.PROXIES` to rank.
     space: the cell space (the benchmark's by default).
+    cache: keep the result in ``yardsticks-<digest>.json`` beside the table
+      (the digest covers the table's bytes, the cells and the baselines), so
+      every ``jnas bench`` of one table pays for the proxies once.
 
   Returns:
     ``{"noise_ceiling": {kendall_tau, spearman_rho, cells, seeds} or None,
@@ -120,11 +82,32 @@ def yardsticks(table: str | os.PathLike, cells: Sequence[str], *,
   Example:
     >>> y = yardsticks("benchmarks/results/nb201_mnist1d/table.csv", cells)  # doctest: +SKIP
   """
-  from jnas.estimation.nb201_table.bench import rank_correlation  # noqa: PLC0415
-  from jnas.estimation.nb201_table.canonical import nb201_params  # noqa: PLC0415
-
   space = space or NB201Space()
   path = Path(table)
+  digest = hashlib.sha256(path.read_bytes())
+  digest.update(json.dumps([list(cells), list(baselines)]).encode())
+  cache_path = path.parent / f"yardsticks-{digest.hexdigest()[:16]}.json"
+  if cache and cache_path.exists():
+    try:
+      return json.loads(cache_path.read_text())
+    except ValueError:
+      pass  # a damaged cache is recomputed
+  out = _yardsticks(path, cells, baselines, space)
+  if cache:
+    try:
+      tmp = cache_path.with_suffix(".json.tmp")
+      tmp.write_text(json.dumps(out) + "\n")
+      os.replace(tmp, cache_path)
+    except OSError:
+      pass  # a read-only table folder costs time, not the result
+  return out
+
+
+def _yardsticks(path: Path, cells: Sequence[str], baselines: Sequence[str], space: NB201Space
+                ) -> dict[str, Any]:
+  from jnas.estimation.nb201_table.bench import rank_correlation  # noqa: PLC0415
+  from jnas.estimation.zero_cost import DATA_PROXIES, NB201Skeleton, ZeroCost  # noqa: PLC0415
+
   by_seed = seed_accuracies(path)
   mean = {}
   with open(path, newline="") as f:
@@ -150,18 +133,22 @@ def yardsticks(table: str | os.PathLike, cells: Sequence[str], *,
                "spearman_rho": float(np.mean([p["spearman_rho"] for p in pairs
                                               if p["spearman_rho"] is not None])),
                "cells": min(p["cells"] for p in pairs), "seeds": seeds}
+  out: dict[str, Any] = {"noise_ceiling": ceiling, "baselines": {}}
+  if not baselines:
+    return out
   proto_path = path.parent / "protocol.json"
   proto = json.loads(proto_path.read_text()) if proto_path.exists() else {}
-  channels = int(proto.get("channels", 8))
-  per_stage = int(proto.get("cells_per_stage", 1))
-  baselines = {
-      "params": rank_correlation(
-          nb201_params(cells, channels=channels, cells_per_stage=per_stage, space=space), truth),
-      "flops": rank_correlation(
-          nb201_flops(cells, channels=channels, cells_per_stage=per_stage, space=space), truth),
-  }
-  for name, scores in (proxies or {}).items():
-    if len(scores) != len(cells):
-      raise ValueError(f"proxy {name!r} has {len(scores)} scores for {len(cells)} cells")
-    baselines[name] = rank_correlation(np.asarray(scores, np.float64), truth)
-  return {"noise_ceiling": ceiling, "baselines": baselines}
+  x = y = None
+  if set(baselines) & set(DATA_PROXIES):
+    from jnas.data import load_dataset  # noqa: PLC0415
+
+    ds = load_dataset(proto.get("dataset", "mnist1d"))
+    x, y = ds.x_train[:128], ds.y_train[:128]
+    shape, classes = tuple(ds.input_shape), ds.num_classes
+  else:
+    shape, classes = (40, 1), 10
+  zc = ZeroCost(NB201Skeleton(shape, classes, channels=int(proto.get("channels", 8)),
+                              cells_per_stage=int(proto.get("cells_per_stage", 1))), space=space)
+  for name in baselines:
+    out["baselines"][name] = rank_correlation(zc.score(name, list(cells), x, y), truth)
+  return out
