@@ -231,11 +231,14 @@ def _load(args: argparse.Namespace, overrides: list[str], command: str | None = 
     """
     from jnas.config import apply_overrides, config_hash, load_config
 
-    config = apply_overrides(load_config(args.config), overrides)
+    config = load_config(args.config)
+    if command is not None:
+        # Before the overrides, so that --config.evolution.top_k=... can change them.
+        config = _with_strategy_defaults(config, strategy=_overridden_strategy(config, overrides))
+    config = apply_overrides(config, overrides)
     if command is not None:
         from jnas.validate import validate_config
 
-        config = _with_strategy_defaults(config)
         # Not strict: the run itself names a key that a hand-made config lacks.
         validate_config(config, command, strict=False)
     logger.info("config: %s (hash %s)%s", args.config, config_hash(config),
@@ -243,19 +246,35 @@ def _load(args: argparse.Namespace, overrides: list[str], command: str | None = 
     return config
 
 
-def _with_strategy_defaults(config, force: bool = False):
-    """SPOS's settings added to a config written for another strategy.
+def _overridden_strategy(config, overrides: list[str]) -> Any:
+    """``search.strategy`` after the overrides (the last one wins), without applying them."""
+    search = config.get("search") if hasattr(config, "get") else None
+    strategy = search.get("strategy") if hasattr(search, "get") else None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "search.strategy":
+            strategy = value.strip()
+    return strategy
+
+
+def _with_strategy_defaults(config, force: bool = False, strategy: Any = None):
+    """SPOS's settings added to a config written for another strategy (``strategy``: the one
+    that will run, default ``search.strategy``).
 
     ``apply_overrides`` returns a locked config, and a locked ConfigDict refuses
     new keys, so ``--config.search.strategy=spos`` on a DARTS config failed when
     the search added SPOS's ``pool_size`` and ``evolution`` section. They are
-    added here, on an unlocked copy, which the search then finds complete (it
-    adds only what is missing, so config.json and its hash are the same).
-    ``force`` adds them whatever the strategy (``jnas compare`` makes its SPOS
-    runs from copies of one config).
+    added here, to a copy, before the overrides (which may then change them);
+    the search finds the config complete (it adds only what is missing, so
+    config.json and its hash are the same). ``force`` adds them whatever the
+    strategy (``jnas compare`` makes its SPOS runs from copies of one config).
     """
     search = config.get("search")
-    if not hasattr(search, "get") or (search.get("strategy") != "spos" and not force):
+    if not hasattr(search, "get"):
+        return config
+    if strategy is None:
+        strategy = search.get("strategy")
+    if strategy != "spos" and not force:
         return config
     if "pool_size" in search and "evolution" in config:
         return config
@@ -263,10 +282,12 @@ def _with_strategy_defaults(config, force: bool = False):
 
     from jnas.search.spos import add_spos_defaults
 
+    locked = config.is_locked
     config = copy.deepcopy(config)
     with config.unlocked():
         add_spos_defaults(config)
-    config.lock()
+    if locked:
+        config.lock()
     return config
 
 

@@ -368,6 +368,8 @@ def validate_config(config: Any, command: str = "search", *, strict: bool = True
                       f"{', '.join(sorted(map(str, config.keys())))})")
 
   # ---- One field at a time. ----
+  # A search with retraining switched off does not read the rest of the retrain section.
+  skip_retrain = command == "search" and _get(config, "retrain.enabled") is False
   for name in sections:
     node = _get(config, name)
     if node is _MISSING:
@@ -375,7 +377,7 @@ def validate_config(config: Any, command: str = "search", *, strict: bool = True
     items = [(name, node)] if name == "seed" else _leaves(node, name + ".")
     for key, value in items:
       rule = _RULES.get(key)
-      if rule is not None:
+      if rule is not None and not (skip_retrain and name == "retrain" and key != "retrain.enabled"):
         rule(key, value)
 
   # ---- Across fields. ----

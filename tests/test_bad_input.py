@@ -162,6 +162,12 @@ def test_search_refuses_bad_config_values(stand_in_run, tmp_path, capsys, config
   assert expect in line
 
 
+def test_retrain_settings_are_not_checked_when_retraining_is_off(stand_in_run, tmp_path):
+  with pytest.raises(ReachedTheRun):
+    cli.main(["search", "--config", DARTS, "--workdir", str(tmp_path / "run"),
+              "--config.retrain.enabled=false", "--config.retrain.epochs=0"])
+
+
 def test_a_refused_run_leaves_an_existing_workdir_byte_identical(stand_in_run, tmp_path, capsys):
   wd = tmp_path / "run"
   wd.mkdir()
@@ -579,6 +585,18 @@ def test_spos_on_a_darts_config_gets_spos_settings(tmp_path, capsys, monkeypatch
   again = copy.deepcopy(config)
   add_spos_defaults(again)  # what jnas.search.dispatch does: must not touch a complete config
   assert config_hash(again) == config_hash(config)
+  # SPOS's settings can be overridden on that config too, and are validated.
+  assert cli.main(["search", "--config", DARTS, "--workdir", str(tmp_path / "run"),
+                   "--config.search.strategy=spos", "--config.evolution.top_k=3",
+                   "--config.search.pool_size=16"]) == 0
+  assert got["config"].evolution.top_k == 3 and got["config"].search.pool_size == 16
+  line = _refused(capsys, ["search", "--config", DARTS, "--workdir", str(tmp_path / "run"),
+                           "--config.search.strategy=spos", "--config.evolution.top_k=0"])
+  assert "evolution.top_k=0" in line
+  # Without SPOS the section is not there to override.
+  assert "unknown config key 'evolution.top_k'" in _refused(
+      capsys, ["search", "--config", DARTS, "--workdir", str(tmp_path / "run"),
+               "--config.evolution.top_k=3"])
 
 
 def test_dataset_sizes_match_the_datasets():
