@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +123,101 @@ def test_sigterm_after_an_unsaved_epoch_saves_and_resumes(tmp_path):
   shutil.copytree(wd, copy)
   assert _search(copy) == 0
   _same_result(ref, copy)
+
+
+# ---------------------------------------------------------------------------
+# FBNet (chain spaces): resumed instead of restarted
+# ---------------------------------------------------------------------------
+
+FBNET = [f"--config={Path(__file__).resolve().parents[1] / 'experiments' / 'fbnet_mnist1d.py'}",
+         "--config.space.stem_channels=4", "--config.space.stages=((4,1,1),(8,1,2))",
+         "--config.space.head_channels=8", "--config.search.epochs=3",
+         "--config.search.warmup_epochs=1", "--config.search.batch_size=200",
+         "--config.latency.repeats=3", "--config.retrain.enabled=false"]
+
+
+def _fbnet(wd) -> int:
+  from jnas.cli import main
+
+  return main(["search", *FBNET, "--workdir", str(wd)])
+
+
+@pytest.fixture(scope="module")
+def fbnet_reference(tmp_path_factory):
+  wd = tmp_path_factory.mktemp("fbnet") / "ref"
+  assert _fbnet(wd) == 0
+  return wd
+
+
+def _fbnet_interrupted(ref, wd, at_epoch: int, action) -> int:
+  """Runs the FBNet search in ``wd`` (with ``ref``'s latency table) and calls ``action`` when
+  the epoch ``at_epoch`` (0-based) logs its line: after that epoch, before its checkpoint."""
+  from jnas.search import chain
+
+  wd.mkdir(parents=True)
+  shutil.copy(ref / "latency_table.json", wd / "latency_table.json")
+  real = chain.log
+
+  class Log:
+    def __getattr__(self, name):
+      return getattr(real, name)
+
+    def info(self, msg, *args):
+      real.info(msg, *args)
+      if str(msg).startswith(f"epoch {at_epoch}:"):
+        action()
+
+  mp = pytest.MonkeyPatch()
+  mp.setattr(chain, "log", Log())
+  try:
+    return _fbnet(wd)
+  finally:
+    mp.undo()
+
+
+def _same_fbnet(a, b) -> None:
+  assert (a / "genotype.json").read_text() == (b / "genotype.json").read_text()
+  with np.load(a / "arch_params.npz") as pa, np.load(b / "arch_params.npz") as pb:
+    assert np.array_equal(pa["blocks"], pb["blocks"])
+  sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+  assert sa["supernet_val_accuracy"] == sb["supernet_val_accuracy"]
+  assert sa["predicted_ms"] == sb["predicted_ms"]
+  ma, mb = read_metrics(str(a)), read_metrics(str(b))
+  assert [r["step"] for r in mb] == [r["step"] for r in ma] == [1, 2, 3]
+  for ra, rb in zip(ma, mb):
+    assert ra["train_loss"] == rb["train_loss"] and ra["expected_ms"] == rb["expected_ms"]
+  tb = read_tensorboard_scalars(str(b / "tb/search"))
+  assert [s for s, _ in tb["train_loss"]] == [1, 2, 3]
+
+
+# Several minutes on 2 busy cores (FBNet compiles slowly); run with -m slow.
+@pytest.mark.slow
+def test_fbnet_stopped_by_sigterm_resumes_to_the_same_result(fbnet_reference, tmp_path, caplog):
+  import os
+  import signal
+
+  wd = tmp_path / "run"
+  sigterm = lambda: os.kill(os.getpid(), signal.SIGTERM)
+  assert _fbnet_interrupted(fbnet_reference, wd, 1, sigterm) == 130  # the CLI's "interrupted"
+  steps = checkpoint.all_steps(wd / CKPT)
+  assert len(steps) == 2 and not (wd / "summary.json").exists()  # after epochs 1 and 2
+  with caplog.at_level(logging.INFO):
+    assert _fbnet(wd) == 0
+  assert any("resuming the FBNet search" in r.getMessage() and "after epoch 2 of 3" in
+             r.getMessage() for r in caplog.records)
+  _same_fbnet(fbnet_reference, wd)
+
+
+@pytest.mark.slow
+def test_fbnet_crash_after_an_unsaved_epoch_resumes_to_the_same_result(fbnet_reference,
+                                                                       tmp_path):
+  def crash():
+    raise SystemExit("killed")
+
+  wd = tmp_path / "run"
+  with pytest.raises(SystemExit, match="killed"):
+    _fbnet_interrupted(fbnet_reference, wd, 2, crash)
+  assert len(checkpoint.all_steps(wd / CKPT)) == 1  # epoch 1 only: epoch 2 went unsaved
+  assert [r["step"] for r in read_metrics(str(wd))] == [1, 2]
+  assert _fbnet(wd) == 0
+  _same_fbnet(fbnet_reference, wd)

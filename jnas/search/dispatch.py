@@ -79,7 +79,7 @@ def _search_locked(config, wd: Path) -> dict[str, Any]:
   if sc.strategy == "spos":
     return search_spos(config, wd, chash)
   if config.space.name in CHAIN_SPACE_NAMES:
-    return search_chain(config, wd)
+    return search_chain(config, wd, chash)
   if sc.strategy not in GRADIENT_STRATEGIES:
     raise ValueError(f"unknown search strategy {sc.strategy!r} "
                      f"(known: {', '.join(GRADIENT_STRATEGIES + ('spos',))}; 'fbnet' on chain "

@@ -292,7 +292,10 @@ def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, *, epochs:
                  a_lr: float = 0.01, a: float = 0.2, b: float = 0.6, tau0: float = 5.0,
                  tau_decay: float = 0.956, target_ms: float | None = None,
                  penalty: float = 10.0, enforce_target: bool = False,
-                 log: Callable[[str], None] | None = None) -> FBNetResult:
+                 log: Callable[[str], None] | None = None,
+                 resume: Callable[[Any], tuple[Any, int, list, float] | None] | None = None,
+                 after_epoch: Callable[[Any, int, list, float], None] | None = None
+                 ) -> FBNetResult:
   """FBNet on a chain space with a latency table; returns the derived architecture.
 
   Args:
@@ -314,6 +317,13 @@ def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, *, epochs:
       the argmax architecture still misses the target (see
       :func:`derive_genotype`).
     log: optional callback receiving one line per epoch.
+    resume: optional ``resume(fresh_state) -> (state, epochs_done, history,
+      elapsed_s)`` or ``None``: where a stopped search goes on from (a
+      checkpoint); epochs already done are not run again.
+    after_epoch: optional ``after_epoch(state, epochs_done, history, elapsed_s)``
+      called after every epoch (to checkpoint; it may raise ``KeyboardInterrupt``
+      to stop). Batches and Gumbel keys depend only on the seed, the epoch and
+      the state, so a resumed search ends as an uninterrupted one.
 
   Returns:
     A :class:`FBNetResult`.
@@ -387,8 +397,13 @@ def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, *, epochs:
     state, ms = jax.lax.scan(body, state, (xw, yw, xa, ya))
     return state, jax.tree.map(jnp.mean, ms)
 
-  history = []
-  for epoch in range(epochs):
+  history, start_epoch, elapsed0 = [], 0, 0.0
+  restored = resume(state) if resume is not None else None
+  if restored is not None:
+    state, start_epoch, history, elapsed0 = restored
+    history = list(history)
+    t_start = time.perf_counter()  # elapsed0 holds the time before the stop
+  for epoch in range(start_epoch, epochs):
     arch = epoch >= warmup_epochs
     t = tau0 * tau_decay ** max(epoch - warmup_epochs, 0)
     xw, yw = epoch_batches(x_w, y_w, batch_size, seed=seed, epoch=epoch)
@@ -408,6 +423,8 @@ def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, *, epochs:
     if log is not None:
       log(f"epoch {epoch}: train_acc {m['train_acc']:.3f} val_loss {m['val_loss']:.3f} "
           f"E[lat] {m['expected_ms']:.4f} ms tau {t:.2f} {' '.join(m['genotype'])}")
+    if after_epoch is not None:
+      after_epoch(state, epoch + 1, history, elapsed0 + time.perf_counter() - t_start)
 
   alpha_np = np.asarray(state.alpha["blocks"])
   genotype, repairs = derive_genotype(space, alpha_np, table,
@@ -419,4 +436,4 @@ def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, *, epochs:
   return FBNetResult(genotype=genotype, alpha=alpha_np,
                      predicted_ms=predicted_latency(table, genotype), val_acc=val_acc,
                      repairs=repairs, history=history,
-                     seconds=time.perf_counter() - t_start, supernet=supernet)
+                     seconds=elapsed0 + time.perf_counter() - t_start, supernet=supernet)
