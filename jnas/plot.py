@@ -12,6 +12,11 @@ holds, for a finished or a still running search:
 * ``pareto.png``: the Pareto front, when the directory has a ``pareto.json``
   (written by multi-objective searches, see :mod:`jnas.estimation.pareto`).
 
+``plot_workdir(FILE.json)`` (``jnas plot FILE.json``) takes the result of a
+multi-objective table replay (``jnas tabular --objective ... --out FILE.json``)
+and draws ``FILE_front.png``: found fronts against the table's true front
+(:func:`plot_tabular_front`).
+
 Figures are bare ``matplotlib.figure.Figure`` objects on an Agg canvas, not
 pyplot, so a notebook's backend and open figures are left alone.
 
@@ -36,7 +41,7 @@ import numpy as np
 from jnas.utils.metrics import read_metrics
 
 __all__ = ["plot_alpha_history", "plot_cell", "plot_learning_curves", "plot_pareto_file",
-           "plot_workdir", "latest_genotype"]
+           "plot_tabular_front", "plot_workdir", "latest_genotype"]
 
 
 def _figure(width: float, height: float):
@@ -318,6 +323,71 @@ def plot_pareto_file(pareto_json: str | os.PathLike, out_png: str | os.PathLike)
   return Path(out_png)
 
 
+def _staircase(ax, front: list[dict], ref: dict, **style) -> None:
+  # A front as the boundary of the area it dominates (report up, objective
+  # down), closed at the reference objective, so the picture is the hypervolume.
+  # Points outside the reference corner add no area and are not drawn.
+  pts = sorted((p["objective"], p["report"]) for p in front
+               if p["objective"] < ref["objective"] and p["report"] > ref["report"])
+  if not pts:
+    return
+  best = np.maximum.accumulate([y for _, y in pts]).tolist()
+  xs = [pts[0][0]] + [x for x, _ in pts] + [ref["objective"]]
+  ys = [ref["report"]] + best + [best[-1]]
+  ax.step(xs, ys, where="post", **style)
+
+
+def plot_tabular_front(result_json: str | os.PathLike, out_png: str | os.PathLike) -> Path:
+  """Draws a multi-objective table replay: its runs' fronts against the table's true front.
+
+  Shows the true front (black), the fronts of the runs with the median, best
+  and worst hypervolume ratio, every point the median run kept, and the
+  reference point (the table's medians) from which the ratios are measured.
+
+  Example:
+    >>> plot_tabular_front("nsga2.json", "nsga2_front.png")  # doctest: +SKIP
+  """
+  data = json.loads(Path(result_json).read_text())
+  if not isinstance(data, dict) or not {"per_run", "true_front", "reference"} <= set(data):
+    raise ValueError(f"{result_json} is not a multi-objective replay result "
+                     f"(jnas tabular --objective ... --out FILE.json)")
+  runs = data["per_run"]
+  ref = data["reference"]
+  order = np.argsort([r["hv_ratio"] for r in runs], kind="stable")
+  fig = _figure(6.0, 4.4)
+  ax = fig.add_subplot()
+  _staircase(ax, data["true_front"], ref, c="k", lw=1.4,
+             label=f"table's front ({len(data['true_front'])} cells)")
+  picks = [("worst", order[0], "tab:orange", ":"), ("best", order[-1], "tab:blue", "--"),
+           ("median", order[len(order) // 2], "tab:red", "-")]
+  for name, i, color, ls in picks[3 - min(3, len(runs)):]:
+    run = runs[int(i)]
+    _staircase(ax, run["front"], ref, c=color, ls=ls, lw=1.2,
+               label=f"{name} run {int(i)}: ratio {run['hv_ratio']:.3f}")
+  med = runs[int(order[len(order) // 2])]["front"]
+  if med:
+    ax.scatter([p["objective"] for p in med], [p["report"] for p in med], s=16, c="tab:red",
+               zorder=3)
+  ax.axhline(ref["report"], c="0.6", ls="--", lw=0.8)
+  ax.axvline(ref["objective"], c="0.6", ls="--", lw=0.8, label="reference (table medians)")
+  tf = data["true_front"]
+  lo_x = min([p["objective"] for p in tf] + [ref["objective"]])
+  ax.set_xlim(lo_x - 0.05 * (ref["objective"] - lo_x), ref["objective"] * 1.05)
+  hi_y = max(p["report"] for p in tf) if tf else ref["report"]
+  ax.set_ylim(ref["report"] - 0.05 * (hi_y - ref["report"]), hi_y + 0.05 * (hi_y - ref["report"]))
+  limit = data.get("max_objective")
+  if limit is not None:
+    ax.axvline(limit, c="tab:purple", lw=0.8, label=f"limit {limit:g}")
+  ax.set_xlabel(f"{data['objective_column']} (lower is better)")
+  ax.set_ylabel(f"{data['report_column']} (higher is better)")
+  ax.set_title(f"{data['strategy']}: hypervolume ratio {data['hv_ratio_mean']:.3f} +- "
+               f"{data['hv_ratio_std']:.3f} ({data['runs']} runs)", fontsize=9)
+  ax.legend(loc="lower right", fontsize=7)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return _save(fig, Path(out_png))
+
+
 # ---------------------------------------------------------------------------
 # everything
 # ---------------------------------------------------------------------------
@@ -327,6 +397,10 @@ def plot_workdir(workdir: str | os.PathLike, out_dir: str | os.PathLike | None =
                  ) -> tuple[list[Path], list[str]]:
   """Draws every picture the work directory has data for; ``(files made, skipped reasons)``.
 
+  A ``.json`` file instead of a directory is a multi-objective table replay:
+  its fronts are drawn into ``out_dir`` (default: the file's folder) as
+  ``FILE_front.png`` (:func:`plot_tabular_front`).
+
   ``out_dir`` defaults to ``WORKDIR/plots``. Raises ValueError when
   ``workdir`` is not a directory.
 
@@ -334,6 +408,9 @@ def plot_workdir(workdir: str | os.PathLike, out_dir: str | os.PathLike | None =
     >>> made, skipped = plot_workdir("runs/darts_mnist1d")   # doctest: +SKIP
   """
   wd = Path(workdir)
+  if wd.is_file() and wd.suffix == ".json":
+    out = Path(out_dir) if out_dir is not None else wd.parent
+    return [plot_tabular_front(wd, out / f"{wd.stem}_front.png")], []
   if not wd.is_dir():
     raise ValueError(f"work directory {wd} does not exist")
   out = Path(out_dir) if out_dir is not None else wd / "plots"
