@@ -64,6 +64,101 @@ def encoding_pool(space: SearchSpace, size: int, *, seed: int = 0,
   return {k: np.stack([e[k] for e in encs]).astype(np.float32) for k in encs[0]}
 
 
+class FewShot(NamedTuple):
+  """Where a few-shot supernet is split (Zhao et al., ICML 2021), for :func:`spos`.
+
+  The supernet is split on one choice point, edge ``edge`` of encoding part
+  ``key``: one sub-supernet per candidate op there, each holding a full copy
+  of the weights and the batch-norm statistics. A path trains (and is later
+  scored by) the sub-supernet of its op on that edge, so paths that differ
+  there no longer share, and fight over, the same weights.
+
+  Attributes:
+    key: the encoding part (``"cell"`` for NAS-Bench-201, ``"normal"`` or
+      ``"reduce"`` for DARTS cells).
+    edge: the edge (row of that part) to split on.
+    num_ops: candidate ops on that edge (the number of sub-supernets).
+    warmup_steps: steps trained as a one-shot supernet before the split: until
+      then every sub-supernet gets the same update, so at the split each
+      starts from the one-shot weights (the paper's transfer), and a
+      few-shot search costs the same steps as a one-shot one.
+
+  Example:
+    >>> FewShot("cell", 0, 5, warmup_steps=1000).num_ops
+    5
+  """
+
+  key: str
+  edge: int
+  num_ops: int
+  warmup_steps: int
+
+
+def parse_few_shot(text: str, pool: dict[str, np.ndarray], warmup_steps: int) -> FewShot | None:
+  """``"KEY:EDGE"`` (e.g. ``"cell:0"``) as a :class:`FewShot` for ``pool``'s encodings; ``""`` is None.
+
+  One-line ``ValueError`` for a malformed text, an unknown part or an edge
+  out of range.
+
+  Example:
+    >>> parse_few_shot("cell:2", {"cell": np.zeros((4, 6, 5))}, 100)
+    FewShot(key='cell', edge=2, num_ops=5, warmup_steps=100)
+  """
+  if not text:
+    return None
+  key, sep, edge = str(text).partition(":")
+  if not sep or not edge.strip().lstrip("-").isdigit():
+    raise ValueError(f"search.few_shot={text!r} is not KEY:EDGE (e.g. 'cell:0'; parts: "
+                     f"{', '.join(sorted(pool))})")
+  if key not in pool:
+    raise ValueError(f"search.few_shot={text!r}: no encoding part {key!r} (parts: "
+                     f"{', '.join(sorted(pool))})")
+  edges, ops = np.shape(pool[key])[1:3]
+  e = int(edge)
+  if not 0 <= e < edges:
+    raise ValueError(f"search.few_shot={text!r}: edge {e} out of range (part {key!r} has "
+                     f"{edges} edges)")
+  if warmup_steps < 0:
+    raise ValueError(f"few-shot warm-up steps must be >= 0, got {warmup_steps}")
+  return FewShot(key, e, int(ops), int(warmup_steps))
+
+
+def stack_sub_supernets(tree: Any, num: int) -> Any:
+  """``num`` copies of every leaf, stacked on a new leading axis: the sub-supernets' start.
+
+  Example:
+    >>> stack_sub_supernets({"w": jnp.ones(3)}, 5)["w"].shape
+    (5, 3)
+  """
+  return jax.tree.map(lambda a: jnp.broadcast_to(a, (num,) + jnp.shape(a)), tree)
+
+
+def few_shot_apply(apply_fn: Callable[..., tuple[jax.Array, Any]], split: FewShot
+                   ) -> Callable[..., tuple[jax.Array, Any]]:
+  """``apply_fn`` over stacked sub-supernets: each encoding runs in the one its split edge picks.
+
+  The returned function takes params and batch statistics stacked on a
+  leading axis of ``split.num_ops`` (see :func:`stack_sub_supernets`) and
+  returns the new statistics stacked too (only the picked sub-supernet's
+  change). The pick is a gather on a traced index, so one compiled program
+  serves every architecture, as for a one-shot supernet; population
+  evaluators built on it (:func:`make_population_evaluator`) score each cell
+  with its own sub-supernet.
+
+  Example:
+    >>> fs_apply = few_shot_apply(single_apply, FewShot("cell", 0, 5, 0))  # doctest: +SKIP
+    >>> logits, stats = fs_apply(stacked_params, stacked_stats, enc, x, True)  # doctest: +SKIP
+  """
+
+  def apply(params, stats, encoding, x, train, *args, **kwargs):
+    s = jnp.argmax(encoding[split.key][split.edge])
+    pick = lambda t: jax.tree.map(lambda a: a[s], t)
+    logits, new = apply_fn(pick(params), pick(stats), encoding, x, train, *args, **kwargs)
+    return logits, jax.tree.map(lambda all_, one: all_.at[s].set(one), stats, new)
+
+  return apply
+
+
 def spos(
     apply_fn: Callable[..., tuple[jax.Array, Any]],
     params: Any,
@@ -71,6 +166,7 @@ def spos(
     pool: dict[str, np.ndarray],
     *,
     w_opt: optax.GradientTransformation,
+    few_shot: FewShot | None = None,
 ) -> GradientStrategy:
   """SPOS supernet training: one uniformly sampled path per step.
 
@@ -81,6 +177,13 @@ def spos(
     params, batch_stats: initial supernet weights and BN statistics.
     pool: stacked encodings to sample from (see :func:`encoding_pool`).
     w_opt: the weight optimizer.
+    few_shot: split the supernet into sub-supernets (:class:`FewShot`); the
+      state then holds ``few_shot.num_ops`` stacked copies of the weights,
+      BN statistics and optimizer state. Each step draws a path as before;
+      before ``warmup_steps`` its gradient updates every copy alike (one-shot
+      training), afterwards only the copy of the path's op on the split edge
+      (its optimizer state too: weight decay and momentum do not move the
+      others). Score with ``few_shot_apply(apply_fn, few_shot)``.
 
   Returns:
     A :class:`GradientStrategy`; ``step(state, batch_train, batch_val)``
@@ -100,18 +203,47 @@ def spos(
     return cross_entropy(logits, y), (new_stats, logits)
 
   def init(key: jax.Array) -> SposState:
-    return SposState(params, batch_stats, w_opt.init(params), jnp.zeros((), jnp.int32), key)
+    if few_shot is None:
+      return SposState(params, batch_stats, w_opt.init(params), jnp.zeros((), jnp.int32), key)
+    num = few_shot.num_ops
+    return SposState(stack_sub_supernets(params, num), stack_sub_supernets(batch_stats, num),
+                     stack_sub_supernets(w_opt.init(params), num), jnp.zeros((), jnp.int32), key)
 
   def step(state: SposState, batch_train: Batch, batch_val: Batch | None = None):
     del batch_val
     key, k = jax.random.split(state.key)
     i = jax.random.randint(k, (), 0, n)
     enc = jax.tree.map(lambda a: a[i], pool)
+    if few_shot is not None:
+      return _few_shot_step(state, key, i, enc, batch_train)
     (l, (stats, logits)), g = jax.value_and_grad(loss, has_aux=True)(
         state.params, state.batch_stats, enc, batch_train)
     updates, opt_state = w_opt.update(g, state.w_opt_state, state.params)
     new = SposState(optax.apply_updates(state.params, updates), stats, opt_state,
                     state.step + 1, key)
+    return new, {"train_loss": l, "train_acc": jnp.mean(jnp.argmax(logits, -1) == batch_train[1]),
+                 "path": i}
+
+  def _few_shot_step(state: SposState, key, i, enc, batch_train):
+    s = jnp.argmax(enc[few_shot.key][few_shot.edge])
+    pick = lambda t: jax.tree.map(lambda a: a[s], t)
+    (l, (stats_s, logits)), g = jax.value_and_grad(loss, has_aux=True)(
+        pick(state.params), pick(state.batch_stats), enc, batch_train)
+
+    # Every sub-supernet takes the same gradient through its own optimizer state; the update
+    # is kept where this step trains it: all of them during the warm-up, else the path's own.
+    def update_one(p, o):
+      u, o_new = w_opt.update(g, o, p)
+      return optax.apply_updates(p, u), o_new
+
+    p_all, o_all = jax.vmap(update_one)(state.params, state.w_opt_state)
+    keep = (state.step < few_shot.warmup_steps) | (jnp.arange(few_shot.num_ops) == s)
+    sel = lambda new, old: jax.tree.map(
+        lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+    stats_all = jax.tree.map(lambda a: jnp.broadcast_to(a, (few_shot.num_ops,) + a.shape),
+                             stats_s)
+    new = SposState(sel(p_all, state.params), sel(stats_all, state.batch_stats),
+                    sel(o_all, state.w_opt_state), state.step + 1, key)
     return new, {"train_loss": l, "train_acc": jnp.mean(jnp.argmax(logits, -1) == batch_train[1]),
                  "path": i}
 
