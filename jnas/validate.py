@@ -206,6 +206,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "search.prune_epochs": _epoch_list,
     "search.early_stop_skips": _NON_NEG_INT,
     "search.partial_channels": _COUNT,
+    "search.few_shot": _is_str,           # SPOS's split edge KEY:EDGE, parsed by the strategy
+    "search.few_shot_warmup": _PROB,      # a fraction of the SPOS steps
     # evolution (SPOS)
     "evolution.population": _COUNT,
     "evolution.top_k": _COUNT,
