@@ -59,6 +59,16 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "early_stop_skips": 0,  # DARTS+: stop once the normal cell has this many skips (0: off)
     "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
     "checkpoint_every_s": 60.0,  # seconds between search checkpoints at epoch ends (0: every epoch)
+    # Sample-based strategies (random, rea, topk, nsga2, reinforce, pnas, dpp_net; jnas/search/ask_tell.py)
+    "estimator": "",  # what scores their candidates: table or scratch ("": the strategy's own)
+    "table": "",  # the benchmark CSV of the table estimator
+    "table_columns": "arch_str,val_acc,train_seconds",  # ARCH,SIGNAL,COST[,REPORT] columns
+    "evals": 0,  # stop after this many evaluations (0: no limit)
+    "budget_s": 0.0,  # stop once this many seconds are charged (0: no limit)
+    "scratch_epochs": 3,  # epochs each candidate trains with the scratch estimator
+    "strategy_settings": "",  # the strategy's own settings, e.g. population_size=20,sample_size=5
+    "few_shot": "",  # SPOS: split the supernet on encoding edge KEY:EDGE (e.g. cell:0); "" = one-shot
+    "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split
 }
 
 

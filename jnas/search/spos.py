@@ -53,8 +53,8 @@ from jnas.spaces.darts import DartsSpace
 from jnas.strategies.darts import weight_optimizer
 from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import topk_evolution
-from jnas.strategies.spos import (encoding_pool, make_population_evaluator,
-                                  pad_population, spos)
+from jnas.strategies.spos import (encoding_pool, few_shot_apply, make_population_evaluator,
+                                  pad_population, parse_few_shot, spos)
 from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 from jnas.utils.xla import config_compiler_options
@@ -158,7 +158,12 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
                            total_steps)
   pool = encoding_pool(space, int(sc.pool_size), seed=config.seed)
-  strategy = spos(single, split.params, split.state, pool, w_opt=w_opt)
+  few_shot = parse_few_shot(sc.get("few_shot", ""), pool,
+                            int(round(float(sc.get("few_shot_warmup", 0.5)) * total_steps)))
+  strategy = spos(single, split.params, split.state, pool, w_opt=w_opt, few_shot=few_shot)
+  if few_shot is not None:
+    # Each candidate is trained and scored in the sub-supernet of its op on the split edge.
+    score_apply = few_shot_apply(score_apply, few_shot)
   state = strategy.init(jax.random.key(config.seed))
   xla_options = config_compiler_options(config, data_ndim(ds))
   step = jax.jit(strategy.step, donate_argnums=0, compiler_options=xla_options)

@@ -194,7 +194,8 @@ def _shared_weight_scores(wd: Path, config: Any, space: NB201Space, cells: list[
   from jnas.search.common import build_supernet  # noqa: PLC0415
   from jnas.search.spos import add_spos_defaults, score_batches  # noqa: PLC0415
   from jnas.search.workdir import load_supernet  # noqa: PLC0415
-  from jnas.strategies.spos import make_population_evaluator, pad_population  # noqa: PLC0415
+  from jnas.strategies.spos import (few_shot_apply, make_population_evaluator,  # noqa: PLC0415
+                                    pad_population, parse_few_shot, stack_sub_supernets)
   from jnas.supernet.functional import make_apply, split_model  # noqa: PLC0415
 
   config = copy.deepcopy(config)
@@ -206,11 +207,20 @@ def _shared_weight_scores(wd: Path, config: Any, space: NB201Space, cells: list[
   config.evolution.val_batches = min(16, len(xv) // config.search.batch_size)
   calib_x, val_x, val_y = score_batches(config, xw, yw, xv, yv)
   split = split_model(build_supernet(config, space, ds))
-  params, stats = load_supernet(wd, split.params, split.state)
-  evaluate = jax.jit(make_population_evaluator(make_apply(split.graphdef, single_path=True)))
+  apply = make_apply(split.graphdef, single_path=True)
+  params, stats = split.params, split.state
+  encodings = [space.genotype_to_encoding(space.parse(c)) for c in cells]
+  few_shot = parse_few_shot(config.search.get("few_shot", ""),
+                            {k: np.asarray(v)[None] for k, v in encodings[0].items()}, 0)
+  if few_shot is not None:
+    # A few-shot search saved its sub-supernets stacked; each cell is scored in its own.
+    params = stack_sub_supernets(params, few_shot.num_ops)
+    stats = stack_sub_supernets(stats, few_shot.num_ops)
+    apply = few_shot_apply(apply, few_shot)
+  params, stats = load_supernet(wd, params, stats)
+  evaluate = jax.jit(make_population_evaluator(apply))
   chunk = 50
   out = []
-  encodings = [space.genotype_to_encoding(space.parse(c)) for c in cells]
   for i in range(0, len(encodings), chunk):
     part = encodings[i:i + chunk]
     stacked = {k: np.stack([e[k] for e in part]) for k in part[0]}

@@ -1,0 +1,160 @@
+"""How well SPOS supernets rank cells against training time, one-shot and few-shot (issue 27 items 3-4).
+
+  python benchmarks/spos_tau_curve.py run --table benchmarks/results/nb201_mnist1d_v2/table.csv \
+      --minutes 1,3,10,30 --seeds 3                       # the searches (resumable)
+  python benchmarks/spos_tau_curve.py report --table ...  # Kendall tau per budget: JSON, Markdown, PNG
+
+``run`` trains SPOS supernets on the table's task (``experiments/nb201_table_search.py`` with the
+table protocol's dataset and skeleton) for each budget of supernet training, for ``--seeds``
+seeds, one-shot and few-shot (split on ``--split``, default edge 0 of the cell, after half the
+steps: both variants take the same steps, so the same time up to the few-shot step's extra
+optimizer updates, which the calibration measures). Epochs per budget come from a two-epoch
+calibration run of each variant (``OUT/calib``). Work directories ``OUT/runs/VARIANT/Mmin/seed_I``
+are kept, so a killed run resumes.
+
+``report`` scores every supernet with ``jnas bench`` on ``--sample`` cells of the table (the same
+cells for all) and writes ``OUT/curve.{json,md,png}``: per variant and budget the mean and
+standard deviation over seeds of the shared-weight Kendall tau and of the found cell's table
+accuracy, beside the table's noise ceiling and the free baselines on those cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+CONFIG = ROOT / "experiments" / "nb201_table_search.py"
+VARIANTS = {"one_shot": {}, "few_shot": {"search.few_shot": "cell:0", "search.few_shot_warmup": 0.5}}
+
+
+def variant_config(table: Path, variant: str, seed: int, epochs: int, split: str):
+  """The experiment on the table's dataset and skeleton, with the variant's overrides."""
+  from jnas.config import apply_overrides, load_config  # noqa: PLC0415
+
+  proto = json.loads((table.parent / "protocol.json").read_text())
+  over = {"search.strategy": "spos", "seed": seed, "search.epochs": epochs,
+          "data.name": proto["dataset"], "search.channels": proto["channels"],
+          "search.cells_per_stage": proto["cells_per_stage"], **VARIANTS[variant]}
+  if variant == "few_shot":
+    over["search.few_shot"] = split
+  return apply_overrides(load_config(str(CONFIG)), [f"{k}={v}" for k, v in over.items()])
+
+
+def _epoch_seconds(wd: Path) -> float:
+  records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()
+             if line.strip()]
+  elapsed = [r["elapsed_s"] for r in records if r.get("phase") == "search"]
+  return elapsed[1] - elapsed[0] if len(elapsed) >= 2 else elapsed[0]
+
+
+def cmd_run(args) -> None:
+  from jnas.run import search  # noqa: PLC0415
+
+  out, table = Path(args.out), Path(args.table)
+  plan_path = out / "plan.json"
+  plan = json.loads(plan_path.read_text()) if plan_path.exists() else {"epoch_seconds": {}}
+  minutes = [float(m) for m in args.minutes.split(",")]
+  for variant in VARIANTS:
+    if variant not in plan["epoch_seconds"]:
+      wd = out / "calib" / variant
+      search(variant_config(table, variant, 100, 2, args.split), str(wd))
+      plan["epoch_seconds"][variant] = round(_epoch_seconds(wd), 3)
+      out.mkdir(parents=True, exist_ok=True)
+      plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+  for m in minutes:
+    for variant in VARIANTS:
+      epochs = max(2, round(60 * m / plan["epoch_seconds"][variant]))
+      for seed in range(args.seeds):
+        wd = out / "runs" / variant / f"{m:g}min" / f"seed_{seed}"
+        s = search(variant_config(table, variant, seed, epochs, args.split), str(wd))
+        print(json.dumps({"variant": variant, "minutes": m, "seed": seed, "epochs": epochs,
+                          "arch": s["genotype"]["arch"]}), flush=True)
+
+
+def cmd_report(args) -> None:
+  import numpy as np  # noqa: PLC0415
+
+  from jnas.estimation.nb201_table import bench_workdir  # noqa: PLC0415
+
+  out = Path(args.out)
+  res: dict = {"table": args.table, "sample": args.sample, "curve": {}}
+  for wd in sorted((out / "runs").glob("*/*/seed_*")):
+    if not (wd / "summary.json").exists():
+      continue
+    r = bench_workdir(wd, args.table, sample=args.sample)
+    res["yardsticks"] = r.get("yardsticks")
+    variant, minutes = wd.parts[-3], wd.parts[-2]
+    res["curve"].setdefault(variant, {}).setdefault(minutes, []).append(
+        {"seed": wd.name, "kendall_tau": r["correlation"]["shared_weights"]["kendall_tau"],
+         "test_acc": r["test_acc"], "epochs": r["search_epochs"]})
+  lines = ["| variant | supernet training | runs | Kendall tau (mean +- sd) | found cell's test acc |",
+           "|---|---|---|---|---|"]
+  for variant, by in res["curve"].items():
+    for minutes, runs in sorted(by.items(), key=lambda kv: float(kv[0][:-3])):
+      tau = np.asarray([r["kendall_tau"] for r in runs if r["kendall_tau"] is not None])
+      acc = 100 * np.asarray([r["test_acc"] for r in runs])
+      lines.append(f"| {variant} | {minutes} | {len(runs)} | {tau.mean():.3f} +- {tau.std():.3f} | "
+                   f"{acc.mean():.1f} +- {acc.std():.1f} % |")
+  y = res.get("yardsticks") or {}
+  if y.get("noise_ceiling"):
+    lines.append(f"\nnoise ceiling (seed vs seed): {y['noise_ceiling']['kendall_tau']:.3f}; free "
+                 "baselines: " + ", ".join(f"{k} {v['kendall_tau']:.3f}"
+                                           for k, v in y["baselines"].items()
+                                           if v["kendall_tau"] is not None))
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "curve.json").write_text(json.dumps(res, indent=2) + "\n")
+  (out / "curve.md").write_text("\n".join(lines) + "\n")
+  print("\n".join(lines))
+  _plot(res, out / "curve.png")
+
+
+def _plot(res: dict, path: Path) -> None:
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for variant, by in res["curve"].items():
+    pts = sorted((float(m[:-3]), [r["kendall_tau"] for r in runs if r["kendall_tau"] is not None])
+                 for m, runs in by.items())
+    x = [p[0] for p in pts]
+    ax.errorbar(x, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts], marker="o",
+                capsize=3, label=variant.replace("_", "-"))
+  y = res.get("yardsticks") or {}
+  if y.get("noise_ceiling"):
+    ax.axhline(y["noise_ceiling"]["kendall_tau"], color="k", ls="--", lw=1, label="noise ceiling")
+  for name, c in (y.get("baselines") or {}).items():
+    if c["kendall_tau"] is not None:
+      ax.axhline(c["kendall_tau"], ls=":", lw=1, label=name, color="gray")
+  ax.set_xscale("log")
+  ax.set_xlabel("supernet training (minutes)")
+  ax.set_ylabel("Kendall tau, shared weights vs table")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("command", choices=("run", "report"))
+  parser.add_argument("--table", required=True, help="table.csv (protocol.json beside it)")
+  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "spos_tau_curve"))
+  parser.add_argument("--minutes", default="1,3,10,30", help="run: budgets of supernet training")
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--split", default="cell:0", help="run: the few-shot split, KEY:EDGE")
+  parser.add_argument("--sample", type=int, default=200, help="report: cells ranked")
+  args = parser.parse_args(argv)
+  cmd_run(args) if args.command == "run" else cmd_report(args)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
