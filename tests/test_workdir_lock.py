@@ -53,9 +53,9 @@ def test_second_process_is_refused_naming_the_holder(tmp_path, capsys):
     assert "\n" not in msg and "in use" in msg
     assert f"pid {proc.pid}" in msg and socket.gethostname() in msg and holder["started"] in msg
     # Through the CLI, `jnas search` and `jnas train` both: one line, exit code 2.
-    for cmd in (["search"], ["train", "--genotype", "DARTS_V2"]):
+    for cmd in (["search", *TINY], ["train", "--genotype", "DARTS_V2"]):
       capsys.readouterr()
-      assert main([*cmd, "--config", CONFIG, "--workdir", str(tmp_path), *TINY]) == 2
+      assert main([*cmd, "--config", CONFIG, "--workdir", str(tmp_path)]) == 2
       err_line = capsys.readouterr().err.strip()
       assert err_line.count("\n") == 0 and err_line.startswith("jnas: error: ")
       assert f"pid {proc.pid}" in err_line, err_line
