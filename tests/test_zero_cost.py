@@ -347,3 +347,50 @@ def test_estimation_package_exports_the_proxies_lazily():
   assert est.prefilter is prefilter and est.ZeroCost is ZeroCost
   with pytest.raises(AttributeError):
     est.no_such_name  # noqa: B018
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/zero_cost.py
+# ---------------------------------------------------------------------------------------------
+
+
+def _benchmark():
+  import importlib.util
+  from pathlib import Path
+
+  path = Path(__file__).resolve().parents[1] / "benchmarks" / "zero_cost.py"
+  spec = importlib.util.spec_from_file_location("zero_cost_benchmark", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+TABLE = "benchmarks/results/nb201_mnist1d/table.csv"
+
+
+def test_benchmark_ranks_free_proxies_against_the_table(tmp_path, capsys):
+  import json
+
+  out = tmp_path / "r.json"
+  assert _benchmark().main(["--table", TABLE, "--sample", "40", "--proxies", "params,flops",
+                            "--out", str(out)]) == 0
+  r = json.loads(out.read_text())
+  assert r["command"].startswith("python benchmarks/zero_cost.py --table")
+  assert r["sample"] == 40 and set(r["proxies"]) == {"params", "flops"}
+  for p in r["proxies"].values():
+    assert -1 <= p["kendall_tau"] <= 1 and p["compilations"] == 0
+  assert 0 < r["noise_ceiling"]["kendall_tau"] < 1 and r["noise_ceiling"]["seeds"] == [0, 1]
+  assert "| params |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--sample", "5000"], r"--sample 5000 must lie in \[3, 4660\]"),
+    (["--proxies", "params,zen"], "unknown zero-cost estimator 'zen'"),
+    (["--table", "nope/table.csv"], "does not exist"),
+])
+def test_benchmark_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
+  argv = (["--table", TABLE] if "--table" not in argv else []) + argv
+  assert _benchmark().main(argv + ["--out", str(tmp_path / "r.json")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and __import__("re").search(message, err), err
+  assert not (tmp_path / "r.json").exists()

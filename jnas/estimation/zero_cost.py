@@ -47,10 +47,10 @@ classifier), as the papers take ``Conv2d``/``Linear`` weights.
 
 Example:
   >>> zc = ZeroCost(NB201Skeleton((40, 1), 10, channels=4, cells_per_stage=1))
-  >>> cells = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|",
-  ...          "|none~0|+|none~0|none~1|+|avg_pool_3x3~0|none~1|none~2|"]
-  >>> s = zc.score("synflow", cells)
-  >>> bool(s[0] > s[1])
+  >>> convs = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"
+  >>> pool = "|none~0|+|none~0|none~1|+|avg_pool_3x3~0|none~1|none~2|"
+  >>> s = zc.score("synflow", [convs, pool])
+  >>> bool(s[0] > s[1] > 0)
   True
 """
 
@@ -171,8 +171,9 @@ def nb201_cost(cells: Any, skeleton: NB201Skeleton, space: NB201Space | None = N
   nd, c0 = skeleton.ndim, skeleton.channels
   spatial = list(skeleton.input_shape[:-1])
   fixed = conv_cost(skeleton.input_shape[-1], c0, 3, spatial, ndim=nd)
-  per_op = np.zeros((len(space.ops),), np.int64), np.zeros((len(space.ops),), np.int64)
-  params_per_op, madds_per_op = per_op
+  # What each op adds to the network, summed over the cells of every stage (one cell, repeated).
+  params_per_op = np.zeros((len(space.ops),), np.int64)
+  madds_per_op = np.zeros((len(space.ops),), np.int64)
   for kind, c_in, c_out in nb201_plan(c0, skeleton.cells_per_stage):
     if kind == "reduce":
       spatial = [conv_out(s, 3, 2) for s in spatial]
@@ -188,7 +189,6 @@ def nb201_cost(cells: Any, skeleton: NB201Skeleton, space: NB201Space | None = N
   c_last = 4 * c0
   fixed += Cost(2 * c_last + c_last * skeleton.num_classes + skeleton.num_classes,
                 c_last * skeleton.num_classes)
-  # Every cell of the skeleton is the same cell: its cost is a sum over edges of its op's cost.
   return [Cost(fixed.params + int(params_per_op[row].sum()),
                fixed.madds + int(madds_per_op[row].sum())) for row in idx]
 
