@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import math
 import numbers
 import os
@@ -56,6 +57,10 @@ _CHAIN_SPACES = ("fbnet", "kernel_chain")
 # The gradient strategies of jnas.strategies.registry.GRADIENT_STRATEGIES; a test keeps them equal
 # (importing the registry here would import JAX for a config check).
 _GRADIENT_STRATEGIES = ("darts", "gdas", "snas")
+# The sample-based strategies and their estimators (jnas.search.ask_tell; a test keeps them equal),
+# and the space each estimator scores.
+_ASK_TELL_STRATEGIES = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
+_ESTIMATOR_SPACES = {"table": "nb201", "scratch": "darts"}
 
 
 # ---------------------------------------------------------------------------
@@ -206,6 +211,13 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "search.prune_epochs": _epoch_list,
     "search.early_stop_skips": _NON_NEG_INT,
     "search.partial_channels": _COUNT,
+    "search.estimator": _one_of("", *_ESTIMATOR_SPACES),
+    "search.table": _is_str,
+    "search.table_columns": _non_empty_str,
+    "search.evals": _NON_NEG_INT,
+    "search.budget_s": _NON_NEG,
+    "search.scratch_epochs": _COUNT,
+    "search.strategy_settings": _is_str,
     "search.few_shot": _is_str,           # SPOS's split edge KEY:EDGE, parsed by the strategy
     "search.few_shot_warmup": _PROB,      # a fraction of the SPOS steps
     # evolution (SPOS)
@@ -438,11 +450,13 @@ def _check_search(config: Any, space: Any) -> None:
     return
   strategy = _get(config, "search.strategy")
   if strategy is not _MISSING and space is not _MISSING:
-    known = ("fbnet", "spos") if space in _CHAIN_SPACES else _GRADIENT_STRATEGIES + ("spos",)
+    known = (("fbnet", "spos") if space in _CHAIN_SPACES
+             else _GRADIENT_STRATEGIES + ("spos",) + _ASK_TELL_STRATEGIES)
     if strategy not in known:
       raise _fail("search.strategy", strategy,
                   f"is not a strategy for the {space} space (known there: {', '.join(known)})")
   _check_mitigations(config, strategy, space)
+  _check_estimator(config, strategy, space)
 
   epochs = _get(config, "search.epochs")
   prune = _get(config, "search.prune_epochs")
@@ -498,6 +512,55 @@ def _check_search(config: Any, space: Any) -> None:
       raise ConfigError(f"evolution.val_batches={val} x search.batch_size={bs} needs "
                         f"{val * bs} validation examples; the scoring half of {data} has "
                         f"{other_half}")
+
+
+def _check_estimator(config: Any, strategy: Any, space: Any) -> None:
+  """The (strategy, estimator) pair fits, the table exists with its columns, a budget ends it."""
+  est = _get(config, "search.estimator")
+  est = "" if est is _MISSING else est
+  if strategy not in _ASK_TELL_STRATEGIES:
+    if est:
+      raise _fail("search.estimator", est,
+                  f"does not fit search.strategy={strategy!r}, which scores by its own supernet "
+                  f"(estimators score {', '.join(_ASK_TELL_STRATEGIES)})")
+    return
+  if not est:
+    raise ConfigError(f"search.strategy={strategy!r} needs search.estimator (one of: "
+                      f"{', '.join(_ESTIMATOR_SPACES)})")
+  want = _ESTIMATOR_SPACES[est]
+  if space is not _MISSING and space != want:
+    raise _fail("search.estimator", est, f"scores {want} cells, not the {space} space")
+  if est == "scratch" and strategy == "dpp_net":
+    raise ConfigError("search.strategy='dpp_net' needs the cost of every candidate before it is "
+                      "measured: use search.estimator='table'")
+  evals, budget_s = _get(config, "search.evals"), _get(config, "search.budget_s")
+  if evals in (_MISSING, 0) and budget_s in (_MISSING, 0):
+    raise ConfigError(f"search.strategy={strategy!r} needs search.evals >= 1 or "
+                      f"search.budget_s > 0 to end")
+  if est == "table":
+    _check_table(config)
+
+
+def _check_table(config: Any) -> None:
+  table = _get(config, "search.table")
+  if table in (_MISSING, ""):
+    raise ConfigError("search.estimator='table' needs search.table (a benchmark CSV file)")
+  if not os.path.isfile(table):
+    raise _fail("search.table", table, "is not a file")
+  columns = _get(config, "search.table_columns")
+  names = [c.strip() for c in str("arch_str,val_acc,train_seconds" if columns is _MISSING
+                                  else columns).split(",")]
+  if len(names) not in (3, 4) or not all(names):
+    raise _fail("search.table_columns", columns, "must name ARCH,SIGNAL,COST[,REPORT] columns")
+  try:
+    with open(table, newline="") as f:
+      header = [h.strip() for h in next(csv.reader(f), [])]
+  except (OSError, UnicodeDecodeError) as e:
+    raise _fail("search.table", table, f"cannot be read ({type(e).__name__})") from None
+  missing = [c for c in names if c not in header]
+  if missing:
+    raise _fail("search.table_columns", ",".join(names),
+                f"names {missing[0]!r}, not a column of {table} (columns: {', '.join(header)})")
 
 
 def _check_mitigations(config: Any, strategy: Any, space: Any) -> None:

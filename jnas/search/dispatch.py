@@ -19,6 +19,7 @@ from typing import Any
 
 from jnas.config import config_to_dict
 from jnas.ops.primitives import set_depthwise_impl
+from jnas.search.ask_tell import ASK_TELL_STRATEGIES, search_ask_tell
 from jnas.search.chain import search_chain
 from jnas.search.common import CHAIN_SPACE_NAMES, enable_compilation_cache
 from jnas.search.gradient import search_gradient
@@ -78,10 +79,12 @@ def _search_locked(config, wd: Path) -> dict[str, Any]:
   sc = config.search
   if sc.strategy == "spos":
     return search_spos(config, wd, chash)
+  if sc.strategy in ASK_TELL_STRATEGIES:
+    return search_ask_tell(config, wd, chash)
   if config.space.name in CHAIN_SPACE_NAMES:
     return search_chain(config, wd, chash)
   if sc.strategy not in GRADIENT_STRATEGIES:
+    known = GRADIENT_STRATEGIES + ("spos",) + ASK_TELL_STRATEGIES
     raise ValueError(f"unknown search strategy {sc.strategy!r} "
-                     f"(known: {', '.join(GRADIENT_STRATEGIES + ('spos',))}; 'fbnet' on chain "
-                     f"spaces)")
+                     f"(known: {', '.join(known)}; 'fbnet' on chain spaces)")
   return search_gradient(config, wd, chash)

@@ -1,0 +1,477 @@
+"""``jnas search`` for the sample-based strategies: ask → estimate → tell, resumable.
+
+``search.strategy`` names the strategy (:data:`ASK_TELL_STRATEGIES`: random
+search, regularized evolution ``rea``, SPOS's ``topk`` evolution, ``nsga2``,
+the RL controller ``reinforce``, progressive ``pnas`` and ``dpp_net``) and
+``search.estimator`` what scores each candidate it asks for:
+
+* ``table``: look the cell up in a benchmark CSV (``search.table``, e.g. the
+  NB201 MNIST-1D table ``benchmarks/results/nb201_mnist1d/table.csv``), read
+  the columns ``search.table_columns`` = ``ARCH,SIGNAL,COST[,REPORT]``
+  (default ``arch_str,val_acc,train_seconds``): the strategy sees SIGNAL, each
+  query is charged COST seconds (what training that cell really cost), and
+  REPORT, if named, is what the summary reports for the cell found (NB201 space).
+* ``scratch``: train each candidate from scratch for ``search.scratch_epochs``
+  epochs on the config's data (its path through the DARTS search network,
+  :class:`jnas.estimation.scratch.PathScratchScorer`: one compilation for the
+  whole search) and read its validation accuracy; the charge is the measured
+  training time, and a candidate asked for again is not trained again (DARTS space).
+
+The search ends after ``search.evals`` evaluations or once ``search.budget_s``
+seconds are charged (whichever comes first; the evaluation that crosses the
+budget is the last one counted, as in :func:`jnas.strategies.driver.run_ask_tell`).
+``nsga2`` and ``dpp_net`` trade the signal against a cost to minimise: the
+table's COST column, or (``nsga2`` with ``scratch``) the parameter count.
+``search.strategy_settings`` (``"population_size=20,sample_size=5"``) changes a
+strategy's defaults (:data:`jnas.estimation.tabular.STRATEGIES`).
+
+Writes ``metrics.jsonl`` (one line per ask/tell round, ``phase: search``) and
+TensorBoard events, ``evaluations.json`` (every evaluated architecture in
+order, with its values and the budget spent), ``genotype.json`` (the best by
+the signal), ``summary.json`` and, with ``retrain.enabled``, the retraining's
+``report.json``. After a round, once ``search.checkpoint_every_s`` seconds
+passed since the last save (and after the first and the last round, and on
+SIGINT/SIGTERM), ``checkpoints/search`` gets the strategy state, the archive,
+the budget used and the metric lines; the strategy's RNG key is part of its
+state. Rerunning the same command after a kill resumes there and ends with the
+same genotype and archive as an uninterrupted run.
+
+Example:
+  >>> cfg = load_config("experiments/rea_table_mnist1d.py")  # doctest: +SKIP
+  >>> jnas.run.search(cfg, "runs/rea")["genotype"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jnas.checkpoint import Checkpoints
+from jnas.config import SEARCH_OPTIONAL_DEFAULTS
+from jnas.search.common import build_space
+from jnas.search.retrain import train
+from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock, StopOnSignal,
+                                 checkpoint_every_s)
+from jnas.spaces.base import SearchSpace
+from jnas.strategies.base import AskTellStrategy
+from jnas.strategies.driver import _candidates
+from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
+
+__all__ = ["ASK_TELL_STRATEGIES", "ESTIMATORS", "EVALUATIONS_FILE", "search_ask_tell",
+           "table_columns"]
+
+log = logging.getLogger(__name__)
+
+#: Strategies this family runs (``search.strategy``), and the estimators that score them.
+ASK_TELL_STRATEGIES = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
+ESTIMATORS = ("table", "scratch")
+EVALUATIONS_FILE = "evaluations.json"
+
+
+def _opt(sc: Any, name: str) -> Any:
+  """``sc.name``, or its default when the config does not list it."""
+  return sc.get(name, SEARCH_OPTIONAL_DEFAULTS[name])
+
+
+def table_columns(text: str) -> tuple[str, str, str, str | None]:
+  """``"ARCH,SIGNAL,COST[,REPORT]"`` -> ``(arch, signal, cost, report or None)``.
+
+  Example:
+    >>> table_columns("arch_str,val_acc,train_seconds,test_acc")
+    ('arch_str', 'val_acc', 'train_seconds', 'test_acc')
+  """
+  names = [c.strip() for c in str(text).split(",")]
+  if len(names) not in (3, 4) or not all(names):
+    raise ValueError(f"search.table_columns={text!r} must name ARCH,SIGNAL,COST[,REPORT] "
+                     f"columns (e.g. arch_str,val_acc,train_seconds)")
+  return names[0], names[1], names[2], names[3] if len(names) == 4 else None
+
+
+# ---- Estimators: genotypes -> signal, cost charged, extra values. ----
+
+@dataclasses.dataclass
+class _Estimate:
+  """What an estimator returns for ``n`` candidates (all ``[n]`` float64)."""
+
+  signal: np.ndarray          # the strategy's objective, higher is better
+  cost: np.ndarray            # charged to search.budget_s
+  objective2: np.ndarray      # nsga2's second objective (minimised)
+  extra: dict[str, np.ndarray]
+
+
+class _Estimator:
+  """One estimator: ``estimate(genotypes)``, its names, and its cache for a resumed run."""
+
+  signal_name = "signal"
+  objective2_name = "cost"
+
+  def estimate(self, genotypes: list) -> _Estimate:
+    raise NotImplementedError
+
+  def restore(self, archive: list[dict]) -> None:
+    """Rebuilds what the estimator caches from the archive of a resumed run."""
+    del archive
+
+
+class _TableEstimator(_Estimator):
+  """Looks cells up in an NB201 benchmark CSV; every query is charged its COST column."""
+
+  def __init__(self, config, space: SearchSpace):
+    from jnas.estimation.tabular import load_table  # noqa: PLC0415 (only table runs read CSVs)
+
+    sc = config.search
+    arch, signal, cost, report = table_columns(_opt(sc, "table_columns"))
+    self.bench = load_table(str(_opt(sc, "table")), arch_column=arch, signal_column=signal,
+                            report_column=report or signal, cost_column=cost, space=space)
+    self.space = space
+    self.signal_name, self.cost_name, self.report_name = signal, cost, report
+    self.objective2_name = cost
+
+  def rows(self, genotypes: list) -> np.ndarray:
+    return self.bench.rows(np.stack([self.space.encode_indices(g) for g in genotypes]))
+
+  def cost_of_indices(self, x: np.ndarray) -> np.ndarray:
+    """DPP-Net's device cost of integer forms ``[n, steps]``: the table's COST column."""
+    return self.bench.cost[self.bench.rows(np.asarray(x))][:, None]
+
+  def estimate(self, genotypes: list) -> _Estimate:
+    rows = self.rows(genotypes)
+    extra = {} if self.report_name is None else {self.report_name: self.bench.report[rows]}
+    return _Estimate(signal=self.bench.signal[rows], cost=self.bench.cost[rows],
+                     objective2=self.bench.cost[rows], extra=extra)
+
+
+class _ScratchEstimator(_Estimator):
+  """Trains each new candidate from scratch (DARTS space); a repeat is read from the cache."""
+
+  signal_name = "val_accuracy"
+  objective2_name = "num_params"
+
+  def __init__(self, config, space: SearchSpace):
+    from jnas.data import load_dataset  # noqa: PLC0415
+    from jnas.estimation.scratch import PathScratchScorer  # noqa: PLC0415
+
+    sc = config.search
+    self.space = space
+    self.scorer = PathScratchScorer(
+        load_dataset(config.data.name, seed=config.data.seed), space=space,
+        channels=int(sc.channels), layers=int(sc.layers), epochs=int(_opt(sc, "scratch_epochs")),
+        batch_size=int(sc.batch_size), learning_rate=float(sc.w_lr),
+        momentum=float(sc.momentum), weight_decay=float(sc.weight_decay),
+        grad_clip=float(sc.grad_clip), seed=int(config.seed))
+    self.cache: dict[str, dict[str, float]] = {}
+
+  def _key(self, genotype: Any) -> str:
+    return str(self.space.genotype_to_json(genotype))
+
+  def restore(self, archive: list[dict]) -> None:
+    # A resumed run must not train again what the killed run trained (and a
+    # repeat costs 0 s either way), so the cache is rebuilt from the archive.
+    for rec in archive:
+      self.cache.setdefault(str(rec["genotype"]), {
+          "val_accuracy": rec["val_accuracy"], "num_params": rec["num_params"],
+          "train_seconds": rec["cost_s"]})
+
+  def estimate(self, genotypes: list) -> _Estimate:
+    out, cost = [], []
+    for g in genotypes:
+      k = self._key(g)
+      if k in self.cache:
+        out.append(self.cache[k])
+        cost.append(0.0)  # nothing is trained for a repeat
+        continue
+      r = self.scorer.evaluate(g)
+      self.cache[k] = {"val_accuracy": float(r["val_accuracy"]),
+                       "num_params": float(r["num_params"]),
+                       "train_seconds": float(r["train_seconds"])}
+      out.append(self.cache[k])
+      cost.append(float(r["train_seconds"]))
+    col = lambda name: np.asarray([o[name] for o in out], np.float64)  # noqa: E731
+    return _Estimate(signal=col("val_accuracy"), cost=np.asarray(cost),
+                     objective2=col("num_params"), extra={})
+
+
+# ---- The plan: space, estimator, strategy. ----
+
+def _settings(text: str) -> dict[str, Any]:
+  from jnas.estimation.tabular import parse_settings  # noqa: PLC0415
+
+  return parse_settings([s for s in str(text).split(",") if s.strip()])
+
+
+def _build_strategy(name: str, space: SearchSpace, estimator: _Estimator, settings: dict
+                    ) -> tuple[AskTellStrategy, int]:
+  """The strategy and how many objectives its ``tell`` takes (2 for nsga2)."""
+  from jnas.estimation.tabular import STRATEGIES, make_strategy  # noqa: PLC0415
+
+  try:
+    if name == "nsga2":
+      from jnas.strategies.evolution import nsga2  # noqa: PLC0415
+      return nsga2(space, 2, **{"population_size": 10, **settings}), 2
+    if name == "dpp_net":
+      from jnas.strategies.progressive import dpp_net  # noqa: PLC0415
+      if not isinstance(estimator, _TableEstimator):
+        raise ValueError("search.strategy='dpp_net' needs the cost of every candidate before it "
+                         "is measured: use search.estimator='table'")
+      return dpp_net(space, estimator.cost_of_indices,
+                     **{**STRATEGIES["pnas"][1], **settings}), 1
+  except TypeError as e:
+    raise ValueError(f"strategy {name!r} does not accept search.strategy_settings "
+                     f"({', '.join(sorted(settings))}): {e}") from None
+  strategy, jit, _ = make_strategy(name, space, settings)
+  if jit:
+    # Pure-JAX ask/tell (REINFORCE): one compilation for the whole search.
+    strategy = AskTellStrategy(jax.jit(strategy.init), jax.jit(strategy.ask),
+                               jax.jit(strategy.tell))
+  return strategy, 1
+
+
+def _check_plan(config) -> None:
+  """The pair (strategy, estimator) and the budget fit; one-line ``ValueError`` otherwise."""
+  sc = config.search
+  if sc.strategy not in ASK_TELL_STRATEGIES:
+    raise ValueError(f"search.strategy={sc.strategy!r} is not a sample-based strategy "
+                     f"(known: {', '.join(ASK_TELL_STRATEGIES)})")
+  est = _opt(sc, "estimator")
+  if est not in ESTIMATORS:
+    raise ValueError(f"search.estimator={est!r}: search.strategy={sc.strategy!r} needs one of "
+                     f"{', '.join(ESTIMATORS)}")
+  want = {"table": "nb201", "scratch": "darts"}[est]
+  if config.space.name != want:
+    raise ValueError(f"search.estimator={est!r} scores {want} cells, not the "
+                     f"{config.space.name} space")
+  if int(_opt(sc, "evals")) < 1 and not float(_opt(sc, "budget_s")) > 0:
+    raise ValueError("a sample-based search needs search.evals >= 1 or search.budget_s > 0 "
+                     "to end")
+
+
+# ---- State and archive in a checkpoint. ----
+
+def _is_key(x: Any) -> bool:
+  dtype = getattr(x, "dtype", None)
+  return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _state_to_tree(state: Any) -> tuple[dict[str, np.ndarray], list]:
+  """The state's leaves as ``{position: array}`` plus a JSON description of each leaf.
+
+  Orbax cannot save zero-size arrays (progressive search starts with empty
+  measurement arrays) and the state's structure changes as the search goes
+  (PNAS's predictor is ``None`` until the first ``tell``), so the leaves are
+  saved by position, and the description (kind, shape, dtype, tree path) says
+  how to rebuild each one.
+  """
+  arrays, leaves = {}, []
+  for i, (path, x) in enumerate(jax.tree_util.tree_flatten_with_path(state)[0]):
+    kind = "key" if _is_key(x) else ("jax" if isinstance(x, jax.Array) else
+                                     "scalar" if isinstance(x, np.generic) else "numpy")
+    a = np.asarray(jax.device_get(jax.random.key_data(x) if kind == "key" else x))
+    leaves.append([kind, list(a.shape), a.dtype.str, jax.tree_util.keystr(path)])
+    if a.size:
+      arrays[f"{i:05d}"] = a
+  return arrays, leaves
+
+
+def _state_from_tree(arrays: dict, leaves: list, template: Any) -> Any:
+  """Inverse of :func:`_state_to_tree`; ``template`` gives the tree structure and key type."""
+  tleaves, treedef = jax.tree.flatten(template)
+  out = []
+  for i, ((kind, shape, dt, _), t) in enumerate(zip(leaves, tleaves)):
+    a = np.asarray(arrays.get(f"{i:05d}", np.zeros(shape, np.dtype(dt))), np.dtype(dt))
+    a = a.reshape(shape)
+    if kind == "key":
+      out.append(jax.random.wrap_key_data(jnp.asarray(a), impl=jax.random.key_impl(t)))
+    elif kind == "jax":
+      out.append(jnp.asarray(a))
+    else:
+      out.append(a[()] if kind == "scalar" else a)
+  return jax.tree.unflatten(treedef, out)
+
+
+def _paths(state: Any) -> list[str]:
+  return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+
+
+# ---- The search. ----
+
+def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
+  """Runs a sample-based search (and optionally retraining) in ``wd``; returns the summary.
+
+  Called by :func:`jnas.search.dispatch.search` when ``search.strategy`` is in
+  :data:`ASK_TELL_STRATEGIES` (after the work directory is claimed; ``chash`` is the
+  config's hash). See the module docstring for the files and the settings.
+
+  Example:
+    >>> cfg = load_config("experiments/rea_table_mnist1d.py")  # doctest: +SKIP
+    >>> search_ask_tell(cfg, Path("runs/rea"), config_hash(cfg))["genotype"]  # doctest: +SKIP
+  """
+  _check_plan(config)
+  sc = config.search
+  clock = CheckpointClock(checkpoint_every_s(sc))
+  space: SearchSpace = build_space(config)
+  est_name = _opt(sc, "estimator")
+  settings = _settings(_opt(sc, "strategy_settings"))
+  if est_name == "table":
+    estimator: _Estimator = _TableEstimator(config, space)
+    strategy, num_objectives = _build_strategy(sc.strategy, space, estimator, settings)
+  else:
+    # The strategy first: a bad setting is refused before the data is loaded.
+    strategy, num_objectives = _build_strategy(sc.strategy, space, _Estimator(), settings)
+    estimator = _ScratchEstimator(config, space)
+  max_evals = int(_opt(sc, "evals")) or None
+  budget = float(_opt(sc, "budget_s")) or None
+  key = jax.random.key(int(config.seed))
+  sig = estimator.signal_name
+
+  def evaluate_round(state: Any, archive: list[dict], spent: float, round_no: int,
+                     replay: list[dict] | None = None) -> tuple[Any, float, int]:
+    """One ask → estimate → tell round; appends to ``archive``. ``replay``: the round's
+    archived records instead of estimates (rebuilds a state's structure on resume)."""
+    state, asked = strategy.ask(state)
+    n = int(np.shape(jax.tree.leaves(asked)[0])[0])
+    if max_evals is not None:
+      n = min(n, max_evals - len(archive))
+    if replay is not None:
+      n = len(replay)
+    if n == 0:
+      return state, spent, 0  # the strategy has nothing left to propose
+    asked = jax.tree.map(lambda a: a[:n], asked)
+    _, genotypes = _candidates(space, asked)
+    if replay is None:
+      e = estimator.estimate(genotypes)
+      used = n
+      for i in range(n):
+        # Sequential accounting: the evaluation that uses up the budget is the last one.
+        spent += float(e.cost[i])
+        archive.append({"index": len(archive), "round": round_no,
+                        "genotype": space.genotype_to_json(genotypes[i]),
+                        sig: float(e.signal[i]), estimator.objective2_name: float(e.objective2[i]),
+                        **{k: float(v[i]) for k, v in e.extra.items()},
+                        "cost_s": float(e.cost[i]), "spent": spent})
+        if budget is not None and spent >= budget:
+          used = i + 1
+          break
+      recs = archive[-used:]
+    else:
+      recs, used = replay, n
+    told = np.asarray([r[sig] for r in recs], np.float64)
+    if num_objectives == 2:
+      # nsga2 maximises every column: the cost is told negated.
+      told = np.stack([told, -np.asarray([r[estimator.objective2_name] for r in recs])], 1)
+    state = strategy.tell(state, jax.tree.map(lambda a: a[:used], asked), told)
+    return state, spent, used
+
+  # ---- Resume from the newest readable checkpoint. ----
+  ckpt = Checkpoints(wd / SEARCH_CKPT_DIR, max_to_keep=2)
+  state = strategy.init(key)
+  archive: list[dict] = []
+  records: list[dict] = []
+  spent, rounds, elapsed0 = 0.0, 0, 0.0
+  exhausted = False
+  # Without a target orbax reads the flat {position: array} dict as saved (NumPy, exact
+  # dtypes); the leaf description in the metadata rebuilds the state.
+  restored = ckpt.latest_good()
+  if restored is not None:
+    ck_step, arrays, meta = restored
+    where = ckpt.directory / str(ck_step)
+    if meta.get("config_hash") != chash:
+      raise ValueError(f"checkpoint {where} belongs to another config "
+                       f"(hash {meta.get('config_hash')}, this config {chash})")
+    archive, records = list(meta["archive"]), list(meta["metrics"])
+    spent, rounds, elapsed0 = float(meta["spent"]), int(meta["rounds"]), float(meta["elapsed_s"])
+    exhausted = bool(meta["exhausted"])
+    saved_paths = [leaf[3] for leaf in meta["leaves"]]
+    template = state
+    if _paths(template) != saved_paths:
+      # The structure grew after the first tell (PNAS's predictor): replay round 1
+      # from the archive, without estimating, to get it.
+      template, _, _ = evaluate_round(strategy.init(key), [], 0.0, 1,
+                                      replay=[r for r in archive if r["round"] == 1])
+    if _paths(template) != saved_paths:
+      raise ValueError(f"checkpoint {where} holds a state of another structure than "
+                       f"strategy {sc.strategy!r} makes")
+    state = _state_from_tree(arrays, meta["leaves"], template)
+    estimator.restore(archive)
+    log.info("resuming %s from checkpoint %d: %d evaluations in %d rounds, %.1f s charged",
+             sc.strategy, ck_step, len(archive), rounds, spent)
+  replace_phase(str(wd), "search", records)
+
+  def save_checkpoint() -> None:
+    arrays, leaves = _state_to_tree(state)
+    meta = {"phase": "search", "config_hash": chash, "rounds": rounds, "spent": spent,
+            "exhausted": exhausted, "elapsed_s": elapsed0 + time.time() - t0, "leaves": leaves,
+            "archive": archive, "metrics": records}
+    ckpt.save(rounds, arrays, meta)
+    clock.saved()
+
+  def done() -> bool:
+    return (exhausted or (max_evals is not None and len(archive) >= max_evals)
+            or (budget is not None and spent >= budget))
+
+  # ---- Ask → estimate → tell, one metrics line per round. ----
+  t0 = time.time()
+  best = max((r[sig] for r in archive), default=-np.inf)
+  with ckpt, MetricWriter(str(wd), tensorboard="search") as writer, StopOnSignal() as stop:
+    while not done():
+      state, spent, used = evaluate_round(state, archive, spent, rounds + 1)
+      if used == 0:
+        exhausted = True
+        log.info("%s has nothing left to propose after %d evaluations", sc.strategy,
+                 len(archive))
+      else:
+        rounds += 1
+        new = [r[sig] for r in archive[-used:]]
+        best = max(best, max(new))
+        records.append(writer.write(
+            len(archive), phase="search", round=rounds, evaluated=len(archive), spent_s=spent,
+            **{f"best_{sig}": best, f"round_best_{sig}": max(new)},
+            elapsed_s=elapsed0 + time.time() - t0))
+      if clock.due(force=done() or bool(stop.requested)) or rounds == 1:
+        save_checkpoint()
+      if stop.requested and not done():
+        log.warning("%s search stopped by %s after round %d; rerun the same command to "
+                    "resume", sc.strategy, stop.requested, rounds)
+        raise KeyboardInterrupt
+  search_s = elapsed0 + time.time() - t0
+  if not archive:
+    raise ValueError(f"search.budget_s={budget:g} is smaller than the cost of the first "
+                     f"evaluation: nothing was evaluated")
+
+  # ---- Results. ----
+  # The best by the signal; the earliest wins ties (as SearchResult.best).
+  best_rec = max(archive, key=lambda r: (r[sig], -r["index"]))
+  write_json_atomic(str(wd / EVALUATIONS_FILE), {
+      "strategy": sc.strategy, "estimator": est_name, "signal": sig,
+      "num_evaluated": len(archive), "spent_s": spent, "best": best_rec, "history": archive})
+  write_json_atomic(str(wd / "genotype.json"), best_rec["genotype"])
+  summary: dict[str, Any] = {
+      "genotype": best_rec["genotype"],
+      "strategy": sc.strategy,
+      "estimator": est_name,
+      f"best_{sig}": best_rec[sig],
+      "evaluated": len(archive),
+      "rounds": rounds,
+      "spent_s": round(spent, 3),
+      "search_seconds": round(search_s, 1),
+  }
+  if isinstance(estimator, _TableEstimator):
+    bench = estimator.bench
+    summary["arch"] = bench.arch[int(estimator.rows([space.genotype_from_json(
+        best_rec["genotype"])])[0])]
+    if estimator.report_name is not None:
+      summary[estimator.report_name] = best_rec[estimator.report_name]
+      summary[f"table_best_{estimator.report_name}"] = bench.best_report()
+    summary[f"table_best_{sig}"] = float(bench.signal.max())
+  if config.retrain.enabled:
+    summary.update(train(config, str(wd), str(wd / "genotype.json")))
+  summary["workdir"] = str(wd)
+  write_json_atomic(str(wd / SUMMARY_FILE), summary)
+  return summary

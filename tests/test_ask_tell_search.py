@@ -1,0 +1,148 @@
+"""``jnas search`` with the sample-based strategies (jnas/search/ask_tell.py), at toy size.
+
+Every strategy over the NB201 MNIST-1D table through the CLI, one strategy with the
+scratch estimator, resume after a simulated kill ending bit-identical to an uninterrupted
+run, and a pair that does not fit refused in one line before the work directory exists.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jnas import cli
+from jnas.checkpoint import Checkpoints
+from jnas.search import ask_tell
+from jnas.utils.metrics import read_metrics
+
+REA = "experiments/rea_table_mnist1d.py"
+SCRATCH = "experiments/reinforce_scratch_mnist1d.py"
+
+# Small populations and beams, so that a dozen evaluations see every phase of a strategy.
+TOY_SETTINGS = {
+    "random": "",
+    "rea": "population_size=4,sample_size=2",
+    "topk": "population_size=4,top_k=2",
+    "nsga2": "population_size=4",
+    "reinforce": "",
+    "pnas": "beam_size=3,predictor_steps=10,predictor_members=2",
+    "dpp_net": "beam_size=3,predictor_steps=10,predictor_members=2",
+}
+
+
+def _search(wd, strategy: str, *extra: str, config: str = REA) -> int:
+  return cli.main(["search", "--config", config, "--workdir", str(wd),
+                   f"--config.search.strategy={strategy}",
+                   f"--config.search.strategy_settings={TOY_SETTINGS[strategy]}", *extra])
+
+
+def _table_run(wd, strategy: str, evals: int = 12, *extra: str) -> int:
+  return _search(wd, strategy, f"--config.search.evals={evals}", "--config.search.budget_s=0",
+                 *extra)
+
+
+@pytest.mark.parametrize("strategy", ask_tell.ASK_TELL_STRATEGIES)
+def test_every_strategy_searches_the_table_from_the_cli(tmp_path, strategy):
+  wd = tmp_path / "run"
+  assert _table_run(wd, strategy) == 0
+  for name in ("config.json", "metrics.jsonl", "genotype.json", "summary.json",
+               "evaluations.json"):
+    assert (wd / name).is_file(), name
+  ev = json.loads((wd / "evaluations.json").read_text())
+  summary = json.loads((wd / "summary.json").read_text())
+  assert 1 <= ev["num_evaluated"] <= 12 and len(ev["history"]) == ev["num_evaluated"]
+  best = max(r["val_acc"] for r in ev["history"])
+  assert summary["best_val_acc"] == best == ev["best"]["val_acc"]
+  assert json.loads((wd / "genotype.json").read_text()) == ev["best"]["genotype"]
+  # The spend is the sum of each query's training seconds, in order.
+  assert np.allclose(np.cumsum([r["cost_s"] for r in ev["history"]]),
+                     [r["spent"] for r in ev["history"]])
+  search = [r for r in read_metrics(str(wd)) if r.get("phase") == "search"]
+  assert len(search) == summary["rounds"] and search[-1]["evaluated"] == ev["num_evaluated"]
+  # A finished run is not run again.
+  assert _table_run(wd, strategy) == 0
+
+
+def test_a_seconds_budget_charges_the_cost_column(tmp_path):
+  wd = tmp_path / "run"
+  assert _search(wd, "rea", "--config.search.budget_s=5") == 0
+  ev = json.loads((wd / "evaluations.json").read_text())
+  spent = [r["spent"] for r in ev["history"]]
+  # The evaluation that crosses the budget is the last one.
+  assert spent[-1] >= 5 and (len(spent) == 1 or spent[-2] < 5)
+
+
+class Killed(Exception):
+  """Stands in for SIGKILL: raised from the estimator in the middle of a search."""
+
+
+def _final(wd) -> tuple[dict, list, dict]:
+  with Checkpoints(wd / "checkpoints" / "search") as ck:
+    _, arrays, meta = ck.latest_good()
+  ev = json.loads((wd / "evaluations.json").read_text())
+  return arrays, ev["history"], meta
+
+
+@pytest.mark.parametrize("strategy", ["rea", "pnas", "reinforce"])
+def test_a_killed_search_resumes_to_the_same_result(tmp_path, monkeypatch, strategy):
+  every = "--config.search.checkpoint_every_s=0"
+  ref = tmp_path / "ref"
+  assert _table_run(ref, strategy, 10, every) == 0
+
+  calls = {"n": 0}
+  real = ask_tell._TableEstimator.estimate
+
+  def dying(self, genotypes):
+    calls["n"] += 1
+    if calls["n"] == 3:
+      raise Killed
+    return real(self, genotypes)
+
+  wd = tmp_path / "run"
+  monkeypatch.setattr(ask_tell._TableEstimator, "estimate", dying)
+  with pytest.raises(Killed):
+    _table_run(wd, strategy, 10, every)
+  assert not (wd / "summary.json").exists()
+  monkeypatch.setattr(ask_tell._TableEstimator, "estimate", real)
+  assert _table_run(wd, strategy, 10, every) == 0
+
+  arrays_ref, hist_ref, meta_ref = _final(ref)
+  arrays, hist, meta = _final(wd)
+  assert hist == hist_ref
+  assert meta["leaves"] == meta_ref["leaves"]
+  assert sorted(arrays) == sorted(arrays_ref)
+  for k in arrays_ref:
+    assert arrays[k].dtype == arrays_ref[k].dtype
+    assert arrays[k].tobytes() == arrays_ref[k].tobytes(), k
+  for name in ("genotype.json",):
+    assert (wd / name).read_text() == (ref / name).read_text()
+  drop = lambda rs: [{k: v for k, v in r.items() if k not in ("time", "elapsed_s")}  # noqa: E731
+                     for r in rs]
+  assert drop(read_metrics(str(wd))) == drop(read_metrics(str(ref)))
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--config.search.strategy=darts"], "search.estimator='table' does not fit"),
+    (["--config.space.name=darts", "--config.space.num_nodes=2"], "scores nb201 cells"),
+    (["--config.search.table=nope.csv"], "is not a file"),
+    (["--config.search.table_columns=arch_str,acc,train_seconds"], "not a column"),
+    (["--config.search.budget_s=0"], "needs search.evals >= 1 or search.budget_s > 0"),
+    (["--config.search.evals=-1"], "search.evals=-1"),
+    (["--config.search.estimator=supernet"], "search.estimator='supernet'"),
+])
+def test_a_pair_that_does_not_fit_is_refused_in_one_line(tmp_path, capsys, extra, words):
+  wd = tmp_path / "run"
+  rc = cli.main(["search", "--config", REA, "--workdir", str(wd), *extra])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2
+  assert len(err) == 1 and err[0].startswith("jnas: error:") and words in err[0], err
+  assert not wd.exists()
+
+
+def test_validate_knows_the_same_strategies():
+  from jnas import validate
+
+  assert validate._ASK_TELL_STRATEGIES == ask_tell.ASK_TELL_STRATEGIES
+  assert tuple(validate._ESTIMATOR_SPACES) == ask_tell.ESTIMATORS
