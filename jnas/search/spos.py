@@ -92,10 +92,12 @@ def add_spos_defaults(config) -> None:
   (:func:`evolution_config`); :func:`jnas.search.dispatch.search` applies it for ``spos``, so
   ``--config.search.strategy=spos`` works on any search config.
   """
-  if "pool_size" not in config.search:
-    config.search.pool_size = 4096
-  if "evolution" not in config:
-    config.evolution = evolution_config()
+  # A config from apply_overrides is locked against new keys; these are the ones SPOS adds.
+  with config.unlocked():
+    if "pool_size" not in config.search:
+      config.search.pool_size = 4096
+    if "evolution" not in config:
+      config.evolution = evolution_config()
 
 
 def _check_positive(section, names: tuple[str, ...], prefix: str) -> None:
