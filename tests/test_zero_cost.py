@@ -115,6 +115,15 @@ def test_synflow_equals_the_discrete_network_in_float64(zc):
   assert got[0] > got[1] > 0
 
 
+def test_synflow_runs_in_float64_past_float32s_range():
+  zc = ZeroCost(TINY, chunk=2)
+  # Weights 1e4 times larger: a path through ~10 weight layers carries 1e40 times more flow.
+  zc._split = zc._split._replace(params=jax.tree.map(lambda a: a * 1e4, zc._split.params))
+  s = zc.score("synflow", [BIG, ZERO])
+  assert np.isfinite(s[0]) and s[0] > 1e39 and s[1] == 0.0
+
+
+@pytest.mark.slow  # compiles the C=16, N=5 skeleton: a minute or more on a CPU
 def test_synflow_does_not_overflow_in_the_benchmark_skeleton():
   # 15 cells of 3x3 convolutions: about 1e66 at C=16, beyond float32's 3e38.
   s = ZeroCost(NB201Skeleton((32, 32, 3), 10), chunk=1).score("synflow", [BIG])
