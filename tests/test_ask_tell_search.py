@@ -146,3 +146,25 @@ def test_validate_knows_the_same_strategies():
 
   assert validate._ASK_TELL_STRATEGIES == ask_tell.ASK_TELL_STRATEGIES
   assert tuple(validate._ESTIMATOR_SPACES) == ask_tell.ESTIMATORS
+
+
+def test_scratch_estimator_trains_each_new_cell_and_retrains_the_best(tmp_path):
+  wd = tmp_path / "run"
+  toy = ["--config.search.evals=3", "--config.search.scratch_epochs=1",
+         "--config.search.channels=4", "--config.search.layers=2",
+         "--config.search.batch_size=512", "--config.retrain.enabled=true",
+         "--config.retrain.epochs=1", "--config.retrain.channels=4",
+         "--config.retrain.layers=2", "--config.retrain.batch_size=512"]
+  assert cli.main(["search", "--config", SCRATCH, "--workdir", str(wd), *toy]) == 0
+  ev = json.loads((wd / "evaluations.json").read_text())
+  summary = json.loads((wd / "summary.json").read_text())
+  assert ev["num_evaluated"] == 3 and ev["estimator"] == "scratch"
+  assert all(0.0 <= r["val_accuracy"] <= 1.0 and r["num_params"] > 0 for r in ev["history"])
+  # A repeated cell is read from the cache: it is charged nothing.
+  seen = set()
+  for r in ev["history"]:
+    key = json.dumps(r["genotype"], sort_keys=True)
+    assert (r["cost_s"] == 0.0) == (key in seen)
+    seen.add(key)
+  assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in ev["history"])
+  assert (wd / "report.json").is_file() and 0.0 <= summary["test_accuracy"] <= 1.0

@@ -43,12 +43,12 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -169,21 +169,23 @@ class _ScratchEstimator(_Estimator):
         grad_clip=float(sc.grad_clip), seed=int(config.seed))
     self.cache: dict[str, dict[str, float]] = {}
 
-  def _key(self, genotype: Any) -> str:
-    return str(self.space.genotype_to_json(genotype))
+  @staticmethod
+  def _key(genotype_json: Any) -> str:
+    # Through JSON, so a record read back from a checkpoint (lists, not tuples) finds its entry.
+    return json.dumps(genotype_json, sort_keys=True)
 
   def restore(self, archive: list[dict]) -> None:
     # A resumed run must not train again what the killed run trained (and a
     # repeat costs 0 s either way), so the cache is rebuilt from the archive.
     for rec in archive:
-      self.cache.setdefault(str(rec["genotype"]), {
+      self.cache.setdefault(self._key(rec["genotype"]), {
           "val_accuracy": rec["val_accuracy"], "num_params": rec["num_params"],
           "train_seconds": rec["cost_s"]})
 
   def estimate(self, genotypes: list) -> _Estimate:
     out, cost = [], []
     for g in genotypes:
-      k = self._key(g)
+      k = self._key(self.space.genotype_to_json(g))
       if k in self.cache:
         out.append(self.cache[k])
         cost.append(0.0)  # nothing is trained for a repeat
@@ -409,7 +411,8 @@ def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
     meta = {"phase": "search", "config_hash": chash, "rounds": rounds, "spent": spent,
             "exhausted": exhausted, "elapsed_s": elapsed0 + time.time() - t0, "leaves": leaves,
             "archive": archive, "metrics": records}
-    ckpt.save(rounds, arrays, meta)
+    # A save after the strategy ran dry follows its last round's save: a step of its own.
+    ckpt.save(rounds + int(exhausted), arrays, meta)
     clock.saved()
 
   def done() -> bool:
@@ -434,7 +437,7 @@ def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
             len(archive), phase="search", round=rounds, evaluated=len(archive), spent_s=spent,
             **{f"best_{sig}": best, f"round_best_{sig}": max(new)},
             elapsed_s=elapsed0 + time.time() - t0))
-      if clock.due(force=done() or bool(stop.requested)) or rounds == 1:
+      if clock.due(force=done() or bool(stop.requested)):
         save_checkpoint()
       if stop.requested and not done():
         log.warning("%s search stopped by %s after round %d; rerun the same command to "
