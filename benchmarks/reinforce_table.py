@@ -208,7 +208,7 @@ NOTES = """## Findings
   4 samples per update 83.88 +- 2.01, only cells not told before 84.18 +- 2.02 (the earlier defaults on
   these 200: 84.16 +- 2.05). Every std stayed between 1.95 and 2.60. These are the `lstm_*` rows; rows
   listed as not run below the tables were measured with the same `replay_many` calls while looking for
-  the cause (`jnas.estimation.tabular.replay_many(..., budget=40, runs=200, seed=0, settings=...)`) and
+  the cause (`jnas.estimation.tabular.replay_many(..., budget=40, runs=200 or 500, seed=0, settings=...)`) and
   are quoted here. Re-queried cells are not the cause at this budget: in 60 queries the controllers almost
   never draw a string twice (with the per-edge policy, `unseen_draws=16` gives the very same runs). Repeats
   matter only once a policy has converged, and the replay charges a repeat for every strategy alike, as
