@@ -122,14 +122,14 @@ def test_runs_are_reproducible(bench):
   assert one["time"] <= BUDGET
 
 
-def _small_table(tmp_path, objective_values):
+def _small_table(tmp_path, objective_values, name):
   lines = ["arch_str,val,test,sec,lat"]
   ops = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
   for k, v in enumerate(objective_values):
     a = ops[k % 5]
     arch = f"|{a}~0|+|none~0|none~1|+|none~0|none~1|{ops[k // 5]}~2|"
     lines.append(f"{arch},0.{k + 1},0.{k + 2},1.0,{v}")
-  p = tmp_path / "t.csv"
+  p = tmp_path / f"{name}.csv"  # one file per case: the cases are built before they run
   p.write_text("\n".join(lines) + "\n")
   return p
 
@@ -143,14 +143,14 @@ def _cli(capsys, args):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
   base = ["--arch-column", "arch_str", "--signal-column", "val",
           "--report-column", "test", "--cost-column", "sec", "--runs", "2", "--budget", "5"]
+  def small(values, name):
+    return ["--table", str(_small_table(tmp_path, values, name))] + base + ["--objective", "lat"]
+
   cases = [
       (CLI + ["--objective", "latency_ms"], "no column 'latency_ms'"),
-      (["--table", str(_small_table(tmp_path, ["1", "fast", "2"]))] + base + ["--objective", "lat"],
-       "holds 'fast', not a number"),
-      (["--table", str(_small_table(tmp_path, ["1", "nan", "2"]))] + base + ["--objective", "lat"],
-       "not a finite number"),
-      (["--table", str(_small_table(tmp_path, ["1", "0", "2"]))] + base + ["--objective", "lat"],
-       "must be > 0"),
+      (small(["1", "fast", "2"], "text"), "holds 'fast', not a number"),
+      (small(["1", "nan", "2"], "nan"), "not a finite number"),
+      (small(["1", "0", "2"], "zero"), "must be > 0"),
       (CLI + ["--objective", "params", "--max-objective", "100"], "no cell meets"),
       (CLI + ["--objective", "params", "--budget", "0"], "--budget 0"),
       (CLI + ["--objective", "params", "--budget", "-5"], "--budget -5"),
