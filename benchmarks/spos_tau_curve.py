@@ -98,9 +98,12 @@ def cmd_report(args) -> None:
   for variant, by in res["curve"].items():
     for minutes, runs in sorted(by.items(), key=lambda kv: float(kv[0][:-3])):
       tau = np.asarray([r["kendall_tau"] for r in runs if r["kendall_tau"] is not None])
-      acc = 100 * np.asarray([r["test_acc"] for r in runs])
+      # On a partial table a found cell may be missing (None): its accuracy is then not known.
+      acc = 100 * np.asarray([r["test_acc"] for r in runs if r["test_acc"] is not None])
+      acc_text = (f"{acc.mean():.1f} +- {acc.std():.1f} % ({len(acc)} in the table)" if len(acc)
+                  else "not in the (partial) table")
       lines.append(f"| {variant} | {minutes} | {len(runs)} | {tau.mean():.3f} +- {tau.std():.3f} | "
-                   f"{acc.mean():.1f} +- {acc.std():.1f} % |")
+                   f"{acc_text} |")
   y = res.get("yardsticks") or {}
   if y.get("noise_ceiling"):
     lines.append(f"\nnoise ceiling (seed vs seed): {y['noise_ceiling']['kendall_tau']:.3f}; free "

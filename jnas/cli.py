@@ -151,7 +151,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                        help="unique cells scored for the rank correlations (default 200, 0: none)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.add_argument("--no-yardsticks", action="store_true",
-                       help="skip the noise ceiling and free baselines (params, FLOPs, synflow, "
+                       help="skip the noise ceiling and free baselines (params, FLOPs, synflow, snip, "
                             "NASWOT) printed beside the correlations")
     subs["bench"] = bench
 

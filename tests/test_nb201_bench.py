@@ -230,3 +230,21 @@ def test_format_bench_prints_yardsticks_beside_the_taus():
   text = format_bench(r)
   assert "noise ceiling (seed vs seed of the table): Kendall tau 0.600" in text
   assert "free baseline params:" in text and "0.300" in text
+
+
+def test_bench_on_a_partial_table_reports_correlations_without_the_found_cell(spos_run, tmp_path):
+  full = _write_table(tmp_path / "full" / "table.csv")
+  arch = json.loads((spos_run / "genotype.json").read_text())["arch"]
+  rows = list(csv.DictReader(open(full, newline="")))
+  gone = next(r["canonical"] for r in rows if r["arch_str"] == arch)
+  part = tmp_path / "part" / "table.csv"
+  part.parent.mkdir()
+  with open(part, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(r for r in rows if r["canonical"] != gone)  # a build still in progress
+  shutil.copy(full.parent / "protocol.json", part.parent / "protocol.json")
+  r = bench_workdir(spos_run, part, sample=20, yardsticks=False)
+  assert r["test_acc"] is None and r["rank"] is None and r["table_coverage"] < 1
+  assert r["correlation"]["shared_weights"]["cells"] == 20
+  assert "not in this partial table" in format_bench(r)

@@ -307,23 +307,28 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
       raise ValueError(f"sample={sample} is more than the {n_unique} unique cells of the table "
                        f"{t.path}; ask for at most {n_unique}")
     _check_npz(supernet)
-  if arch not in t.row:
-    raise ValueError(f"the found cell {arch} is not in the table {t.path} (an incomplete table?)")
-  i = t.row[arch]
-  found = float(t.test_acc[i])
+  coverage = len(t.arch) / space.num_architectures
+  if arch not in t.row and coverage >= 1:
+    raise ValueError(f"the found cell {arch} is not in the table {t.path}")
   unique = t.unique_test_acc()
   best = int(np.argmax(t.test_acc))
   summary = _read_json(wd / "summary.json") if (wd / "summary.json").exists() else {}
   sc = config.search
+  # A partial table (a build in progress) may lack the found cell: its figures are then None,
+  # and the rank correlations, which need only the table's own cells, are still reported.
+  i = t.row.get(arch)
+  found = None if i is None else float(t.test_acc[i])
   out: dict[str, Any] = {
       "workdir": str(wd), "table": t.path, "strategy": sc.strategy,
       "mitigations": sc.get("mitigations", "") or "", "seed": int(config.seed),
-      "arch": arch, "canonical": t.canonical[i], "test_acc": found, "val_acc": float(t.val_acc[i]),
-      "rank": 1 + sum(v > found for v in unique.values()), "unique_cells": len(unique),
-      "percentile": float(100.0 * np.mean(t.test_acc < found)),
-      "regret": float(t.test_acc[best] - found),
+      "arch": arch, "canonical": None if i is None else t.canonical[i], "test_acc": found,
+      "val_acc": None if i is None else float(t.val_acc[i]),
+      "rank": None if i is None else 1 + sum(v > found for v in unique.values()),
+      "unique_cells": len(unique),
+      "percentile": None if i is None else float(100.0 * np.mean(t.test_acc < found)),
+      "regret": None if i is None else float(t.test_acc[best] - found),
       "table_best_test_acc": float(t.test_acc[best]), "table_best_arch": t.arch[best],
-      "table_coverage": len(t.arch) / space.num_architectures,
+      "table_coverage": coverage,
       "search_seconds": summary.get("search_seconds"),
       "search_epochs": summary.get("search_epochs", sc.get("epochs")),
       "correlation": {},
@@ -352,12 +357,15 @@ def format_bench(r: dict[str, Any]) -> str:
   """
   method = r["strategy"] + (f" + {r['mitigations']}" if r["mitigations"] else "")
   lines = [f"{r['workdir']}: {method}, seed {r['seed']}",
-           f"found cell:     {r['arch']}",
-           f"table test acc: {100 * r['test_acc']:.2f} % (val {100 * r['val_acc']:.2f} %)",
-           f"rank:           {r['rank']} of {r['unique_cells']} unique cells; better than "
-           f"{r['percentile']:.1f} % of the space",
-           f"regret:         {100 * r['regret']:.2f} points to the table's best "
-           f"({100 * r['table_best_test_acc']:.2f} %, {r['table_best_arch']})"]
+           f"found cell:     {r['arch']}"]
+  if r["test_acc"] is None:
+    lines.append("table test acc: the found cell is not in this partial table")
+  else:
+    lines += [f"table test acc: {100 * r['test_acc']:.2f} % (val {100 * r['val_acc']:.2f} %)",
+              f"rank:           {r['rank']} of {r['unique_cells']} unique cells; better than "
+              f"{r['percentile']:.1f} % of the space",
+              f"regret:         {100 * r['regret']:.2f} points to the table's best "
+              f"({100 * r['table_best_test_acc']:.2f} %, {r['table_best_arch']})"]
   if r["table_coverage"] < 1:
     lines.append(f"note:           the table covers {100 * r['table_coverage']:.1f} % of the "
                  f"space; rank and percentile are within what it covers")

@@ -8,7 +8,7 @@ figures frame it, computed on the same cells:
   a second training run does.
 * **free baselines**: scores that cost (next to) nothing to compute: the
   network's weights (``params``), its multiply-adds (``flops``) and the
-  zero-cost proxies synflow and NASWOT. An estimator below them has not
+  zero-cost proxies synflow, NASWOT and snip. An estimator below them has not
   earned its cost.
 
 Example:
@@ -33,9 +33,10 @@ from jnas.spaces.nb201 import NB201Space
 
 __all__ = ["FREE_BASELINES", "seed_accuracies", "yardsticks"]
 
-#: What ``jnas bench`` ranks beside every estimator: weights, multiply-adds and two zero-cost
-#: proxies (:mod:`jnas.estimation.zero_cost`), each in the table's own skeleton.
-FREE_BASELINES = ("params", "flops", "synflow", "naswot")
+#: What ``jnas bench`` ranks beside every estimator: weights, multiply-adds and three zero-cost
+#: proxies (:mod:`jnas.estimation.zero_cost`), each in the table's own skeleton. snip is the best
+#: proxy measured on v1 (benchmarks/results/zero_cost), synflow and NASWOT the best published ones.
+FREE_BASELINES = ("params", "flops", "synflow", "naswot", "snip")
 
 def seed_accuracies(table: str | os.PathLike, metric: str = "test_acc"
                     ) -> dict[int, dict[str, float]]:
