@@ -110,7 +110,8 @@ def _markdown(res: dict) -> str:
            "median | best | CPU s per cell-seed | tau vs twice the epochs |", "|---|---|---|---|---|---|---|---|---|"]
   for name, r in res.items():
     p = r["protocol"]
-    desc = (f"{p['dataset']}, train {p['train_size']}, {p['epochs']} ep x batch {p['batch_size']}")
+    desc = (f"{p['dataset']}, C={p.get('channels', 8)}, train {p['train_size']}, "
+            f"{p['epochs']} ep x batch {p['batch_size']}")
     t2 = r.get("tau_vs_next")
     t2_text = "" if t2 is None else f"{t2['kendall_tau']:.3f} ({t2['cells']} cells)"
     lines.append(f"| {name} | {desc} | {r['unique_cells']} | "
