@@ -5,7 +5,10 @@ figures frame it, computed on the same cells:
 
 * **the noise ceiling**: the table's own seed-to-seed tau (one seed's test
   accuracy against another's). An estimator that reaches it ranks as well as
-  a second training run does.
+  a second training run does. It is a conservative ceiling: estimators are
+  ranked against the mean over the table's seeds, which is less noisy than one
+  seed, so a good estimator can pass it (on the v2 pilot's cells #params did:
+  0.64 against 0.54).
 * **free baselines**: scores that cost (next to) nothing to compute: the
   network's weights (``params``), its multiply-adds (``flops``) and the
   zero-cost proxies synflow, NASWOT and snip. An estimator below them has not
