@@ -105,7 +105,11 @@ def test_search_with_a_flipped_checkpoint_falls_back_and_ends_identical(tmp_path
   with caplog.at_level(logging.INFO):
     assert _search(wd) == 0
   warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-  assert any(str(newest) in m and "checksum" in m for m in warnings), warnings
+  # Most flips leave the compressed chunk decodable and are caught by the checksum; a flip that
+  # breaks the decoding is caught as unreadable instead (seen under xdist). Either way the step is
+  # moved aside with a warning naming it (the checksum path alone is tested above).
+  assert any(str(newest) in m and ("checksum" in m or "cannot" in m or "unreadable" in m
+                                   or "corrupt" in m) for m in warnings), warnings
   assert any("from checkpoint step 7" in r.getMessage() for r in caplog.records)
   assert len(list((wd / "checkpoints/search-corrupt").iterdir())) == 1
   # Bit-identical to the uninterrupted run: genotype, every array, every metric line.
