@@ -190,6 +190,7 @@ def test_one_compilation_serves_every_population():
   assert zc.compilations() == 3
 
 
+@pytest.mark.slow  # 77 s on a loaded 2-core CPU: the vmapped form is for accelerators
 def test_vmapped_groups_give_the_same_scores(zc):
   x, y = _batch()
   grouped = ZeroCost(TINY, chunk=4, vmap_size=2)
