@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -193,24 +192,13 @@ def write_scores(path: str | os.PathLike, archs: list[str], scores: Any) -> None
     >>> write_scores("s.csv", ["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"], [1.5])  # doctest: +SKIP
   """
   import csv  # noqa: PLC0415
+  import io  # noqa: PLC0415
 
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-      writer = csv.writer(f)
-      writer.writerow(["arch", "score"])
-      for a, s in zip(archs, scores):
-        writer.writerow([a, repr(float(s))])
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    raise
+  from jnas.utils.metrics import _write_text_atomic  # noqa: PLC0415 (one atomic writer)
+
+  buf = io.StringIO(newline="")
+  writer = csv.writer(buf)
+  writer.writerow(["arch", "score"])
+  for a, s in zip(archs, scores):
+    writer.writerow([a, repr(float(s))])
+  _write_text_atomic(os.fspath(path), buf.getvalue())
