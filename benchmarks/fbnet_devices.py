@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
 
   from jnas.data import load_dataset, split_train_val
   from jnas.estimation.latency import build_latency_table, measure_latencies, predicted_latency
-  from jnas.supernet.chain import search_fbnet
+  from jnas.search.fbnet import search_fbnet
 
   t0 = time.perf_counter()
   say = (lambda line: print(line, file=sys.stderr, flush=True))

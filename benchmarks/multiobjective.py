@@ -5,7 +5,7 @@
 
 For each objective column (``params`` and ``train_seconds`` until the table
 has latency columns) and each strategy (``nsga2``, ``dpp_net``, ``random``,
-``rea``, ``reinforce``), ``jnas.estimation.tabular_front.replay_front_many``
+``rea``, ``reinforce``), ``jnas.search.tabular_front.replay_front_many``
 runs the strategy ``--runs`` times under the table's cost column
 (``train_seconds`` per query, ``--budget`` simulated seconds) and judges each
 run by the hypervolume of the front of every cell it evaluated (``test_acc``
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jnas.estimation.tabular import load_table  # noqa: E402
-from jnas.estimation.tabular_front import replay_front_many  # noqa: E402
+from jnas.search.tabular_front import replay_front_many  # noqa: E402
 from jnas.utils.metrics import write_json_atomic  # noqa: E402
 
 TABLE = ROOT / "benchmarks/results/nb201_mnist1d/table.csv"

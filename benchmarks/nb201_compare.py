@@ -12,7 +12,7 @@ a short calibration run per method (``OUT/calib/METHOD``, two epochs) measures
 its steady epoch time (compilation excluded, checkpointing included) and SPOS's
 evolution time; each method then gets ``round(budget / epoch time)`` epochs.
 
-``report`` scores every run with :func:`jnas.estimation.nb201_table.bench`
+``report`` scores every run with :func:`jnas.nb201_table.bench`
 (the found cell's table accuracy, percentile, regret; the supernet's rank
 correlation with the table on a fixed sample of cells) and adds random search
 and regularised evolution replayed on the table itself with the same time
@@ -128,7 +128,7 @@ def cmd_run(args) -> None:
 
 def _bench_run(wd: Path, table, table_id: str, sample: int) -> dict:
   """:func:`bench_workdir` of one run, cached in ``wd/bench.json`` for this table and sample."""
-  from jnas.estimation.nb201_table import bench_workdir
+  from jnas.nb201_table import bench_workdir
   from jnas.utils.metrics import write_json_atomic
 
   cache = wd / "bench.json"
@@ -162,8 +162,8 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
   """Benches every finished run and replays random search and REA; writes compare.{json,md,png}."""
   import numpy as np
 
-  from jnas.estimation.nb201_table import load_nb201_table
-  from jnas.estimation.tabular import load_table, replay_many
+  from jnas.nb201_table import load_nb201_table
+  from jnas.search.tabular import load_table, replay_many
   from jnas.search.common import enable_compilation_cache
   from jnas.utils.metrics import write_json_atomic
 

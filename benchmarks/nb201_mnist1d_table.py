@@ -9,13 +9,13 @@
   python benchmarks/nb201_mnist1d_table.py summary --out benchmarks/results/nb201_mnist1d
 
 ``build`` trains the 4,660 unique cells of the 15,625 (see
-:func:`jnas.estimation.nb201_table.canonical_form`) for every seed of the
+:func:`jnas.nb201_table.canonical_form`) for every seed of the
 protocol, in a fixed shuffled order, appending to ``raw.csv``; run it again
 to continue (``--minutes`` stops it cleanly, ``--limit`` stops after the first
 N unique cells). ``expand`` writes ``table.csv`` (one row per benchmark string
 with results); ``summary`` prints its spread and the seed-to-seed rank
 correlation as Markdown, then one line of JSON. The protocol (the defaults of
-:class:`jnas.estimation.nb201_table.Protocol`, changed by the flags below) is
+:class:`jnas.nb201_table.Protocol`, changed by the flags below) is
 kept in ``protocol.json``; a folder holding another protocol is refused.
 
 The process pins itself to ``--cores`` CPU cores (1 by default) before JAX
@@ -62,7 +62,7 @@ PRESETS = {
 
 
 def _protocol(args):
-  from jnas.estimation.nb201_table import Protocol  # noqa: PLC0415 (after pinning)
+  from jnas.nb201_table import Protocol  # noqa: PLC0415 (after pinning)
 
   fields = {f.name for f in dataclasses.fields(Protocol)}
   given = dict(PRESETS[args.preset])
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.command == "build":
     _pin(args.cores, int(args.shard.split("/")[0]) if args.shard.split("/")[0].isdigit() else 0)
-  from jnas.estimation import nb201_table as T  # noqa: PLC0415 (after pinning)
+  from jnas import nb201_table as T  # noqa: PLC0415 (after pinning)
 
   try:
     if args.command == "build":

@@ -64,7 +64,7 @@ def _report(out: Path) -> dict:
   import numpy as np  # noqa: PLC0415
   from scipy import stats  # noqa: PLC0415
 
-  from jnas.estimation import nb201_table as T  # noqa: PLC0415
+  from jnas import nb201_table as T  # noqa: PLC0415
 
   res: dict = {}
   for name in CANDIDATES:
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("run needs --candidate (one of " + ", ".join(CANDIDATES) + ")")
       shard = tuple(int(v) for v in args.shard.split("/"))
       _pin(shard)
-      from jnas.estimation import nb201_table as T  # noqa: PLC0415 (after pinning)
+      from jnas import nb201_table as T  # noqa: PLC0415 (after pinning)
 
       r = T.build(out / "pilot" / args.candidate, T.Protocol(**CANDIDATES[args.candidate]),
                   limit=args.cells, minutes=args.minutes, shard=shard)

@@ -3,7 +3,7 @@
   python benchmarks/reinforce_table.py --more-budgets 120   # as in benchmarks/results/reinforce
   python benchmarks/reinforce_table.py --runs 100 --ablation-runs 0 --out /tmp/rf
 
-Replays (``jnas.estimation.tabular.replay_many``) on
+Replays (``jnas.search.tabular.replay_many``) on
 ``benchmarks/results/nb201_mnist1d/table.csv``: the search sees ``val_acc``
 (mean of two seeds), the result is judged on ``test_acc``, a query costs the
 cell's ``train_seconds``; run ``i`` starts from ``fold_in(key(0), i)``. The
@@ -27,14 +27,13 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jnas.estimation.tabular import STRATEGIES, load_table, replay_many  # noqa: E402
+from jnas.search.tabular import STRATEGIES, load_table, replay_many  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks/results/nb201_mnist1d/table.csv"
@@ -208,7 +207,7 @@ NOTES = """## Findings
   4 samples per update 83.88 +- 2.01, only cells not told before 84.18 +- 2.02 (the earlier defaults on
   these 200: 84.16 +- 2.05). Every std stayed between 1.95 and 2.60. These are the `lstm_*` rows; rows
   listed as not run below the tables were measured with the same `replay_many` calls while looking for
-  the cause (`jnas.estimation.tabular.replay_many(..., budget=40, runs=200 or 500, seed=0, settings=...)`) and
+  the cause (`jnas.search.tabular.replay_many(..., budget=40, runs=200 or 500, seed=0, settings=...)`) and
   are quoted here. Re-queried cells are not the cause at this budget: in 60 queries the controllers almost
   never draw a string twice (with the per-edge policy, `unseen_draws=16` gives the very same runs). Repeats
   matter only once a policy has converged, and the replay charges a repeat for every strategy alike, as

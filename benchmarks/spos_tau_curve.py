@@ -80,7 +80,7 @@ def cmd_run(args) -> None:
 def cmd_report(args) -> None:
   import numpy as np  # noqa: PLC0415
 
-  from jnas.estimation.nb201_table import bench_workdir  # noqa: PLC0415
+  from jnas.nb201_table import bench_workdir  # noqa: PLC0415
 
   out = Path(args.out)
   res: dict = {"table": args.table, "sample": args.sample, "curve": {}}

@@ -3,13 +3,13 @@
   python benchmarks/zero_cost.py --table benchmarks/results/nb201_mnist1d/table.csv --sample 500
 
 Draws a fixed sample of unique cells of the table (``jnas bench``'s
-:func:`~jnas.estimation.nb201_table.sample_cells`, so the same cells for the
+:func:`~jnas.nb201_table.sample_cells`, so the same cells for the
 same ``--sample-seed``), scores each with every proxy of
 :mod:`jnas.estimation.zero_cost` in the table's own skeleton (its
 ``protocol.json``: dataset, ``C``, ``N``), and ranks the scores against the
 table's test accuracy (the mean over its seeds). Each unique cell is scored as
 the string the table trained for it (the member with the fewest live edges,
-:func:`~jnas.estimation.nb201_table.unique_cells`), so no proxy is credited or
+:func:`~jnas.nb201_table.unique_cells`), so no proxy is credited or
 charged for dead edges the table never trained. Beside the proxies it prints
 the noise ceiling on the same cells: Kendall/Spearman between the table's
 seeds (seed 0 against seed 1; the mean over pairs when there are more).
@@ -46,7 +46,7 @@ def _seed_columns(path: str) -> dict[str, dict[int, float]]:
 
 
 def _noise_ceiling(per_seed: dict[str, dict[int, float]], archs: list[str]):
-  from jnas.estimation.nb201_table import rank_correlation  # noqa: PLC0415
+  from jnas.nb201_table import rank_correlation  # noqa: PLC0415
 
   seeds = sorted(set.intersection(*(set(per_seed.get(a, {})) for a in archs))) if archs else []
   pairs = list(itertools.combinations(seeds, 2))
@@ -64,7 +64,7 @@ def run(args) -> dict:
   import numpy as np  # noqa: PLC0415
 
   from jnas.data import load_dataset  # noqa: PLC0415
-  from jnas.estimation.nb201_table import (Protocol, load_nb201_table, rank_correlation,  # noqa: PLC0415
+  from jnas.nb201_table import (Protocol, load_nb201_table, rank_correlation,  # noqa: PLC0415
                                            sample_cells, unique_cells, genotype_at)
   from jnas.estimation.zero_cost import (DATA_PROXIES, NB201Skeleton, ZeroCost,  # noqa: PLC0415
                                          check_proxy, default_batch)

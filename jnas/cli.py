@@ -103,8 +103,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     cmp_.add_argument("--workdir", required=True, metavar="DIR",
                       help="one sub-directory per run, and compare.{json,md,png}")
     cmp_.add_argument("--strategies", default="darts,darts2,gdas,snas",
-                      help="comma-separated: darts, darts2, gdas, snas (DARTS-space configs) "
-                           "or fbnet (chain-space configs); default darts,darts2,gdas,snas")
+                      help="comma-separated: darts, darts2, gdas, snas, spos (cell-space "
+                           "configs), fbnet (chain-space configs), or a sample-based strategy "
+                           "as STRATEGY:ESTIMATOR (rea:supernet, reinforce:scratch, rea:table); "
+                           "default darts,darts2,gdas,snas")
     cmp_.add_argument("--seeds", type=int, default=3,
                       help="runs per strategy, seeds config.seed + 0, 1, ... (default 3)")
 
@@ -155,7 +157,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                             "NASWOT) printed beside the correlations")
     subs["bench"] = bench
 
-    from jnas.estimation import score_cli  # noqa: PLC0415 (imports no JAX)
+    from jnas import score_cli  # noqa: PLC0415 (imports no JAX)
 
     score_cli.add_arguments(add("score", "Score NAS-Bench-201 cells (one string per line) with a "
                                          "zero-cost proxy; writes arch,score CSV."))
@@ -310,22 +312,14 @@ def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
 def _check_genotype(run, config, genotype: str | None, workdir: str) -> None:
     """Resolves the genotype as ``train`` will, so a bad one is refused before the workdir exists.
 
-    Goes through the run module's own ``build_space``/``resolve_genotype``; a
+    Goes through the run module's own ``resolve_architecture``; a
     stand-in run module without them (tests) is not second-guessed.
     """
-    build_space = getattr(run, "build_space", None)
-    resolve = getattr(run, "resolve_genotype", None)
-    if build_space is None or resolve is None:
+    resolve = getattr(run, "resolve_architecture", None)
+    if resolve is None:
         return
-    space = build_space(config)
     try:
-        if config.space.name in getattr(run, "CHAIN_SPACE_NAMES", ()):
-            from jnas.search.common import genotype_path
-            from jnas.spaces.chain import resolve_chain_genotype
-
-            resolve_chain_genotype(space, genotype_path(genotype, workdir))
-        else:
-            resolve(space, genotype, workdir)
+        resolve(config, genotype, workdir)
     except UnicodeDecodeError:
         # Its own message names a byte, not the file.
         raise ValueError(f"genotype {genotype or os.path.join(workdir, 'genotype.json')} is not "
@@ -370,7 +364,7 @@ def _cmd_plot(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_tabular(args: argparse.Namespace, overrides: list[str]) -> int:
     if overrides:
         raise ValueError("jnas tabular takes no --config.KEY overrides (use --set KEY=VALUE)")
-    from jnas.estimation.tabular import load_table, parse_settings, replay_many
+    from jnas.search.tabular import load_table, parse_settings, replay_many
     from jnas.utils.metrics import write_json_atomic
     from jnas.validate import check_output_file
 
@@ -399,11 +393,11 @@ def _cmd_tabular(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _tabular_front(args: argparse.Namespace) -> int:
-    # jnas tabular --objective: the multi-objective replays (jnas.estimation.tabular_front).
+    # jnas tabular --objective: the multi-objective replays (jnas.search.tabular_front).
     import math
 
-    from jnas.estimation.tabular import load_table, parse_settings
-    from jnas.estimation.tabular_front import replay_front_many
+    from jnas.search.tabular import load_table, parse_settings
+    from jnas.search.tabular_front import replay_front_many
     from jnas.utils.metrics import write_json_atomic
 
     if args.objective is None:
@@ -456,7 +450,7 @@ def _cmd_compare(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_bench(args: argparse.Namespace, overrides: list[str]) -> int:
     if overrides:
         raise ValueError("jnas bench takes no --config.KEY overrides (it reads WORKDIR/config.json)")
-    from jnas.estimation.nb201_table.bench import bench_workdir, format_bench
+    from jnas.nb201_table.bench import bench_workdir, format_bench
 
     if args.sample < 0:
         raise ValueError(f"--sample {args.sample} must be >= 0 (0: no rank correlations)")
@@ -468,7 +462,7 @@ def _cmd_bench(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_score(args: argparse.Namespace, overrides: list[str]) -> int:
-    from jnas.estimation import score_cli
+    from jnas import score_cli
 
     return score_cli.run(_load(args, overrides), args)
 

@@ -18,7 +18,10 @@ XLA's cost analysis counts them, one example), latency (median forward time of
 one example on this machine, milliseconds), search and retraining seconds.
 Strategy names: ``darts`` (first order), ``darts2`` (second order), ``gdas``,
 ``snas`` and ``spos`` on DARTS- and NAS-Bench-201-space configs; ``fbnet`` and ``spos`` on
-chain-space configs.
+chain-space configs; and every sample-based strategy (``random``, ``rea``, ``topk``,
+``nsga2``, ``reinforce``, ``pnas``, ``dpp_net``) as ``STRATEGY:ESTIMATOR`` (``rea:supernet``,
+``reinforce:scratch``, ``rea:table``), or plain when the config names its
+``search.estimator``. Each run's directory is ``WORKDIR/STRATEGY[_ESTIMATOR]/seed_I``.
 """
 
 from __future__ import annotations
@@ -38,30 +41,49 @@ log = logging.getLogger("jnas.compare")
 FIGURES = ("test_accuracy", "num_params", "madds", "latency_ms", "search_seconds",
            "retrain_seconds")
 _CELL_SPACE = ("darts", "darts2", "gdas", "snas", "spos")
+# The sample-based strategies and estimators (jnas.search.ask_tell; a test keeps them equal).
+_ASK_TELL = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
+_ESTIMATORS = ("table", "scratch", "supernet")
+
+
+def run_name(strategy: str) -> str:
+  """The run directory's name of a strategy name (``rea:supernet`` -> ``rea_supernet``)."""
+  return strategy.replace(":", "_")
 
 
 def strategy_config(config, strategy: str, seed: int):
-  """A copy of ``config`` that runs ``strategy`` with ``seed`` (``darts2``: DARTS, order 2).
+  """A copy of ``config`` that runs ``strategy`` with ``seed`` (``darts2``: DARTS, order 2;
+  ``rea:supernet``: REA with ``search.estimator = "supernet"``).
 
   Example:
     >>> strategy_config(config, "darts2", 1).search.order  # doctest: +SKIP
     2
   """
-  from jnas.run import CHAIN_SPACE_NAMES
+  from jnas.run import is_chain
 
-  chain = config.space.name in CHAIN_SPACE_NAMES
-  known = ("fbnet", "spos") if chain else _CELL_SPACE
-  if strategy not in known:
+  name, _, estimator = strategy.partition(":")
+  chain = is_chain(config)
+  known = ("fbnet", "spos") if chain else _CELL_SPACE + _ASK_TELL
+  if name not in known or (estimator and name not in _ASK_TELL):
     raise ValueError(f"strategy {strategy!r} does not run on the {config.space.name} space of "
-                     f"this config (known here: {', '.join(known)})")
+                     f"this config (known here: {', '.join(known)}; sample-based ones as "
+                     f"STRATEGY:ESTIMATOR)")
+  if name in _ASK_TELL:
+    estimator = estimator or str(config.search.get("estimator", "") or "")
+    if estimator not in _ESTIMATORS:
+      raise ValueError(f"strategy {strategy!r} needs an estimator: write {name}:ESTIMATOR "
+                       f"(one of {', '.join(_ESTIMATORS)})")
   c = copy.deepcopy(config)
   c.seed = int(seed)
-  if strategy == "darts2":
+  if name == "darts2":
     c.search.strategy, c.search.order = "darts", 2
   else:
-    c.search.strategy = strategy
-    if strategy == "darts":
+    c.search.strategy = name
+    if name == "darts":
       c.search.order = 1
+  if name in _ASK_TELL:
+    with c.unlocked():
+      c.search.estimator = estimator
   c.retrain.enabled = True
   return c
 
@@ -88,16 +110,8 @@ def architecture_costs(config, genotype_file: str | Path, repeats: int = 20) -> 
 
     ds = load_dataset(config.data.name, seed=config.data.seed)
     shape, classes = tuple(ds.input_shape), int(ds.num_classes)
-  if config.space.name in run.CHAIN_SPACE_NAMES:
-    from jnas.spaces.chain import resolve_chain_genotype
-    from jnas.train.chain_network import ChainNetwork
-
-    space, geno = resolve_chain_genotype(run.build_space(config), str(genotype_file))
-    net = ChainNetwork(space, geno, rngs=nnx.Rngs(0))
-  else:
-    space = run.build_space(config)
-    geno = run.resolve_genotype(space, str(genotype_file))
-    net = run.build_discrete(config, geno, shape, classes)
+  space, geno = run.resolve_architecture(config, str(genotype_file))
+  net = run.build_discrete(config, geno, shape, classes, rngs=nnx.Rngs(0), space=space)
   graphdef, state = nnx.split(net)
 
   def forward(state, x):
@@ -148,8 +162,8 @@ def markdown_table(summary: dict, seeds: int) -> str:
       return "-"
     return f"{s['mean'] * scale:{fmt}} +- {s['std'] * scale:{fmt}}"
 
-  lines = [f"| strategy | seeds | test accuracy (%) | best (%) | params | M multiply-adds | "
-           f"latency (ms, batch 1) | search (s) | retrain (s) |",
+  lines = ["| strategy | seeds | test accuracy (%) | best (%) | params | M multiply-adds | "
+           "latency (ms, batch 1) | search (s) | retrain (s) |",
            "|---|---|---|---|---|---|---|---|---|"]
   for name, s in summary.items():
     acc = s["test_accuracy"]
@@ -233,7 +247,7 @@ def compare(config, workdir: str | Path, strategies: Sequence[str], seeds: int, 
   wd.mkdir(parents=True, exist_ok=True)
   runs: list[dict] = []
   for n, (name, i, cfg) in enumerate(plans):
-    run_dir = wd / name / f"seed_{i}"
+    run_dir = wd / run_name(name) / f"seed_{i}"
     log.info("compare: run %d/%d: %s, seed %d -> %s", n + 1, len(plans), name, cfg.seed, run_dir)
     t0 = time.time()
     summary = search_fn(cfg, str(run_dir))

@@ -60,7 +60,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
     "checkpoint_every_s": 60.0,  # seconds between search checkpoints at epoch ends (0: every epoch)
     # Sample-based strategies (random, rea, topk, nsga2, reinforce, pnas, dpp_net; jnas/search/ask_tell.py)
-    "estimator": "",  # what scores their candidates: table or scratch ("": the strategy's own)
+    "estimator": "",  # what scores their candidates: table, scratch or supernet ("": the strategy's own)
     "table": "",  # the benchmark CSV of the table estimator
     "table_columns": "arch_str,val_acc,train_seconds",  # ARCH,SIGNAL,COST[,REPORT] columns
     "evals": 0,  # stop after this many evaluations (0: no limit)

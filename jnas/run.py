@@ -18,8 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from jnas.search.common import (CHAIN_SPACE_NAMES, build_space, build_supernet,
-                                enable_compilation_cache, resolve_genotype)
+from jnas.search.common import (build_space, build_supernet, enable_compilation_cache, is_chain,
+                                resolve_architecture, resolve_genotype)
 from jnas.search.dispatch import search
 from jnas.search.retrain import build_discrete, info, train
 from jnas.search.workdir import (ALPHA_HISTORY_FILE, RETRAIN_CKPT_DIR, SEARCH_CKPT_DIR,
@@ -27,7 +27,6 @@ from jnas.search.workdir import (ALPHA_HISTORY_FILE, RETRAIN_CKPT_DIR, SEARCH_CK
 
 __all__ = [
     "ALPHA_HISTORY_FILE",
-    "CHAIN_SPACE_NAMES",
     "RETRAIN_CKPT_DIR",
     "SEARCH_CKPT_DIR",
     "SUMMARY_FILE",
@@ -36,6 +35,8 @@ __all__ = [
     "build_supernet",
     "enable_compilation_cache",
     "info",
+    "is_chain",
+    "resolve_architecture",
     "resolve_genotype",
     "run_epoch",
     "search",

@@ -52,15 +52,15 @@ _INT_MAX = 2**31 - 1
 _TRAIN_SIZES = {"digits": 1437, "mnist1d": 4000, "mnist1d_40k": 10_000,
                 "mnist1d_40k_noisy": 10_000}
 
-_CELL_SPACES = ("darts", "nb201")
-_CHAIN_SPACES = ("fbnet", "kernel_chain")
 # The gradient strategies of jnas.strategies.registry.GRADIENT_STRATEGIES; a test keeps them equal
 # (importing the registry here would import JAX for a config check).
 _GRADIENT_STRATEGIES = ("darts", "gdas", "snas")
 # The sample-based strategies and their estimators (jnas.search.ask_tell; a test keeps them equal),
-# and the space each estimator scores.
+# and the space each estimator scores (None: any registered space with a supernet and a network).
 _ASK_TELL_STRATEGIES = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
-_ESTIMATOR_SPACES = {"table": "nb201", "scratch": "darts"}
+_ESTIMATOR_SPACES = {"table": "nb201", "scratch": None, "supernet": None}
+# The strategies the supernet estimator runs (jnas.search.ask_tell.SUPERNET_STRATEGIES).
+_SUPERNET_STRATEGIES = ("random", "rea", "topk", "reinforce", "pnas")
 
 
 # ---------------------------------------------------------------------------
@@ -412,35 +412,31 @@ def validate_config(config: Any, command: str = "search", *, strict: bool = True
     _check_retrain(config)
 
 
+def _is_chain(name: Any) -> bool:
+  """Whether the space named ``name`` is a registered chain space (FBNet's family)."""
+  from jnas.spaces.registry import space_kit, space_names  # noqa: PLC0415
+
+  return name in space_names() and space_kit(name).family == "chain"
+
+
 def _check_space(config: Any, name: str) -> None:
   """The space exists and builds (``num_nodes``, ``primitives``, chain stages, ...)."""
-  from jnas.spaces.base import space_names  # noqa: PLC0415 (no JAX arrays are built)
+  from jnas.spaces.registry import space_kit, space_names  # noqa: PLC0415 (no arrays built)
 
   if name not in space_names():
     raise _fail("space.name", name, f"is not a known search space (known: "
                                     f"{', '.join(space_names())})")
+  kit = space_kit(name)
   try:
-    if name == "nb201":
-      from jnas.spaces.nb201 import NB201_OPS, NB201Space  # noqa: PLC0415
-      prims = _get(config, "space.primitives")
-      nodes = _get(config, "space.num_nodes")
-      NB201Space(num_nodes=4 if nodes is _MISSING else nodes,
-                 ops=tuple(prims) if prims not in (_MISSING, None, ()) else NB201_OPS)
-    elif name == "darts":
-      from jnas.spaces.darts import DartsSpace  # noqa: PLC0415
-      prims = _get(config, "space.primitives")
-      nodes = _get(config, "space.num_nodes")
-      kwargs = {} if prims in (_MISSING, None, ()) else {"primitives": tuple(prims)}
-      DartsSpace(num_nodes=4 if nodes is _MISSING else nodes, **kwargs)
-    elif name in _CHAIN_SPACES:
+    if kit.family == "chain":
       for key in ("data.input_shape", "data.num_classes"):
         if _get(config, key) is _MISSING:
           raise ConfigError(f"the {name} space needs {key} in the config")
-      from jnas.spaces.chain import space_from_config  # noqa: PLC0415
-      space_from_config(config)
+    kit.build_space(config if isinstance(config, ml_collections.ConfigDict)
+                    else ml_collections.ConfigDict(config))
   except ConfigError:
     raise
-  except (ValueError, TypeError, KeyError) as e:
+  except (ValueError, TypeError, KeyError, AttributeError) as e:
     raise ConfigError(f"space ({name}): {' '.join(str(e).split())}") from None
 
 
@@ -450,11 +446,13 @@ def _check_search(config: Any, space: Any) -> None:
     return
   strategy = _get(config, "search.strategy")
   if strategy is not _MISSING and space is not _MISSING:
-    known = (("fbnet", "spos") if space in _CHAIN_SPACES
-             else _GRADIENT_STRATEGIES + ("spos",) + _ASK_TELL_STRATEGIES)
+    known = (("fbnet", "spos") if _is_chain(space)
+             else _GRADIENT_STRATEGIES + ("darts2", "spos") + _ASK_TELL_STRATEGIES)
     if strategy not in known:
       raise _fail("search.strategy", strategy,
                   f"is not a strategy for the {space} space (known there: {', '.join(known)})")
+  if strategy == "darts2":  # second-order DARTS: checked (and run) as darts with order 2
+    strategy = "darts"
   _check_mitigations(config, strategy, space)
   _check_estimator(config, strategy, space)
 
@@ -488,7 +486,7 @@ def _check_search(config: Any, space: Any) -> None:
     raise ConfigError(f"evolution.top_k={top_k} is larger than evolution.population="
                       f"{population}")
   table = _get(config, "latency.table")
-  if space in _CHAIN_SPACES and isinstance(table, str) and table and not os.path.isfile(table):
+  if _is_chain(space) and isinstance(table, str) and table and not os.path.isfile(table):
     raise ConfigError(f"latency.table={table!r}: there is no such file")
 
   # ---- Batch sizes against the data (built-in datasets only: no loading). ----
@@ -528,11 +526,24 @@ def _check_estimator(config: Any, strategy: Any, space: Any) -> None:
     raise ConfigError(f"search.strategy={strategy!r} needs search.estimator (one of: "
                       f"{', '.join(_ESTIMATOR_SPACES)})")
   want = _ESTIMATOR_SPACES[est]
-  if space is not _MISSING and space != want:
+  if want is not None and space is not _MISSING and space != want:
     raise _fail("search.estimator", est, f"scores {want} cells, not the {space} space")
+  if want is None and space is not _MISSING:
+    from jnas.spaces.registry import space_kit  # noqa: PLC0415
+
+    kit = space_kit(space)
+    if kit.supernet is None or kit.network is None:
+      raise _fail("search.estimator", est, f"trains single paths of a supernet; the {space} "
+                                           f"space registers no supernet or network")
   if est == "scratch" and strategy == "dpp_net":
     raise ConfigError("search.strategy='dpp_net' needs the cost of every candidate before it is "
                       "measured: use search.estimator='table'")
+  if est == "supernet":
+    if strategy not in _SUPERNET_STRATEGIES:
+      raise ConfigError(f"search.estimator='supernet' scores one objective; search.strategy="
+                        f"{strategy!r} needs a cost per candidate (use one of "
+                        f"{', '.join(_SUPERNET_STRATEGIES)}, or search.estimator='table')")
+    return  # SPOS's training and evolution settings apply (evolution.evals ends it)
   evals, budget_s = _get(config, "search.evals"), _get(config, "search.budget_s")
   if evals in (_MISSING, 0) and budget_s in (_MISSING, 0):
     raise ConfigError(f"search.strategy={strategy!r} needs search.evals >= 1 or "

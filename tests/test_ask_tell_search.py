@@ -92,7 +92,7 @@ def test_a_killed_search_resumes_to_the_same_result(tmp_path, monkeypatch, strat
   assert _table_run(ref, strategy, 10, every) == 0
 
   calls = {"n": 0}
-  real = ask_tell._TableEstimator.estimate
+  real = ask_tell.TableEstimator.estimate
 
   def dying(self, genotypes):
     calls["n"] += 1
@@ -101,11 +101,11 @@ def test_a_killed_search_resumes_to_the_same_result(tmp_path, monkeypatch, strat
     return real(self, genotypes)
 
   wd = tmp_path / "run"
-  monkeypatch.setattr(ask_tell._TableEstimator, "estimate", dying)
+  monkeypatch.setattr(ask_tell.TableEstimator, "estimate", dying)
   with pytest.raises(Killed):
     _table_run(wd, strategy, 10, every)
   assert not (wd / "summary.json").exists()
-  monkeypatch.setattr(ask_tell._TableEstimator, "estimate", real)
+  monkeypatch.setattr(ask_tell.TableEstimator, "estimate", real)
   assert _table_run(wd, strategy, 10, every) == 0
 
   arrays_ref, hist_ref, meta_ref = _final(ref)
@@ -130,7 +130,7 @@ def test_a_killed_search_resumes_to_the_same_result(tmp_path, monkeypatch, strat
     (["--config.search.table_columns=arch_str,acc,train_seconds"], "not a column"),
     (["--config.search.budget_s=0"], "needs search.evals >= 1 or search.budget_s > 0"),
     (["--config.search.evals=-1"], "search.evals=-1"),
-    (["--config.search.estimator=supernet"], "search.estimator='supernet'"),
+    (["--config.search.estimator=oracle"], "search.estimator='oracle'"),
 ])
 def test_a_pair_that_does_not_fit_is_refused_in_one_line(tmp_path, capsys, extra, words):
   wd = tmp_path / "run"
@@ -146,6 +146,7 @@ def test_validate_knows_the_same_strategies():
 
   assert validate._ASK_TELL_STRATEGIES == ask_tell.ASK_TELL_STRATEGIES
   assert tuple(validate._ESTIMATOR_SPACES) == ask_tell.ESTIMATORS
+  assert validate._SUPERNET_STRATEGIES == ask_tell.SUPERNET_STRATEGIES
 
 
 def test_scratch_estimator_trains_each_new_cell_and_retrains_the_best(tmp_path):
@@ -168,3 +169,34 @@ def test_scratch_estimator_trains_each_new_cell_and_retrains_the_best(tmp_path):
     seen.add(key)
   assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in ev["history"])
   assert (wd / "report.json").is_file() and 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("strategy", ["rea", "reinforce"])
+def test_supernet_estimator_trains_the_supernet_then_runs_the_strategy(tmp_path, strategy):
+  # search.estimator=supernet: SPOS's supernet training, then this strategy (not SPOS's top-k
+  # evolution) scoring candidates by the shared weights; search.evals sets how many.
+  wd = tmp_path / strategy
+  toy = ["--config.search.strategy=" + strategy, "--config.search.estimator=supernet",
+         "--config.search.evals=6", "--config.search.strategy_settings=",
+         "--config.search.epochs=1", "--config.search.batch_size=256",
+         "--config.search.channels=4", "--config.search.cells_per_stage=1",
+         "--config.search.pool_size=16", "--config.evolution.population=4",
+         "--config.evolution.calib_batches=1", "--config.evolution.val_batches=1",
+         "--config.retrain.enabled=false"]
+  assert cli.main(["search", "--config", "experiments/nb201_mnist1d.py", "--workdir", str(wd),
+                   *toy]) == 0
+  evolution = json.loads((wd / "evolution.json").read_text())
+  summary = json.loads((wd / "summary.json").read_text())
+  assert len(evolution["history"]) == 6 and summary["evaluated"] == 6
+  assert (wd / "supernet.npz").is_file()
+  best = max(e["val_accuracy"] for e in evolution["history"])
+  assert summary["shared_val_accuracy"] == best
+  assert json.loads((wd / "genotype.json").read_text())["arch"].startswith("|")
+
+
+def test_supernet_estimator_refuses_a_two_objective_strategy(tmp_path, capsys):
+  wd = tmp_path / "nsga2"
+  assert cli.main(["search", "--config", "experiments/nb201_mnist1d.py", "--workdir", str(wd),
+                   "--config.search.strategy=nsga2", "--config.search.estimator=supernet"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "needs a cost per candidate" in err[0] and not wd.exists()

@@ -69,3 +69,34 @@ def test_compare_refuses_bad_input_before_running(tmp_path):
     compare(_config(), tmp_path, ["darts"], 0, search_fn=never)
   with pytest.raises(ValueError, match="'enas' does not run"):
     compare(_config(), tmp_path, ["darts", "enas"], 1, search_fn=never)
+
+
+def test_sample_based_strategies_compare_as_strategy_colon_estimator(tmp_path):
+  from jnas import compare as compare_module
+  from jnas.search import ask_tell
+
+  assert compare_module._ASK_TELL == ask_tell.ASK_TELL_STRATEGIES
+  assert compare_module._ESTIMATORS == ask_tell.ESTIMATORS
+  c = _config()
+  rea = strategy_config(c, "rea:supernet", 3)
+  assert (rea.search.strategy, rea.search.estimator, rea.seed) == ("rea", "supernet", 3)
+  with pytest.raises(ValueError, match="needs an estimator"):
+    strategy_config(c, "reinforce", 0)  # the DARTS config names no estimator
+  with pytest.raises(ValueError, match="does not run"):
+    strategy_config(c, "gdas:scratch", 0)
+
+  seen = []
+
+  def fake_search(cfg, run_dir):
+    seen.append((cfg.search.strategy, cfg.search.get("estimator"), run_dir))
+    d = Path(run_dir)
+    d.mkdir(parents=True)
+    (d / "report.json").write_text(json.dumps({"test_accuracy": 0.9, "num_params": 10}))
+    (d / "genotype.json").write_text("{}")
+    return {"genotype": {}, "search_seconds": 1.0}
+
+  out = compare(c, tmp_path, ["darts", "rea:supernet"], 1, search_fn=fake_search,
+                cost_fn=lambda cfg, path: {"madds": 1.0, "latency_ms": 0.1})
+  assert [(s, e) for s, e, _ in seen] == [("darts", None), ("rea", "supernet")]
+  assert seen[1][2].endswith("rea_supernet/seed_0")
+  assert set(out["summary"]) == {"darts", "rea:supernet"}

@@ -96,7 +96,7 @@ def test_a_few_shot_spos_search_runs_and_is_benched_end_to_end(tmp_path):
 
   from jnas import run
   from jnas.config import apply_overrides, load_config
-  from jnas.estimation.nb201_table import bench_workdir
+  from jnas.nb201_table import bench_workdir
   from test_nb201_bench import _write_table
 
   cfg = apply_overrides(load_config("experiments/nb201_table_search.py"), [

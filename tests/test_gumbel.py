@@ -1,5 +1,6 @@
 """Gumbel-softmax search (GDAS, SNAS) and the supernet's single-path mode."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,8 +87,7 @@ def test_single_path_equals_full_mixed_op_for_one_hot_encodings(ndim, primitives
         s.params, enc)
     gb = jax.jit(jax.grad(lambda p, e: loss(make_apply(s.graphdef, single_path=True), p, e),
                           argnums=(0, 1)))(s.params, enc)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=2e-3, atol=1e-5),
-                 ga[0], gb[0])
+    chex.assert_trees_all_close(ga[0], gb[0], rtol=2e-3, atol=1e-5)
     # The encoding's gradient reaches the chosen entries (as in GDAS).
     for k in enc:
       chosen = np.asarray(enc[k]) > 0
@@ -97,7 +97,7 @@ def test_single_path_equals_full_mixed_op_for_one_hot_encodings(ndim, primitives
     # single path's backward skips it; the encoding's gradient is unchanged.
     ge = jax.jit(jax.grad(lambda e: loss(make_apply(s.graphdef, single_path=True), s.params, e)))(
         enc)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7), ge, gb[1])
+    chex.assert_trees_all_close(ge, gb[1], rtol=1e-5, atol=1e-7)
 
 
 def test_single_path_updates_only_the_chosen_ops_statistics():
@@ -118,7 +118,7 @@ def test_single_path_updates_only_the_chosen_ops_statistics():
     a, st_a = single(s.params, s.state, enc, x, train)
     b, st_b = unrolled(s.params, s.state, enc, x, train)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), st_a, st_b)
+    chex.assert_trees_all_close(st_a, st_b, rtol=1e-5, atol=1e-6)
 
 
 def _strategy(kind, apply_kw):
@@ -148,7 +148,7 @@ def test_gumbel_strategies_step_and_reproduce(kind, apply_kw):
   s1b, _ = run(0)
   s2, _ = run(1)
   assert np.isfinite(float(m["train_loss"])) and float(m["tau"]) > 0
-  jax.tree.map(np.testing.assert_array_equal, s1.alpha, s1b.alpha)
+  chex.assert_trees_all_equal(s1.alpha, s1b.alpha)
   assert any(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), s1.alpha, s2.alpha)))
   init_alpha = strat.init(jax.random.key(0)).alpha
   assert any(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), s1.alpha,
@@ -160,5 +160,5 @@ def test_sample_encoding_is_per_leaf_and_keyed():
   alpha = {"normal": jnp.zeros((5, 4)), "reduce": jnp.zeros((5, 4))}
   a = sample_encoding(jax.random.key(0), alpha, 1.0, hard=True)
   b = sample_encoding(jax.random.key(0), alpha, 1.0, hard=True)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  chex.assert_trees_all_equal(a, b)
   assert not np.array_equal(a["normal"], a["reduce"])

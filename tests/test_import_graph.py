@@ -1,4 +1,4 @@
-"""``jnas.run`` and ``jnas.search`` import one way: no module there is part of an import circle.
+"""jnas's packages import in one direction, and no search module is part of an import circle.
 
 Read from the source (function-level imports included, since a lazy import
 back is still a circle), so this runs without importing JAX.
@@ -61,3 +61,35 @@ def test_run_and_search_modules_are_in_no_import_circle():
   circles = {m: sorted(n for n in _reaches(graph, m) if m in _reaches(graph, n))
              for m in ours if m in _reaches(graph, m)}
   assert not circles, circles
+
+
+# jnas's packages from the bottom up (NAS's three parts: spaces, then estimation, then the
+# strategies and the search loops that use both). A package imports only from its own
+# layer's lower rows; packages on one row do not import each other.
+LAYERS = (
+    ("jnas", "ops", "config", "data", "checkpoint"),
+    ("utils", "parallel", "spaces"),
+    ("train",),          # discrete networks (retraining, export)
+    ("supernet",),       # mixed-op modules built from the discrete networks' ops
+    ("estimation",),     # how good is a pick: tables, scratch training, proxies, latency, fronts
+    ("strategies",),     # pure ask/tell and gradient strategies
+    ("search",),         # every search loop, claiming and resuming a work directory
+    ("run", "validate", "plot", "score_cli", "nb201_table"),
+    ("compare",),
+    ("cli",),
+    ("__main__",),
+)
+
+
+def _package(module: str) -> str:
+  return module.split(".")[1] if "." in module else module
+
+
+def test_packages_import_in_one_direction():
+  rank = {p: i for i, row in enumerate(LAYERS) for p in row}
+  graph = _import_graph()
+  unplaced = sorted({_package(m) for m in graph} - set(rank))
+  assert not unplaced, f"packages missing from LAYERS: {unplaced}"
+  upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if _package(t) != _package(m) and rank[_package(t)] >= rank[_package(m)])
+  assert not upward, upward

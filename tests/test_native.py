@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,7 +43,7 @@ def test_multi_depthwise_matches_taps_with_gradients_and_vmap(ndim, stride, shar
   (_, y_nat), g_nat = jax.jit(grad("native"))(x, ws)
   assert y_nat.shape == (k * e, 2) + ((7 - 1) // stride + 1,) * ndim + (8,)
   np.testing.assert_allclose(y_nat, y_taps, rtol=1e-5, atol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5), g_nat, g_taps)
+  chex.assert_trees_all_close(g_nat, g_taps, rtol=1e-5, atol=2e-5)
   # vmap adds a leading axis that the kernels treat as independent problems: the batched
   # call equals one call per problem.
   xs, wss = jnp.stack([x, -0.5 * x]), [jnp.stack([w, 2 * w]) for w in ws]
@@ -62,7 +63,7 @@ def test_single_depthwise_conv_native_odd_channels():
       x, w, kernel=5, dilation=2, stride=2, impl=impl)))
   a = jax.jit(jax.grad(f, argnums=(0, 1)), static_argnums=2)(x, w, "native")
   b = jax.jit(jax.grad(f, argnums=(0, 1)), static_argnums=2)(x, w, "taps")
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=2e-5), a, b)
+  chex.assert_trees_all_close(a, b, rtol=1e-5, atol=2e-5)
 
 
 @needs_native
@@ -111,7 +112,7 @@ def test_batch_norm_native_matches_jax_with_gradients_and_vmap(shape):
   finally:
     P.set_depthwise_impl(before)
   # Sums over up to 5184 rows: the native kernels accumulate in double, XLA in float.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=5e-4), got, want)
+  chex.assert_trees_all_close(got, want, rtol=2e-5, atol=5e-4)
   one = lambda x: jax.grad(lambda x: f(x, scale, bias)[0])(x)  # noqa: E731
   batched = jax.jit(jax.vmap(one))(jnp.stack([x, -2.0 * x]))
   np.testing.assert_allclose(batched[1], jax.jit(one)(-2.0 * x), rtol=1e-6, atol=1e-6)

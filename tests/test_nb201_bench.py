@@ -14,7 +14,7 @@ import pytest
 from jnas import run
 from jnas.cli import main
 from jnas.config import apply_overrides, load_config
-from jnas.estimation.nb201_table import (bench_workdir, format_bench, genotype_at, load_nb201_table,
+from jnas.nb201_table import (bench_workdir, format_bench, genotype_at, load_nb201_table,
                                          rank_correlation, sample_cells, unique_cells)
 from jnas.search.workdir import load_supernet
 from jnas.spaces.nb201 import NB201Space
@@ -171,7 +171,7 @@ def test_darts_plus_early_stop_ends_the_search(tmp_path, monkeypatch):
 
 
 def test_alpha_scores_rank_cells_by_their_log_probabilities(tmp_path):
-  from jnas.estimation.nb201_table.bench import _alpha_scores
+  from jnas.nb201_table.bench import _alpha_scores
 
   alpha = np.zeros((6, 5), np.float32)
   alpha[:, SPACE.ops.index("nor_conv_3x3")] = 2.0
@@ -185,7 +185,7 @@ def test_alpha_scores_rank_cells_by_their_log_probabilities(tmp_path):
 
 
 def test_yardsticks_give_the_noise_ceiling_and_free_baselines(tmp_path):
-  from jnas.estimation.nb201_table.yardsticks import yardsticks
+  from jnas.nb201_table.yardsticks import yardsticks
 
   # Two seeds: seed 1 is seed 0 plus noise, so the ceiling is what rank_correlation says of them.
   path = _write_table(tmp_path / "t" / "table.csv")

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from jnas.estimation.nb201_table import (ZERO, CellTrainer, Protocol, build, canonical_form, expand,
+from jnas.nb201_table import (ZERO, CellTrainer, Protocol, build, canonical_form, expand,
                                          genotype_at, nb201_params, read_raw, summary,
                                          unique_cells)
 from jnas.estimation.tabular import load_table

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jnas.estimation.tabular import STRATEGIES, load_table, replay_many
+from jnas.search.tabular import STRATEGIES, load_table, replay_many
 from jnas.strategies.reinforce import controller_policy, reinforce
 
 SIZES = (5, 5, 5, 5, 5, 5)

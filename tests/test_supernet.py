@@ -1,5 +1,6 @@
 """The DARTS supernet and the shared evaluator."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,8 +88,7 @@ def test_hand_written_backward_passes_match_autodiff():
   with P.forward_mode_compatible():
     # A fresh function object, so jit traces again inside the context.
     plain = jax.jit(jax.grad(lambda p, e: loss(p, e), argnums=(0, 1)))(s.params, enc)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5),
-               custom, plain)
+  chex.assert_trees_all_close(custom, plain, rtol=2e-3, atol=2e-5)
 
 
 def test_sum_many_and_mix():
@@ -100,30 +100,24 @@ def test_sum_many_and_mix():
   f = lambda ys, w: jnp.sum(jnp.sin(P.mix(ys, w)))
   g = lambda ys, w: jnp.sum(jnp.sin(P._mix_fwd_only(ys, w)))
   np.testing.assert_allclose(f((a, b), w), g((a, b), w), rtol=1e-6)
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6),
-               jax.grad(f, argnums=(0, 1))((a, b), w), jax.grad(g, argnums=(0, 1))((a, b), w))
+  chex.assert_trees_all_close(jax.grad(f, argnums=(0, 1))((a, b), w),
+                              jax.grad(g, argnums=(0, 1))((a, b), w), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="mixing weights"):
     P.mix((a, b), w[:, :1])
 
 
 def test_vmapped_evaluator_compiles_once_and_matches_one_by_one():
   space, s = tiny()
-  traces = []
-
-  def counting_apply(*args):
-    traces.append(1)  # runs only while tracing
-    return make_apply(s.graphdef)(*args)
-
-  evaluate = make_evaluator(counting_apply)
+  evaluate = make_evaluator(make_apply(s.graphdef))
   rng = np.random.default_rng(0)
   encs = space.sample_encodings(rng, 64)
   assert len({tuple(e.ravel()) for e in encs["normal"]}) > 1  # really different architectures
   x = jax.random.normal(jax.random.key(0), (8, 40, 1))
   y = jnp.arange(8) % 10
-  many = jax.jit(jax.vmap(evaluate, in_axes=(None, None, 0, None)))
+  # Evaluating new architectures must not retrace: a second trace fails the test.
+  many = jax.jit(jax.vmap(chex.assert_max_traces(evaluate, n=1), in_axes=(None, None, 0, None)))
   out = many(s.params, s.state, encs, (x, y))
   out2 = many(s.params, s.state, space.sample_encodings(rng, 64), (x, y))
-  assert len(traces) == 1, "evaluating new architectures must not retrace"
   assert out["loss"].shape == (64,) and out2["loss"].shape == (64,)
   one = jax.jit(evaluate)
   for i in range(0, 64, 9):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jnas.cli import main
-from jnas.estimation.tabular import load_table, make_strategy, parse_settings, replay_many
+from jnas.search.tabular import load_table, make_strategy, parse_settings, replay_many
 from jnas.spaces.nb201 import NB201_OPS, NB201Space
 
 COLS = dict(arch_column="arch_str", signal_column="valid_acc", report_column="test_acc",

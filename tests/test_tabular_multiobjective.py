@@ -16,7 +16,7 @@ import pytest
 from jnas.cli import main
 from jnas.estimation.pareto import hypervolume_2d, non_dominated_mask
 from jnas.estimation.tabular import load_table
-from jnas.estimation.tabular_front import (MNASNET_W, _make, reference_point, replay_front,
+from jnas.search.tabular_front import (MNASNET_W, _make, reference_point, replay_front,
                                            replay_front_many, true_front)
 
 TABLE = Path(__file__).resolve().parents[1] / "benchmarks/results/nb201_mnist1d/table.csv"

@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 from jnas import cli
-from jnas.estimation import score_cli
-from jnas.estimation.nb201_table import nb201_params
+from jnas import score_cli
+from jnas.nb201_table import nb201_params
 from jnas.estimation.zero_cost import (DATA_PROXIES, PROXIES, NB201Skeleton, ZeroCost,
                                        cell_indices, check_proxy, nb201_cost, prefilter)
 from jnas.spaces.nb201 import NB201Space

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -179,10 +179,19 @@ class PathScratchScorer(ScratchScorer):
   run time includes the supernet's switches (use :class:`ScratchScorer` to
   time the real network).
 
+  Any other registered space trains the same way given its supernet
+  (``supernet``, whose ``__call__`` takes ``single_path=True``) and a
+  parameter counter (``count_params``); :mod:`jnas.search.ask_tell` builds
+  both from the space's registration.
+
   Args:
     dataset: as :class:`ScratchScorer`.
-    space: the DARTS space the genotypes come from (its nodes and ops shape
+    space: the space the genotypes come from (for DARTS, its nodes and ops shape
       the search network).
+    supernet: the supernet whose single paths are trained (default: the DARTS
+      search network of ``space`` at ``channels``/``layers``).
+    count_params: ``genotype -> int``, the discrete network's parameter count
+      (default: the DARTS :class:`~jnas.train.network.DiscreteNetwork`'s).
     **kwargs: the training settings of :class:`ScratchScorer` (``channels``,
       ``layers``, ``epochs``, ``batch_size``, ``learning_rate``, ...).
 
@@ -193,18 +202,23 @@ class PathScratchScorer(ScratchScorer):
     0.74
   """
 
-  def __init__(self, dataset: Any = "mnist1d", *, space: DartsSpace, **kwargs: Any):
-    if not isinstance(space, DartsSpace):
-      raise TypeError(f"PathScratchScorer trains DARTS-space paths, got a "
+  def __init__(self, dataset: Any = "mnist1d", *, space: Any, supernet: nnx.Module | None = None,
+               count_params: Callable[[Any], int] | None = None, **kwargs: Any):
+    if supernet is None and not isinstance(space, DartsSpace):
+      raise TypeError(f"PathScratchScorer builds DARTS search networks; pass the supernet of a "
                       f"{type(space).__name__}")
     if "latency_batch" in kwargs:
       raise TypeError("PathScratchScorer measures no latency (latency_batch); "
                       "ScratchScorer times the discrete network")
     super().__init__(dataset, **kwargs)
     self.space = space
-    net = DartsSupernet(space, self.ds.input_shape[-1], self.ds.num_classes, ndim=self.ndim,
-                        channels=self.channels, layers=self.layers, rngs=nnx.Rngs(self.seed))
-    self._init = split_model(net)
+    if supernet is None:
+      supernet = DartsSupernet(space, self.ds.input_shape[-1], self.ds.num_classes,
+                               ndim=self.ndim, channels=self.channels, layers=self.layers,
+                               rngs=nnx.Rngs(self.seed))
+    self._count_params = count_params or self._darts_params
+    self._key = lambda g: json.dumps(space.genotype_to_json(g), sort_keys=True)
+    self._init = split_model(supernet)
     apply = make_apply(self._init.graphdef, single_path=True)
     # Jitted once here; the encoding is traced, so every genotype reuses them.
     self._epoch = jax.jit(_make_epoch(apply, self.tx, self.ndim, self.shift))
@@ -223,11 +237,14 @@ class PathScratchScorer(ScratchScorer):
     val_acc = _accuracy(self._correct, params, state, enc, self.x_val, self.y_val)
     self._weights[k] = (params, state, enc, self._correct)
     self.trained += 1
+    return {"val_accuracy": val_acc, "num_params": int(self._count_params(genotype)),
+            "train_seconds": round(train_s, 2), "final_loss": loss}
+
+  def _darts_params(self, genotype: Genotype) -> int:
     shapes = nnx.eval_shape(lambda: DiscreteNetwork(
         genotype, self.ds.input_shape[-1], self.ds.num_classes, ndim=self.ndim,
         channels=self.channels, layers=self.layers, rngs=nnx.Rngs(0)))
-    return {"val_accuracy": val_acc, "num_params": count_params(nnx.state(shapes, nnx.Param)),
-            "train_seconds": round(train_s, 2), "final_loss": loss}
+    return count_params(nnx.state(shapes, nnx.Param))
 
 
 def _make_epoch(apply, tx: optax.GradientTransformation, ndim: int, shift: int):

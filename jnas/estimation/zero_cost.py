@@ -4,7 +4,7 @@ Every proxy is "higher is better" and is computed for a whole population with
 ONE compiled function per proxy: the cell is a traced argument of the
 NAS-Bench-201 supernet (:class:`~jnas.supernet.nb201.NB201Supernet` with
 affine batch norms, run as its single path, as
-:class:`~jnas.estimation.nb201_table.CellTrainer` trains the table's cells),
+:class:`~jnas.nb201_table.CellTrainer` trains the table's cells),
 so the population is a ``lax.map`` over cells inside one ``jit``. All cells
 share the supernet's initialisation for ``seed`` (each cell's network is still
 a fresh random initialisation; the papers draw one per cell instead).
@@ -34,7 +34,7 @@ a fresh random initialisation; the papers draw one per cell instead).
 * ``grad_norm`` (Abdelfattah et al.): the sum over those weight tensors of
   the L2 norm of each one's gradient (their per-layer norms, summed).
 * ``params``, ``flops``: the discrete network's parameter count (as
-  :func:`jnas.estimation.nb201_table.nb201_params`) and multiply-adds per
+  :func:`jnas.nb201_table.nb201_params`) and multiply-adds per
   example, counted from shapes with :func:`jnas.estimation.flops.conv_cost`'s
   conventions (pooling, additions and batch norm are free). Every edge counts,
   dead ones included, as in the network a string builds.
@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -12,10 +12,11 @@ the RL controller ``reinforce``, progressive ``pnas`` and ``dpp_net``) and
   query is charged COST seconds (what training that cell really cost), and
   REPORT, if named, is what the summary reports for the cell found (NB201 space).
 * ``scratch``: train each candidate from scratch for ``search.scratch_epochs``
-  epochs on the config's data (its path through the DARTS search network,
+  epochs on the config's data (its path through the space's supernet,
   :class:`jnas.estimation.scratch.PathScratchScorer`: one compilation for the
   whole search) and read its validation accuracy; the charge is the measured
-  training time, and a candidate asked for again is not trained again (DARTS space).
+  training time, and a candidate asked for again is not trained again (any
+  registered space with a supernet and a network: DARTS, NAS-Bench-201, ...).
 
 The search ends after ``search.evals`` evaluations or once ``search.budget_s``
 seconds are charged (whichever comes first; the evaluation that crosses the
@@ -23,7 +24,7 @@ budget is the last one counted, as in :func:`jnas.strategies.driver.run_ask_tell
 ``nsga2`` and ``dpp_net`` trade the signal against a cost to minimise: the
 table's COST column, or (``nsga2`` with ``scratch``) the parameter count.
 ``search.strategy_settings`` (``"population_size=20,sample_size=5"``) changes a
-strategy's defaults (:data:`jnas.estimation.tabular.STRATEGIES`).
+strategy's defaults (:data:`jnas.search.tabular.STRATEGIES`).
 
 Writes ``metrics.jsonl`` (one line per ask/tell round, ``phase: search``) and
 TensorBoard events, ``evaluations.json`` (every evaluated architecture in
@@ -43,12 +44,11 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import copy
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +56,10 @@ import numpy as np
 
 from jnas.checkpoint import Checkpoints
 from jnas.config import SEARCH_OPTIONAL_DEFAULTS
-from jnas.search.common import build_space
-from jnas.search.retrain import train
+from jnas.estimation.candidates import Estimator, ScratchEstimator, TableEstimator
+from jnas.search.common import build_space, build_supernet, space_kit_of
+from jnas.search.retrain import build_discrete, train
+from jnas.search.tabular import STRATEGIES, make_strategy, settings_from_text
 from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock, StopOnSignal,
                                  checkpoint_every_s)
 from jnas.spaces.base import SearchSpace
@@ -72,7 +74,30 @@ log = logging.getLogger(__name__)
 
 #: Strategies this family runs (``search.strategy``), and the estimators that score them.
 ASK_TELL_STRATEGIES = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
-ESTIMATORS = ("table", "scratch")
+ESTIMATORS = ("table", "scratch", "supernet")
+#: Strategies the shared-weight estimator runs (one objective: nsga2 and dpp_net need a cost).
+SUPERNET_STRATEGIES = ("random", "rea", "topk", "reinforce", "pnas")
+
+
+def uses_supernet(config) -> bool:
+  """Whether a config runs a sample-based strategy on a trained supernet (``search.estimator =
+  "supernet"``): SPOS's training, then that strategy instead of SPOS's evolution
+  (:func:`jnas.search.spos.search_spos`).
+
+  Example:
+    >>> uses_supernet(load_config("experiments/rea_table_mnist1d.py"))  # doctest: +SKIP
+    False
+  """
+  sc = config.search
+  return sc.strategy in ASK_TELL_STRATEGIES and _opt(sc, "estimator") == "supernet"
+
+
+def check_supernet_plan(config) -> None:
+  """A strategy the supernet estimator runs; one-line ``ValueError`` otherwise."""
+  if config.search.strategy not in SUPERNET_STRATEGIES:
+    raise ValueError(f"search.estimator='supernet' scores one objective; search.strategy="
+                     f"{config.search.strategy!r} needs a cost per candidate (use one of "
+                     f"{', '.join(SUPERNET_STRATEGIES)}, or search.estimator='table')")
 EVALUATIONS_FILE = "evaluations.json"
 
 
@@ -95,132 +120,66 @@ def table_columns(text: str) -> tuple[str, str, str, str | None]:
   return names[0], names[1], names[2], names[3] if len(names) == 4 else None
 
 
-# ---- Estimators: genotypes -> signal, cost charged, extra values. ----
+# ---- Estimators (jnas.estimation.candidates) built from a config. ----
 
-@dataclasses.dataclass
-class _Estimate:
-  """What an estimator returns for ``n`` candidates (all ``[n]`` float64)."""
+def _table_estimator(config, space: SearchSpace) -> TableEstimator:
+  """The NB201 table ``search.table`` with the columns ``search.table_columns``."""
+  from jnas.estimation.tabular import load_table  # noqa: PLC0415 (only table runs read CSVs)
 
-  signal: np.ndarray          # the strategy's objective, higher is better
-  cost: np.ndarray            # charged to search.budget_s
-  objective2: np.ndarray      # nsga2's second objective (minimised)
-  extra: dict[str, np.ndarray]
-
-
-class _Estimator:
-  """One estimator: ``estimate(genotypes)``, its names, and its cache for a resumed run."""
-
-  signal_name = "signal"
-  objective2_name = "cost"
-
-  def estimate(self, genotypes: list) -> _Estimate:
-    raise NotImplementedError
-
-  def restore(self, archive: list[dict]) -> None:
-    """Rebuilds what the estimator caches from the archive of a resumed run."""
-    del archive
+  sc = config.search
+  arch, signal, cost, report = table_columns(_opt(sc, "table_columns"))
+  bench = load_table(str(_opt(sc, "table")), arch_column=arch, signal_column=signal,
+                     report_column=report or signal, cost_column=cost, space=space)
+  return TableEstimator(bench, space, report_name=report)
 
 
-class _TableEstimator(_Estimator):
-  """Looks cells up in an NB201 benchmark CSV; every query is charged its COST column."""
+def _param_counter(config, space: SearchSpace, ds) -> Callable[[Any], int]:
+  """``genotype -> parameters`` of its discrete network at the search's size (no weights made)."""
+  from flax import nnx  # noqa: PLC0415
 
-  def __init__(self, config, space: SearchSpace):
-    from jnas.estimation.tabular import load_table  # noqa: PLC0415 (only table runs read CSVs)
+  from jnas.supernet.functional import count_params  # noqa: PLC0415
 
-    sc = config.search
-    arch, signal, cost, report = table_columns(_opt(sc, "table_columns"))
-    self.bench = load_table(str(_opt(sc, "table")), arch_column=arch, signal_column=signal,
-                            report_column=report or signal, cost_column=cost, space=space)
-    self.space = space
-    self.signal_name, self.cost_name, self.report_name = signal, cost, report
-    self.objective2_name = cost
+  sized = copy.deepcopy(config)
+  for k in ("channels", *space_kit_of(config).depth):
+    if k in config.search:
+      sized.retrain[k] = config.search[k]
 
-  def rows(self, genotypes: list) -> np.ndarray:
-    return self.bench.rows(np.stack([self.space.encode_indices(g) for g in genotypes]))
-
-  def cost_of_indices(self, x: np.ndarray) -> np.ndarray:
-    """DPP-Net's device cost of integer forms ``[n, steps]``: the table's COST column."""
-    return self.bench.cost[self.bench.rows(np.asarray(x))][:, None]
-
-  def estimate(self, genotypes: list) -> _Estimate:
-    rows = self.rows(genotypes)
-    extra = {} if self.report_name is None else {self.report_name: self.bench.report[rows]}
-    return _Estimate(signal=self.bench.signal[rows], cost=self.bench.cost[rows],
-                     objective2=self.bench.cost[rows], extra=extra)
+  def count(genotype: Any) -> int:
+    net = nnx.eval_shape(lambda: build_discrete(sized, genotype, ds.input_shape, ds.num_classes,
+                                                space=space))
+    return count_params(nnx.state(net, nnx.Param))
+  return count
 
 
-class _ScratchEstimator(_Estimator):
-  """Trains each new candidate from scratch (DARTS space); a repeat is read from the cache."""
+def _scratch_estimator(config, space: SearchSpace) -> ScratchEstimator:
+  """Single paths of the space's supernet trained for ``search.scratch_epochs`` epochs."""
+  from jnas.data import load_dataset  # noqa: PLC0415
+  from jnas.estimation.scratch import PathScratchScorer  # noqa: PLC0415
 
-  signal_name = "val_accuracy"
-  objective2_name = "num_params"
-
-  def __init__(self, config, space: SearchSpace):
-    from jnas.data import load_dataset  # noqa: PLC0415
-    from jnas.estimation.scratch import PathScratchScorer  # noqa: PLC0415
-
-    sc = config.search
-    self.space = space
-    self.scorer = PathScratchScorer(
-        load_dataset(config.data.name, seed=config.data.seed), space=space,
-        channels=int(sc.channels), layers=int(sc.layers), epochs=int(_opt(sc, "scratch_epochs")),
-        batch_size=int(sc.batch_size), learning_rate=float(sc.w_lr),
-        momentum=float(sc.momentum), weight_decay=float(sc.weight_decay),
-        grad_clip=float(sc.grad_clip), seed=int(config.seed))
-    self.cache: dict[str, dict[str, float]] = {}
-
-  @staticmethod
-  def _key(genotype_json: Any) -> str:
-    # Through JSON, so a record read back from a checkpoint (lists, not tuples) finds its entry.
-    return json.dumps(genotype_json, sort_keys=True)
-
-  def restore(self, archive: list[dict]) -> None:
-    # A resumed run must not train again what the killed run trained (and a
-    # repeat costs 0 s either way), so the cache is rebuilt from the archive.
-    for rec in archive:
-      self.cache.setdefault(self._key(rec["genotype"]), {
-          "val_accuracy": rec["val_accuracy"], "num_params": rec["num_params"],
-          "train_seconds": rec["cost_s"]})
-
-  def estimate(self, genotypes: list) -> _Estimate:
-    out, cost = [], []
-    for g in genotypes:
-      k = self._key(self.space.genotype_to_json(g))
-      if k in self.cache:
-        out.append(self.cache[k])
-        cost.append(0.0)  # nothing is trained for a repeat
-        continue
-      r = self.scorer.evaluate(g)
-      self.cache[k] = {"val_accuracy": float(r["val_accuracy"]),
-                       "num_params": float(r["num_params"]),
-                       "train_seconds": float(r["train_seconds"])}
-      out.append(self.cache[k])
-      cost.append(float(r["train_seconds"]))
-    col = lambda name: np.asarray([o[name] for o in out], np.float64)  # noqa: E731
-    return _Estimate(signal=col("val_accuracy"), cost=np.asarray(cost),
-                     objective2=col("num_params"), extra={})
+  sc = config.search
+  ds = load_dataset(config.data.name, seed=config.data.seed)
+  scorer = PathScratchScorer(
+      ds, space=space, supernet=build_supernet(config, space, ds),
+      count_params=_param_counter(config, space, ds),
+      channels=int(sc.channels), layers=int(sc.get("layers", 3)),
+      epochs=int(_opt(sc, "scratch_epochs")), batch_size=int(sc.batch_size),
+      learning_rate=float(sc.w_lr), momentum=float(sc.momentum),
+      weight_decay=float(sc.weight_decay), grad_clip=float(sc.grad_clip), seed=int(config.seed))
+  return ScratchEstimator(scorer, space)
 
 
 # ---- The plan: space, estimator, strategy. ----
 
-def _settings(text: str) -> dict[str, Any]:
-  from jnas.estimation.tabular import parse_settings  # noqa: PLC0415
-
-  return parse_settings([s for s in str(text).split(",") if s.strip()])
-
-
-def _build_strategy(name: str, space: SearchSpace, estimator: _Estimator, settings: dict
+def _build_strategy(name: str, space: SearchSpace, estimator: Estimator, settings: dict
                     ) -> tuple[AskTellStrategy, int]:
   """The strategy and how many objectives its ``tell`` takes (2 for nsga2)."""
-  from jnas.estimation.tabular import STRATEGIES, make_strategy  # noqa: PLC0415
-
   try:
     if name == "nsga2":
       from jnas.strategies.evolution import nsga2  # noqa: PLC0415
       return nsga2(space, 2, **{"population_size": 10, **settings}), 2
     if name == "dpp_net":
       from jnas.strategies.progressive import dpp_net  # noqa: PLC0415
-      if not isinstance(estimator, _TableEstimator):
+      if not isinstance(estimator, TableEstimator):
         raise ValueError("search.strategy='dpp_net' needs the cost of every candidate before it "
                          "is measured: use search.estimator='table'")
       return dpp_net(space, estimator.cost_of_indices,
@@ -246,10 +205,13 @@ def _check_plan(config) -> None:
   if est not in ESTIMATORS:
     raise ValueError(f"search.estimator={est!r}: search.strategy={sc.strategy!r} needs one of "
                      f"{', '.join(ESTIMATORS)}")
-  want = {"table": "nb201", "scratch": "darts"}[est]
-  if config.space.name != want:
-    raise ValueError(f"search.estimator={est!r} scores {want} cells, not the "
+  if est == "table" and config.space.name != "nb201":
+    raise ValueError(f"search.estimator='table' scores nb201 cells, not the "
                      f"{config.space.name} space")
+  kit = space_kit_of(config)
+  if est == "scratch" and (kit.supernet is None or kit.network is None):
+    raise ValueError(f"search.estimator='scratch' trains single paths of a supernet; the "
+                     f"{config.space.name} space registers no supernet or network")
   if int(_opt(sc, "evals")) < 1 and not float(_opt(sc, "budget_s")) > 0:
     raise ValueError("a sample-based search needs search.evals >= 1 or search.budget_s > 0 "
                      "to end")
@@ -320,14 +282,14 @@ def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
   clock = CheckpointClock(checkpoint_every_s(sc))
   space: SearchSpace = build_space(config)
   est_name = _opt(sc, "estimator")
-  settings = _settings(_opt(sc, "strategy_settings"))
+  settings = settings_from_text(_opt(sc, "strategy_settings"))
   if est_name == "table":
-    estimator: _Estimator = _TableEstimator(config, space)
+    estimator: Estimator = _table_estimator(config, space)
     strategy, num_objectives = _build_strategy(sc.strategy, space, estimator, settings)
   else:
     # The strategy first: a bad setting is refused before the data is loaded.
-    strategy, num_objectives = _build_strategy(sc.strategy, space, _Estimator(), settings)
-    estimator = _ScratchEstimator(config, space)
+    strategy, num_objectives = _build_strategy(sc.strategy, space, Estimator(), settings)
+    estimator = _scratch_estimator(config, space)
   max_evals = int(_opt(sc, "evals")) or None
   budget = float(_opt(sc, "budget_s")) or None
   key = jax.random.key(int(config.seed))
@@ -465,7 +427,7 @@ def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
       "spent_s": round(spent, 3),
       "search_seconds": round(search_s, 1),
   }
-  if isinstance(estimator, _TableEstimator):
+  if isinstance(estimator, TableEstimator):
     bench = estimator.bench
     summary["arch"] = bench.arch[int(estimator.rows([space.genotype_from_json(
         best_rec["genotype"])])[0])]

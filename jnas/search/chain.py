@@ -20,7 +20,7 @@ import numpy as np
 
 from jnas.checkpoint import Checkpoints
 from jnas.data import load_dataset, split_train_val
-from jnas.search.common import check_chain_data
+from jnas.supernet.chain import check_chain_data
 from jnas.search.retrain import train
 from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock, StopOnSignal,
                                  checkpoint_every_s)
@@ -74,7 +74,7 @@ def search_chain(config, wd: Path, chash: str) -> dict[str, Any]:
     >>> search_chain(cfg, Path("runs/fbnet"), config_hash(cfg))  # doctest: +SKIP
   """
   from jnas.spaces.chain import space_from_config
-  from jnas.supernet.chain import search_fbnet
+  from jnas.search.fbnet import search_fbnet
 
   sc = config.search
   if sc.strategy != "fbnet":

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import jax
+import ml_collections
 from flax import nnx
 
 from jnas.spaces.base import SearchSpace
-from jnas.spaces.darts import GENOTYPES, DartsSpace
-from jnas.spaces.nb201 import NB201_OPS, NB201Space
-from jnas.supernet.darts import DartsSupernet
-from jnas.supernet.nb201 import NB201Supernet
-
-CHAIN_SPACE_NAMES = ("fbnet", "kernel_chain")
+from jnas.spaces.registry import SpaceKit, space_kit
 
 
 def enable_compilation_cache(path: str | None = None) -> None:
@@ -35,34 +32,24 @@ def enable_compilation_cache(path: str | None = None) -> None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def space_kit_of(config) -> SpaceKit:
+  """The registration of the space ``config.space.name`` names (:mod:`jnas.spaces.registry`)."""
+  return space_kit(config.space.name)
+
+
+def is_chain(config) -> bool:
+  """Whether the config's space is searched by FBNet against a latency table (a chain space)."""
+  return space_kit_of(config).family == "chain"
+
+
 def build_space(config) -> SearchSpace:
   """The search space a config names (``space.primitives``, if set, picks the candidate ops).
 
-  ``space.name``: ``darts`` (the DARTS cell), ``nb201`` (the NAS-Bench-201 cell)
-  or a chain space (``fbnet``, ``kernel_chain``).
+  ``space.name``: any registered space (:func:`jnas.spaces.space_names`): the
+  built-in ``darts`` (the DARTS cell), ``nb201`` (the NAS-Bench-201 cell) and
+  the chain spaces ``fbnet`` and ``kernel_chain``.
   """
-  if config.space.name in CHAIN_SPACE_NAMES:
-    from jnas.spaces.chain import space_from_config
-    return space_from_config(config)
-  prims = config.space.get("primitives")
-  if config.space.name == "nb201":
-    return NB201Space(num_nodes=config.space.get("num_nodes", 4),
-                      ops=tuple(prims) if prims else NB201_OPS)
-  if config.space.name != "darts":
-    raise ValueError(f"unknown search space {config.space.name!r} "
-                     f"(known: darts, nb201, {', '.join(CHAIN_SPACE_NAMES)})")
-  if prims:  # a custom candidate set (``none`` first, as in DARTS)
-    return DartsSpace(num_nodes=config.space.num_nodes, primitives=tuple(prims))
-  return DartsSpace(num_nodes=config.space.num_nodes)
-
-
-
-def check_chain_data(config, space, ds) -> None:
-  """A chain space states its input shape and classes; refuses a dataset that differs."""
-  if tuple(ds.input_shape) != tuple(space.input_shape) or ds.num_classes != space.num_classes:
-    raise ValueError(f"data.input_shape/num_classes {tuple(space.input_shape)}/"
-                     f"{space.num_classes} do not match the dataset {config.data.name!r} "
-                     f"({tuple(ds.input_shape)}/{ds.num_classes})")
+  return space_kit_of(config).build_space(config)
 
 
 def build_supernet(config, space: SearchSpace, ds) -> nnx.Module:
@@ -75,21 +62,7 @@ def build_supernet(config, space: SearchSpace, ds) -> nnx.Module:
   Example:
     >>> net = build_supernet(cfg, build_space(cfg), load_dataset("mnist1d"))  # doctest: +SKIP
   """
-  sc = config.search
-  partial = int(sc.get("partial_channels", 1))
-  if isinstance(space, NB201Space):
-    return NB201Supernet(space, ds.input_shape[-1], ds.num_classes, ndim=data_ndim(ds),
-                         channels=sc.channels, cells_per_stage=sc.cells_per_stage,
-                         partial_channels=partial, rngs=nnx.Rngs(config.seed))
-  if partial != 1:
-    raise ValueError(f"search.partial_channels={partial} (PC-DARTS) is implemented for the "
-                     f"nb201 space only; the {config.space.name} supernet needs 1")
-  if isinstance(space, DartsSpace):
-    return DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=data_ndim(ds),
-                         channels=sc.channels, layers=sc.layers, rngs=nnx.Rngs(config.seed))
-  from jnas.supernet.chain import ChainSupernet
-  check_chain_data(config, space, ds)
-  return ChainSupernet(space, rngs=nnx.Rngs(config.seed))
+  return space_kit_of(config).builder("supernet")(config, space, ds)
 
 
 def genotype_path(genotype: str | None, workdir: str | None) -> str:
@@ -105,24 +78,43 @@ def genotype_path(genotype: str | None, workdir: str | None) -> str:
   return genotype
 
 
-def resolve_genotype(space: SearchSpace, genotype: str | None, workdir: str | None = None):
-  """A genotype from a published name, a JSON file, ``WORKDIR/genotype.json``, or (NAS-Bench-201)
-  the benchmark's architecture string."""
-  genotype = genotype_path(genotype, workdir)
-  if isinstance(space, NB201Space) and genotype.lstrip().startswith("|"):
-    return space.parse(genotype)
-  if genotype in GENOTYPES and isinstance(space, DartsSpace):
-    return space.genotype_by_name(genotype)
-  path = Path(genotype)
+def resolve_architecture(config, genotype: str | None, workdir: str | None = None,
+                         space: SearchSpace | None = None) -> tuple[SearchSpace, Any]:
+  """``(space, genotype)``: a genotype by a name or string its space knows (``DARTS_V2``, a
+  NAS-Bench-201 string, ``fbnet_a``), a JSON file, or ``WORKDIR/genotype.json``.
+
+  ``space`` defaults to :func:`build_space`'s; a named chain architecture brings its
+  own macro-architecture, so the space returned may differ from it.
+
+  Example:
+    >>> space, g = resolve_architecture(load_config("experiments/darts_mnist1d.py"),
+    ...                                 "DARTS_V2")  # doctest: +SKIP
+  """
+  kit = space_kit_of(config)
+  space = build_space(config) if space is None else space
+  text = genotype_path(genotype, workdir)
+  named = kit.resolve_text(space, text)
+  if named is not None:
+    return named
+  path = Path(text)
   if path.suffix == ".json" or path.exists():
     if not path.exists():
-      raise FileNotFoundError(f"genotype file {genotype} does not exist")
-    return space.genotype_loads(path.read_text())
-  if isinstance(space, NB201Space):
-    raise ValueError(f"unknown genotype {genotype!r} (give a NAS-Bench-201 string "
-                     f"'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' or a genotype .json file)")
-  raise ValueError(f"unknown genotype {genotype!r} (known names: {', '.join(GENOTYPES)}; "
-                   f"or a path to a genotype .json file)")
+      raise FileNotFoundError(f"genotype file {text} does not exist")
+    return space, space.genotype_loads(path.read_text())
+  hint = kit.genotype_hint.format(names=", ".join(space.named_genotypes) or "none")
+  raise ValueError(f"unknown genotype {text!r} ({hint})")
+
+
+def resolve_genotype(space: SearchSpace, genotype: str | None, workdir: str | None = None):
+  """A genotype of ``space`` from a published name, a JSON file, ``WORKDIR/genotype.json``, or
+  (NAS-Bench-201) the benchmark's architecture string.
+
+  Example:
+    >>> resolve_genotype(DartsSpace(), "DARTS_V2").normal[0]  # doctest: +SKIP
+    ('sep_conv_3x3', 0)
+  """
+  config = ml_collections.ConfigDict({"space": {"name": space.name}})
+  return resolve_architecture(config, genotype, workdir, space=space)[1]
 
 
 def data_ndim(ds) -> int:

@@ -1,6 +1,9 @@
 """``jnas search``: claims the work directory and hands the run to its search family.
 
-SPOS (:mod:`jnas.search.spos`) for ``search.strategy = "spos"`` on any space,
+SPOS (:mod:`jnas.search.spos`) for ``search.strategy = "spos"`` on any space
+(and for a sample-based strategy with ``search.estimator = "supernet"``: SPOS's
+training, then that strategy on the shared weights), the sample-based
+strategies (:mod:`jnas.search.ask_tell`) with a table or scratch estimator,
 FBNet (:mod:`jnas.search.chain`) on chain spaces, and the gradient strategies
 (:mod:`jnas.search.gradient`) on cell spaces. The families never import this
 module, so the imports stay one-way.
@@ -19,9 +22,10 @@ from typing import Any
 
 from jnas.config import config_to_dict
 from jnas.ops.primitives import set_depthwise_impl
-from jnas.search.ask_tell import ASK_TELL_STRATEGIES, search_ask_tell
+from jnas.search.ask_tell import (ASK_TELL_STRATEGIES, check_supernet_plan, search_ask_tell,
+                                  uses_supernet)
 from jnas.search.chain import search_chain
-from jnas.search.common import CHAIN_SPACE_NAMES, enable_compilation_cache
+from jnas.search.common import enable_compilation_cache, is_chain
 from jnas.search.gradient import search_gradient
 from jnas.search.spos import add_spos_defaults, search_spos
 from jnas.search.workdir import (SUMMARY_FILE, checkpoint_every_s, claim_workdir, finished,
@@ -56,7 +60,13 @@ def search(config, workdir: str) -> dict[str, Any]:
   """
   enable_compilation_cache()
   set_depthwise_impl(config.model.depthwise_impl)
-  if config.search.strategy == "spos":
+  if config.search.strategy == "darts2":
+    # Second-order DARTS by name: config.json records what runs (darts, order 2).
+    config = copy.deepcopy(config)
+    config.search.strategy, config.search.order = "darts", 2
+  if config.search.strategy == "spos" or uses_supernet(config):
+    if uses_supernet(config):
+      check_supernet_plan(config)
     # A config written for another strategy gets SPOS's pool and evolution settings, before
     # the config is hashed and saved, so config.json says what ran.
     config = copy.deepcopy(config)
@@ -77,11 +87,11 @@ def _search_locked(config, wd: Path) -> dict[str, Any]:
     return {**done, "status": "finished"}
   write_json_atomic(str(wd / "config.json"), config_dict)
   sc = config.search
-  if sc.strategy == "spos":
+  if sc.strategy == "spos" or uses_supernet(config):
     return search_spos(config, wd, chash)
   if sc.strategy in ASK_TELL_STRATEGIES:
     return search_ask_tell(config, wd, chash)
-  if config.space.name in CHAIN_SPACE_NAMES:
+  if is_chain(config):
     return search_chain(config, wd, chash)
   if sc.strategy not in GRADIENT_STRATEGIES:
     known = GRADIENT_STRATEGIES + ("spos",) + ASK_TELL_STRATEGIES

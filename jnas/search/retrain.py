@@ -27,14 +27,12 @@ from jnas.config import config_to_dict
 from jnas.data import epoch_batches, eval_batches, load_dataset
 from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
 from jnas.ops.primitives import set_depthwise_impl
-from jnas.search.common import (CHAIN_SPACE_NAMES, build_space, data_ndim,
-                                enable_compilation_cache, genotype_path, resolve_genotype)
+from jnas.search.common import (build_space, data_ndim, enable_compilation_cache,
+                                resolve_architecture, space_kit_of)
 from jnas.search.workdir import (RETRAIN_CKPT_DIR, StopOnSignal, dict_hash, finished,
                                  lock_workdir)
-from jnas.spaces.nb201 import NB201Genotype, NB201Space
+from jnas.spaces.base import SearchSpace
 from jnas.supernet.functional import count_params, split_model
-from jnas.train.nb201_network import NB201Network
-from jnas.train.network import DiscreteNetwork
 from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 from jnas.utils.progress import progress
 from jnas.utils.xla import config_compiler_options
@@ -77,17 +75,16 @@ def _evaluate(apply_fn, params, state, encoding, x, y, batch_size: int) -> float
 
 
 def build_discrete(config, genotype, input_shape, num_classes: int,
-                   rngs: nnx.Rngs | None = None) -> nnx.Module:
-  """The retraining network a config describes for ``genotype`` (a DARTS or NAS-Bench-201 cell)."""
-  rc = config.retrain
-  rngs = rngs or nnx.Rngs(config.seed)
-  if isinstance(genotype, NB201Genotype):
-    return NB201Network(genotype, input_shape[-1], num_classes, ndim=len(input_shape) - 1,
-                        channels=rc.channels, cells_per_stage=rc.cells_per_stage,
-                        space=build_space(config), rngs=rngs)
-  return DiscreteNetwork(genotype, input_shape[-1], num_classes, ndim=len(input_shape) - 1,
-                         channels=rc.channels, layers=rc.layers,
-                         drop_path_rate=rc.drop_path, rngs=rngs)
+                   rngs: nnx.Rngs | None = None, space: SearchSpace | None = None) -> nnx.Module:
+  """The retraining network a config describes for ``genotype``, built by its space's kit.
+
+  Example:
+    >>> net = build_discrete(cfg, space.genotype_by_name("DARTS_V2"), (40, 1), 10)  # doctest: +SKIP
+  """
+  space = build_space(config) if space is None else space
+  return space_kit_of(config).builder("network")(
+      config, space, genotype, tuple(input_shape), int(num_classes),
+      rngs or nnx.Rngs(config.seed))
 
 
 def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
@@ -113,15 +110,7 @@ def train(config, workdir: str, genotype: str | None = None) -> dict[str, Any]:
 
 def _train_locked(config, workdir: str, genotype: str | None) -> dict[str, Any]:
   wd = Path(workdir)
-  chain = config.space.name in CHAIN_SPACE_NAMES
-  space = build_space(config)
-  if chain:
-    from jnas.spaces.chain import resolve_chain_genotype
-    from jnas.train.chain_network import ChainNetwork
-
-    space, geno = resolve_chain_genotype(space, genotype_path(genotype, workdir))
-  else:
-    geno = resolve_genotype(space, genotype, workdir)
+  space, geno = resolve_architecture(config, genotype, workdir)
   geno_json = space.genotype_to_json(geno)
   retrain_id = dict_hash({"config": config_to_dict(config), "genotype": geno_json})
   done = finished(wd, "report.json")
@@ -131,10 +120,7 @@ def _train_locked(config, workdir: str, genotype: str | None) -> dict[str, Any]:
             "report": str(wd / "report.json")}
   rc = config.retrain
   ds = load_dataset(config.data.name, seed=config.data.seed)
-  if chain:
-    net = ChainNetwork(space, geno, rngs=nnx.Rngs(config.seed))
-  else:
-    net = build_discrete(config, geno, ds.input_shape, ds.num_classes)
+  net = build_discrete(config, geno, ds.input_shape, ds.num_classes, space=space)
   split = split_model(net)
   graphdef = split.graphdef
   num_params = count_params(split.params)
@@ -150,8 +136,7 @@ def _train_locked(config, workdir: str, genotype: str | None) -> dict[str, Any]:
     del encoding
     params, state = jax.tree.map(lambda a: a, (params, state))
     model = nnx.merge(graphdef, params, state)
-    # Chain networks have no drop-path, so no key.
-    logits = model(x, train=train_mode) if chain else model(x, train=train_mode, key=key)
+    logits = model(x, train=train_mode, key=key)
     return logits, nnx.state(model, nnx.BatchStat)
 
   @functools.partial(jax.jit, compiler_options=config_compiler_options(config, data_ndim(ds)))
@@ -242,20 +227,18 @@ def info(config, genotype: str) -> dict[str, Any]:
     >>> info(load_config("experiments/darts_cifar10.py"), "DARTS_V2")["num_params"]  # doctest: +SKIP
     3349342
   """
-  if config.space.name in CHAIN_SPACE_NAMES:
-    from jnas.estimation.flops import chain_info
-    return chain_info(config, genotype)
-  space = build_space(config)
-  geno = resolve_genotype(space, genotype)
+  kit = space_kit_of(config)
+  if kit.info is not None:
+    return kit.builder("info")(config, genotype)
+  space, geno = resolve_architecture(config, genotype)
   shape = tuple(config.data.input_shape) if "input_shape" in config.data else None
   if shape is None:
     ds = load_dataset(config.data.name, seed=config.data.seed)
     shape, num_classes = ds.input_shape, ds.num_classes
   else:
     num_classes = config.data.num_classes
-  net = nnx.eval_shape(lambda: build_discrete(config, geno, shape, num_classes))
-  depth = ({"cells_per_stage": config.retrain.cells_per_stage} if isinstance(space, NB201Space)
-           else {"layers": config.retrain.layers})
+  net = nnx.eval_shape(lambda: build_discrete(config, geno, shape, num_classes, space=space))
+  depth = {k: config.retrain[k] for k in kit.depth}
   return {"genotype": genotype, "num_params": count_params(nnx.state(net, nnx.Param)),
           "channels": config.retrain.channels, **depth,
           "input_shape": list(shape), "num_classes": num_classes}

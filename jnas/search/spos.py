@@ -49,7 +49,6 @@ from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock,
                                  StopOnSignal, checkpoint_every_s, run_epoch, save_supernet,
                                  sums_from_json, sums_to_json)
 from jnas.spaces.base import SearchSpace
-from jnas.spaces.darts import DartsSpace
 from jnas.strategies.darts import weight_optimizer
 from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import topk_evolution
@@ -106,6 +105,39 @@ def _check_positive(section, names: tuple[str, ...], prefix: str) -> None:
       raise ValueError(f"{prefix}.{name}={section[name]} must be >= 1")
 
 
+def after_name(config) -> str:
+  """The strategy that searches the trained supernet: SPOS's ``topk`` evolution, or the
+  sample-based ``search.strategy`` of a config with ``search.estimator = "supernet"``."""
+  return "topk" if config.search.strategy == "spos" else str(config.search.strategy)
+
+
+def phase2_evals(config) -> int:
+  """Architectures phase 2 scores: ``evolution.evals``, or ``search.evals`` when a
+  sample-based strategy with the supernet estimator sets it."""
+  own = int(config.search.get("evals", 0)) if config.search.strategy != "spos" else 0
+  return own or int(config.evolution.evals)
+
+
+def search_strategy(config, space: SearchSpace):
+  """The ask/tell strategy of phase 2 (see :func:`after_name`), scored by the shared weights.
+
+  ``topk`` takes SPOS's settings from ``evolution.*``; another strategy takes its
+  table defaults (:data:`jnas.search.tabular.STRATEGIES`) updated by
+  ``search.strategy_settings``.
+
+  Example:
+    >>> search_strategy(load_config("experiments/spos_mnist1d.py"), space)  # doctest: +SKIP
+  """
+  from jnas.search.tabular import make_strategy, settings_from_text  # noqa: PLC0415
+
+  ev, name = config.evolution, after_name(config)
+  if name == "topk":
+    return topk_evolution(space, population_size=int(ev.population), top_k=int(ev.top_k),
+                          crossover_fraction=float(ev.crossover_fraction))
+  return make_strategy(name, space,
+                       settings_from_text(config.search.get("strategy_settings", "")))[0]
+
+
 def score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Array]:
   """BN-calibration batches (weights half) and validation batches (the other half)."""
   ev, bs = config.evolution, config.search.batch_size
@@ -151,11 +183,12 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
 
   # ---- Supernet and the SPOS step. ----
   space: SearchSpace = build_space(config)
-  split = split_model(build_supernet(config, space, ds))
+  supernet = build_supernet(config, space, ds)
+  split = split_model(supernet)
   single = make_apply(split.graphdef, single_path=True)
-  # Scoring runs forward only: unrolled edge loops are faster there (DARTS supernet).
+  # Scoring runs forward only: unrolled edge loops are faster there (the DARTS supernet).
   score_apply = (make_apply(split.graphdef, single_path=True, unroll=True)
-                 if isinstance(space, DartsSpace) else single)
+                 if getattr(supernet, "accepts_unroll", False) else single)
   total_steps = sc.epochs * steps_per_epoch
   w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
                            total_steps)
@@ -232,16 +265,20 @@ def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
   def scorer(encodings, genotypes):
     del genotypes
     n = next(iter(encodings.values())).shape[0]
-    out = evaluate(params, stats, pad_population(encodings, population), calib_x, val_x, val_y)
-    return {"val_accuracy": np.asarray(out["accuracy"])[:n],
-            "val_loss": np.asarray(out["loss"])[:n]}
+    acc, loss = [], []
+    # One compiled population size: a larger batch is scored in chunks of it.
+    for lo in range(0, n, population):
+      chunk = {k: np.asarray(v)[lo:lo + population] for k, v in encodings.items()}
+      out = evaluate(params, stats, pad_population(chunk, population), calib_x, val_x, val_y)
+      m = next(iter(chunk.values())).shape[0]
+      acc.append(np.asarray(out["accuracy"])[:m])
+      loss.append(np.asarray(out["loss"])[:m])
+    return {"val_accuracy": np.concatenate(acc), "val_loss": np.concatenate(loss)}
 
   t1 = time.time()
   result = run_ask_tell(
-      topk_evolution(space, population_size=population, top_k=int(ev.top_k),
-                     crossover_fraction=float(ev.crossover_fraction)),
-      space, scorer, key=jax.random.key(config.seed + 1), num_evals=int(ev.evals),
-      objectives=("val_accuracy",), desc="evolution")
+      search_strategy(config, space), space, scorer, key=jax.random.key(config.seed + 1),
+      num_evals=phase2_evals(config), objectives=("val_accuracy",), desc=after_name(config))
   evolution_s = time.time() - t1
   result.save(str(wd / EVOLUTION_FILE), space)
   best = result.best()

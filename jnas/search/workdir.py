@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnas.spaces.base import SearchSpace
-from jnas.spaces.nb201 import NB201Space
 from jnas.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -325,24 +324,12 @@ def sums_from_json(d: dict | None) -> dict | None:
   return {k: jnp.asarray(np.asarray(v, dtype=dt)) for k, (v, dt) in d.items()}
 
 
-def _edge_labels(space: SearchSpace) -> list[str] | None:
-  """Panel titles for the alpha plots where the DARTS naming (``c_{k-2}``, ...) does not apply."""
-  if isinstance(space, NB201Space):
-    return [f"node {j} <- node {i}" for j, i in space.edge_list]
-  return None
-
-
 def write_alpha_history(wd: Path, history: dict[str, list], space: SearchSpace) -> None:
   """Writes ``alpha_history.npz``: the raw alpha of every finished epoch, stacked."""
   if not history.get("epoch"):
     (wd / ALPHA_HISTORY_FILE).unlink(missing_ok=True)
     return
-  arrays = {"epoch": np.asarray(history["epoch"], np.int32),
-            "primitives": np.asarray(space.primitives),
-            "edges": np.asarray(space.edges(), np.int32)}
-  labels = _edge_labels(space)
-  if labels is not None:
-    arrays["edge_labels"] = np.asarray(labels)
+  arrays = {"epoch": np.asarray(history["epoch"], np.int32), **space.alpha_labels()}
   for k, v in history.items():
     if k != "epoch":
       arrays[f"alpha_{k}"] = np.asarray(v, np.float32)

@@ -2,9 +2,6 @@
 
 from jnas.spaces.base import Choice
 from jnas.spaces.base import SearchSpace
-from jnas.spaces.base import get_space
-from jnas.spaces.base import register_space
-from jnas.spaces.base import space_names
 from jnas.spaces.darts import GENOTYPES
 from jnas.spaces.darts import PRIMITIVES
 from jnas.spaces.darts import DartsSpace
@@ -16,6 +13,8 @@ from jnas.spaces.chain import ChainGenotype
 from jnas.spaces.chain import ChainSpace
 from jnas.spaces.chain import FBNetSpace
 from jnas.spaces.chain import KernelChainSpace
-
-register_space("fbnet", "jnas.spaces.chain:FBNetSpace")
-register_space("kernel_chain", "jnas.spaces.chain:KernelChainSpace")
+from jnas.spaces.registry import SpaceKit
+from jnas.spaces.registry import get_space
+from jnas.spaces.registry import register_space
+from jnas.spaces.registry import space_kit
+from jnas.spaces.registry import space_names

@@ -71,6 +71,8 @@ class SearchSpace(abc.ABC):
   """
 
   name: str = "space"
+  #: Architectures known by name (``jnas train --genotype NAME``), name -> genotype or its spec.
+  named_genotypes: Mapping[str, Any] = {}
 
   @abc.abstractmethod
   def choices(self) -> dict[str, list[Choice]]:
@@ -124,6 +126,48 @@ class SearchSpace(abc.ABC):
     """``n`` random encodings stacked along a new leading axis (for ``vmap``)."""
     encs = [self.sample_encoding(rng) for _ in range(n)]
     return {k: np.stack([e[k] for e in encs]) for k in encs[0]}
+
+  def index_fill(self) -> np.ndarray:
+    """The integer form's value for a decision not yet made (progressive search's fill).
+
+    The default, for one decision per choice point: ``skip_connect`` where a
+    choice has it, else its first candidate.
+
+    Example:
+      >>> get_space("nb201").index_fill().tolist()  # doctest: +SKIP
+      [1, 1, 1, 1, 1, 1]
+    """
+    choices = [c for group in self.choices().values() for c in group]
+    if len(choices) != len(self.index_sizes()):
+      return np.zeros(len(self.index_sizes()), np.int32)
+    return np.asarray([c.candidates.index("skip_connect") if "skip_connect" in c.candidates
+                       else 0 for c in choices], np.int32)
+
+  def index_groups(self) -> list[int]:
+    """How many integer-form entries progressive search decides at once (one per step here)."""
+    return [1] * len(self.index_sizes())
+
+  def valid_indices(self, x: np.ndarray) -> np.ndarray:
+    """Which rows of ``x`` (``[n, len(index_sizes())]``) are valid architectures (all, here)."""
+    return np.ones(len(x), bool)
+
+  def distinct_index_pairs(self) -> tuple[tuple[int, int], ...]:
+    """``(i, j)`` pairs of integer-form entries that must differ (none here; DARTS's inputs)."""
+    return ()
+
+  def alpha_labels(self) -> dict[str, np.ndarray]:
+    """What ``alpha_history.npz`` stores beside alpha for its plots (``jnas plot``).
+
+    ``primitives``: the candidate names of an encoding row; spaces with a cell
+    graph add ``edges`` (``(node, input)`` per row) and may add ``edge_labels``
+    (panel titles). The default names the first choice point's candidates.
+
+    Example:
+      >>> list(get_space("nb201").alpha_labels())  # doctest: +SKIP
+      ['primitives', 'edges', 'edge_labels']
+    """
+    first = next(iter(self.choices().values()))[0]
+    return {"primitives": np.asarray(first.candidates)}
 
   def genotype_dumps(self, genotype: Any) -> str:
     """JSON text of a genotype."""
@@ -238,51 +282,3 @@ class SearchSpace(abc.ABC):
       if tuple(jnp.shape(encoding[k])[-2:]) != s:
         raise ValueError(
             f"encoding[{k!r}] has shape {tuple(jnp.shape(encoding[k]))}, space expects {s}")
-
-
-# Registry -------------------------------------------------------------------
-
-# Spaces by name, as "module:class", imported on first use so that naming a
-# space does not import every space's dependencies.
-_SPACES: dict[str, str] = {
-    "darts": "jnas.spaces.darts:DartsSpace",
-    "nb201": "jnas.spaces.nb201:NB201Space",
-    "fbnet": "jnas.spaces.chain:FBNetSpace",
-    "kernel_chain": "jnas.spaces.chain:KernelChainSpace",
-}
-
-
-def register_space(name: str, factory: str | Any) -> None:
-  """Makes ``get_space(name)`` build ``factory`` (a class/callable or ``"module:attr"``).
-
-  Example:
-    >>> register_space("my_space", "my_pkg.spaces:MySpace")  # doctest: +SKIP
-  """
-  _SPACES[name] = factory
-
-
-def space_names() -> list[str]:
-  """Names :func:`get_space` knows, sorted.
-
-  Example:
-    >>> "nb201" in space_names()
-    True
-  """
-  return sorted(_SPACES)
-
-
-def get_space(name: str, **kwargs: Any) -> SearchSpace:
-  """Builds the search space registered under ``name`` with ``kwargs``.
-
-  Example:
-    >>> get_space("nb201").encoding_shape()
-    {'cell': (6, 5)}
-  """
-  if name not in _SPACES:
-    raise ValueError(f"unknown search space {name!r} (known: {', '.join(space_names())})")
-  factory = _SPACES[name]
-  if isinstance(factory, str):
-    import importlib
-    module, _, attr = factory.partition(":")
-    factory = getattr(importlib.import_module(module), attr)
-  return factory(**kwargs)

@@ -136,6 +136,7 @@ class DartsSpace(SearchSpace):
   """
 
   name = "darts"
+  named_genotypes = GENOTYPES
 
   def __init__(self, num_nodes: int = 4, primitives: Sequence[str] = PRIMITIVES,
                inputs_per_node: int = 2):
@@ -158,6 +159,36 @@ class DartsSpace(SearchSpace):
   def edges(self) -> list[tuple[int, int]]:
     """``(node, input)`` for every edge, in encoding-row order."""
     return [(j, i) for j in range(self.num_nodes) for i in range(j + 2)]
+
+  def index_fill(self) -> np.ndarray:
+    # ``skip_connect`` on inputs 0, 1, ... of every node ([op, input] per kept edge).
+    op = self.primitives.index("skip_connect") if "skip_connect" in self.primitives else 0
+    per_node = []
+    for k in range(self.inputs_per_node):
+      per_node += [op, k]
+    return np.asarray(per_node * (len(CELL_TYPES) * self.num_nodes), np.int32)
+
+  def index_groups(self) -> list[int]:
+    # A node's kept edges are decided together.
+    return [2 * self.inputs_per_node] * (len(CELL_TYPES) * self.num_nodes)
+
+  def valid_indices(self, x: np.ndarray) -> np.ndarray:
+    # A node must read distinct inputs.
+    k = self.inputs_per_node
+    inputs = x.reshape(len(x), -1, k, 2)[..., 1]  # [n, cells * nodes, k]
+    same = (inputs[..., :, None] == inputs[..., None, :]).sum((-1, -2)) > k
+    return ~same.any(-1)
+
+  def distinct_index_pairs(self) -> tuple[tuple[int, int], ...]:
+    k, pairs = self.inputs_per_node, []
+    for node in range(len(CELL_TYPES) * self.num_nodes):  # both cell types, node by node
+      base = node * 2 * k
+      inputs = [base + 2 * e + 1 for e in range(k)]
+      pairs += [(t, u) for i, t in enumerate(inputs) for u in inputs[:i]]
+    return tuple(pairs)
+
+  def alpha_labels(self) -> dict[str, np.ndarray]:
+    return {"primitives": np.asarray(self.primitives), "edges": np.asarray(self.edges(), np.int32)}
 
   def choices(self) -> dict[str, list[Choice]]:
     return {
@@ -432,7 +463,7 @@ class DartsSpace(SearchSpace):
       for j in range(self.num_nodes):
         used = set(idx[c, j, :, 1].tolist())
         for s in range(self.inputs_per_node):
-          op, inp = int(idx[c, j, s, 0]), int(idx[c, j, s, 1])
+          op = int(idx[c, j, s, 0])
           alt_ops = [o for o in ops if o != op]
           alt_inputs = [i for i in range(j + 2) if i not in used]
           if alt_ops:
@@ -458,3 +489,27 @@ class DartsSpace(SearchSpace):
     ib = self.encode_indices(b).reshape(len(CELL_TYPES), self.num_nodes, -1)
     take_b = rng.random((len(CELL_TYPES), self.num_nodes, 1)) < 0.5
     return self.decode_indices(np.where(take_b, ib, ia).reshape(-1))
+
+
+def space_from_config(config) -> DartsSpace:
+  """The DARTS space of ``config.space`` (``num_nodes``; ``primitives``, if set, ``none`` first).
+
+  Example:
+    >>> space_from_config(load_config("experiments/darts_mnist1d.py")).num_nodes  # doctest: +SKIP
+    4
+  """
+  prims = config.space.get("primitives")
+  nodes = config.space.get("num_nodes", 4)
+  if prims:
+    return DartsSpace(num_nodes=nodes, primitives=tuple(prims))
+  return DartsSpace(num_nodes=nodes)
+
+
+def resolve_named(space: DartsSpace, text: str) -> tuple[DartsSpace, Genotype] | None:
+  """``(space, genotype)`` for a published genotype name (``DARTS_V2``), else ``None``.
+
+  Example:
+    >>> resolve_named(DartsSpace(), "DARTS_V2")[1] == GENOTYPES["DARTS_V2"]
+    True
+  """
+  return (space, space.genotype_by_name(text)) if text in GENOTYPES else None

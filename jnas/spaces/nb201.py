@@ -120,6 +120,10 @@ class NB201Space(SearchSpace):
     """The candidate op names (``ops``), under the name the DARTS space uses."""
     return self.ops
 
+  def alpha_labels(self) -> dict[str, np.ndarray]:
+    return {"primitives": np.asarray(self.primitives), "edges": np.asarray(self.edges(), np.int32),
+            "edge_labels": np.asarray([f"node {j} <- node {i}" for j, i in self.edge_list])}
+
   def edges(self) -> list[tuple[int, int]]:
     """``(node, input_node)`` of every edge, in the benchmark's (and the encoding's) order.
 
@@ -267,3 +271,25 @@ class NB201Space(SearchSpace):
     if data.get("space", self.name) != self.name:
       raise ValueError(f"genotype is for space {data['space']!r}, not {self.name!r}")
     return self.parse(data["arch"])
+
+
+def space_from_config(config) -> NB201Space:
+  """The NAS-Bench-201 space of ``config.space`` (``num_nodes``, and ``primitives`` as its ops).
+
+  Example:
+    >>> space_from_config(load_config("experiments/nb201_mnist1d.py")).num_edges  # doctest: +SKIP
+    6
+  """
+  prims = config.space.get("primitives")
+  return NB201Space(num_nodes=config.space.get("num_nodes", 4),
+                    ops=tuple(prims) if prims else NB201_OPS)
+
+
+def resolve_string(space: NB201Space, text: str) -> tuple[NB201Space, NB201Genotype] | None:
+  """``(space, genotype)`` for a benchmark string (``|op~0|+|...|``), else ``None``.
+
+  Example:
+    >>> resolve_string(NB201Space(), "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")[1].ops[0]
+    'none'
+  """
+  return (space, space.parse(text)) if text.lstrip().startswith("|") else None

@@ -91,18 +91,7 @@ def default_fill(space: Any) -> np.ndarray:
     >>> default_fill(NB201Space()).tolist()
     [1, 1, 1, 1, 1, 1]
   """
-  from jnas.spaces.darts import DartsSpace  # local: avoid importing ops for other spaces
-  if isinstance(space, DartsSpace):
-    op = space.primitives.index("skip_connect") if "skip_connect" in space.primitives else 0
-    per_node = []
-    for k in range(space.inputs_per_node):
-      per_node += [op, k]
-    return np.asarray(per_node * (2 * space.num_nodes), np.int32)
-  choices = [c for group in space.choices().values() for c in group]
-  if len(choices) != len(space.index_sizes()):
-    return np.zeros(len(space.index_sizes()), np.int32)
-  return np.asarray([c.candidates.index("skip_connect") if "skip_connect" in c.candidates else 0
-                     for c in choices], np.int32)
+  return space.index_fill()
 
 
 def _pareto_ranks(values: np.ndarray) -> np.ndarray:
@@ -178,13 +167,13 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
     raise ValueError(f"select must be 'topk' or 'pareto', got {select!r}")
   if select == "pareto" and cost_fn is None:
     raise ValueError("DPP-Net's Pareto selection needs a cost_fn (latency, FLOPs or params)")
-  group = _default_groups(space) if groups is None else [int(g) for g in groups]
+  group = space.index_groups() if groups is None else [int(g) for g in groups]
   if sum(group) != steps or min(group) < 1:
     raise ValueError(f"groups must split the {steps} decisions into levels of >= 1, got {group}")
   bounds = np.concatenate([[0], np.cumsum(group)]).astype(int)
   levels = len(group)
   radix = np.cumprod((1,) + sizes[::-1])[:-1][::-1].astype(np.float64)
-  valid = valid_fn or _default_valid(space)
+  valid = valid_fn or space.valid_indices
 
   def keys_of(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float64) @ radix  # exact below 2**53 (every space here)
@@ -307,26 +296,6 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
                           predictor=predictor, pending=np.zeros((0, steps), np.int32))
 
   return AskTellStrategy(init, ask, tell)
-
-
-def _default_groups(space: Any) -> list[int]:
-  from jnas.spaces.darts import DartsSpace
-  if isinstance(space, DartsSpace):
-    return [2 * space.inputs_per_node] * (2 * space.num_nodes)
-  return [1] * len(space.index_sizes())
-
-
-def _default_valid(space: Any) -> Callable[[np.ndarray], np.ndarray]:
-  from jnas.spaces.darts import DartsSpace
-  if isinstance(space, DartsSpace):
-    k = space.inputs_per_node
-
-    def distinct(x: np.ndarray) -> np.ndarray:
-      inputs = x.reshape(len(x), -1, k, 2)[..., 1]  # [n, cells * nodes, k]
-      same = (inputs[..., :, None] == inputs[..., None, :]).sum((-1, -2)) > k
-      return ~same.any(-1)
-    return distinct
-  return lambda x: np.ones(len(x), bool)
 
 
 def pnas(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = None,

@@ -20,7 +20,7 @@ swaps the LSTM for NAS-Bench-201's policy, one free softmax per decision
 (:class:`LogitsPolicy`).
 
 Settings, the papers' and this package's (``jnas tabular``'s defaults live in
-:data:`jnas.estimation.tabular.STRATEGIES`; measured in
+:data:`jnas.search.tabular.STRATEGIES`; measured in
 ``benchmarks/results/reinforce/README.md``):
 
 | | Zoph & Le 2017 | NAS-Bench-201 (Dong & Yang 2020) | ``jnas tabular`` |
@@ -59,6 +59,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jnas.spaces.base import SearchSpace
 from jnas.strategies.base import AskTellStrategy
 
 __all__ = ["Controller", "ReinforceState", "reinforce", "controller_policy", "mnasnet_reward",
@@ -76,15 +77,9 @@ def distinct_pairs(space_or_sizes: Any) -> tuple[tuple[int, int], ...]:
     >>> distinct_pairs(DartsSpace(num_nodes=1))
     ((3, 1), (7, 5))
   """
-  from jnas.spaces.darts import DartsSpace  # local: only DARTS has the rule
-  if not isinstance(space_or_sizes, DartsSpace):
+  if not isinstance(space_or_sizes, SearchSpace):
     return ()
-  k, pairs = space_or_sizes.inputs_per_node, []
-  for node in range(2 * space_or_sizes.num_nodes):  # both cell types, node by node
-    base = node * 2 * k
-    inputs = [base + 2 * e + 1 for e in range(k)]
-    pairs += [(t, u) for i, t in enumerate(inputs) for u in inputs[:i]]
-  return tuple(pairs)
+  return space_or_sizes.distinct_index_pairs()
 
 
 def sizes_of(space_or_sizes: Any) -> tuple[int, ...]:

@@ -16,7 +16,6 @@ and the work per kernel large.
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ from jnas.ops import primitives as P
 from jnas.ops.modules import (DepthwiseConv, EdgeBatchNorm, FactorizedReduce, PointwiseConv,
                               ReLUConvBN, factorized_reduce, make_op)
 from jnas.spaces.darts import DartsSpace, edge_index
+from jnas.train.network import Classifier, Stem, cell_plan
 
 
 # (kernel, dilation, number of ReLU-depthwise-1x1-BN stages) of the conv candidates.
@@ -353,62 +353,6 @@ class SearchCell(nnx.Module):
     return jnp.concatenate(pending, axis=-1)
 
 
-class Stem(nnx.Module):
-  """3x3 (or length-3) convolution and batch norm."""
-
-  def __init__(self, c_in: int, c_out: int, *, ndim: int, kernel: int = 3, rngs: nnx.Rngs):
-    fan_in = c_in * kernel**ndim
-    bound = 1.0 / fan_in**0.5
-    self.w = nnx.Param(jax.random.uniform(rngs.params(), (kernel,) * ndim + (c_in, c_out),
-                                          minval=-bound, maxval=bound))
-    self.bn = EdgeBatchNorm(1, c_out, affine=True)
-
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    y = P.dense_conv(x, self.w.get_value().astype(x.dtype))
-    return self.bn(y[None], train=train)[0]
-
-
-class Classifier(nnx.Module):
-  """Global average pooling and a linear layer."""
-
-  def __init__(self, c_in: int, num_classes: int, *, rngs: nnx.Rngs):
-    self.fc = nnx.Linear(c_in, num_classes, rngs=rngs)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    pooled = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
-    return self.fc(pooled.astype(jnp.float32))
-
-
-def reduction_layers(layers: int) -> tuple[int, ...]:
-  """Cells that halve the resolution: at 1/3 and 2/3 of the depth, as in DARTS."""
-  return tuple(sorted({layers // 3, 2 * layers // 3}))
-
-
-def cell_plan(layers: int, channels: int, stem_multiplier: int,
-              outputs_per_cell: Callable[[bool], int]) -> list[tuple[int, int, int, bool, bool]]:
-  """Channel bookkeeping of a DARTS network, shared by supernets and derived networks.
-
-  Returns ``(c_prev_prev, c_prev, c_cell, reduction, reduction_prev)`` per
-  cell; widths double at each reduction cell, and a cell outputs
-  ``outputs_per_cell(reduction) * c_cell`` channels.
-
-  Example:
-    >>> cell_plan(3, 4, 3, lambda r: 4)[1]
-    (12, 16, 8, True, False)
-  """
-  c_pp, c_p, c_curr = stem_multiplier * channels, stem_multiplier * channels, channels
-  reductions = reduction_layers(layers)
-  plan, reduction_prev = [], False
-  for i in range(layers):
-    reduction = i in reductions
-    if reduction:
-      c_curr *= 2
-    plan.append((c_pp, c_p, c_curr, reduction, reduction_prev))
-    reduction_prev = reduction
-    c_pp, c_p = c_p, outputs_per_cell(reduction) * c_curr
-  return plan
-
-
 class DartsSupernet(nnx.Module):
   """The DARTS search network: stem, ``layers`` mixed cells, classifier.
 
@@ -430,6 +374,10 @@ class DartsSupernet(nnx.Module):
     >>> net(jnp.ones((2, 40, 1)), enc, train=True).shape
     (2, 10)
   """
+
+  # Forward-only passes (scoring a population) run faster with the edge loop unrolled
+  # (``unroll=True``); a caller that sees this flag may pass it.
+  accepts_unroll = True
 
   def __init__(self, space: DartsSpace, in_channels: int, num_classes: int, *, ndim: int,
                channels: int = 16, layers: int = 8, stem_multiplier: int = 3,
@@ -459,3 +407,22 @@ class DartsSupernet(nnx.Module):
       w = encoding["reduce"] if cell.reduction else encoding["normal"]
       s0, s1 = s1, cell(s0, s1, w, train=train, single_path=single_path, unroll=unroll)
     return self.classifier(s1)
+
+
+def _no_partial_channels(config) -> None:
+  partial = int(config.search.get("partial_channels", 1))
+  if partial != 1:
+    raise ValueError(f"search.partial_channels={partial} (PC-DARTS) is implemented for the "
+                     f"nb201 space only; the {config.space.name} supernet needs 1")
+
+
+def supernet_from_config(config, space: DartsSpace, ds) -> DartsSupernet:
+  """The DARTS supernet sized by ``config.search`` (``channels``, ``layers``) for dataset ``ds``.
+
+  Example:
+    >>> net = supernet_from_config(cfg, space, load_dataset("mnist1d"))  # doctest: +SKIP
+  """
+  _no_partial_channels(config)
+  return DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=len(ds.input_shape) - 1,
+                       channels=config.search.channels, layers=config.search.layers,
+                       rngs=nnx.Rngs(config.seed))

@@ -86,7 +86,7 @@ class NB201Supernet(nnx.Module):
     affine: learnable scale and shift in the candidates' batch norms. Off in
       search (the benchmark's search models); on when a single path is trained
       as a stand-alone network, as the discrete network's ops have them
-      (:mod:`jnas.estimation.nb201_table`).
+      (:mod:`jnas.nb201_table`).
     partial_channels: PC-DARTS's ``K`` (1: every channel goes through every
       edge's mixed op); see :class:`NB201SearchCell`.
     rngs: NNX random streams.
@@ -119,3 +119,17 @@ class NB201Supernet(nnx.Module):
       else:
         h = layer(h, train=train)
     return self.head(h, train=train)
+
+
+def supernet_from_config(config, space: NB201Space, ds) -> NB201Supernet:
+  """The NAS-Bench-201 supernet sized by ``config.search`` (``channels``, ``cells_per_stage``,
+  ``partial_channels``: PC-DARTS's K) for dataset ``ds``.
+
+  Example:
+    >>> net = supernet_from_config(cfg, space, load_dataset("mnist1d"))  # doctest: +SKIP
+  """
+  sc = config.search
+  return NB201Supernet(space, ds.input_shape[-1], ds.num_classes, ndim=len(ds.input_shape) - 1,
+                       channels=sc.channels, cells_per_stage=sc.cells_per_stage,
+                       partial_channels=int(sc.get("partial_channels", 1)),
+                       rngs=nnx.Rngs(config.seed))

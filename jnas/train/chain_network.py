@@ -299,9 +299,23 @@ class ChainNetwork(nnx.Module):
                             for p, name in zip(space.positions(), genotype.blocks)])
     self.head = build_head(space, rngs)
 
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool, key: jax.Array | None = None) -> jax.Array:
+    # ``key`` (drop-path's, in the cell networks) is accepted so every retraining network is
+    # called alike; a chain network has no drop-path.
+    del key
     if self.stem is not None:
       x = self.stem(x, train=train)
     for blk in self.blocks:
       x = blk(x, train=train)
     return self.head(x, train=train)
+
+
+def network_from_config(config, space: ChainSpace, genotype: ChainGenotype, input_shape,
+                        num_classes: int, rngs: nnx.Rngs) -> ChainNetwork:
+  """The chain network of ``genotype``: the space fixes its stages, so ``config`` sizes nothing.
+
+  Example:
+    >>> net = network_from_config(cfg, space, genotype, (40, 1), 10, nnx.Rngs(0))  # doctest: +SKIP
+  """
+  del config, input_shape, num_classes  # the space states its input shape and classes
+  return ChainNetwork(space, genotype, rngs=rngs)

@@ -226,3 +226,17 @@ class NB201Network(nnx.Module):
     for layer in self.layers:
       h = layer(h, train=train)
     return self.head(h, train=train)
+
+
+def network_from_config(config, space: NB201Space, genotype: NB201Genotype, input_shape,
+                        num_classes: int, rngs: nnx.Rngs) -> NB201Network:
+  """The retraining network of a NAS-Bench-201 cell, sized by ``config.retrain``
+  (``channels``, ``cells_per_stage``).
+
+  Example:
+    >>> net = network_from_config(cfg, space, genotype, (40, 1), 10, nnx.Rngs(0))  # doctest: +SKIP
+  """
+  rc = config.retrain
+  return NB201Network(genotype, input_shape[-1], num_classes, ndim=len(input_shape) - 1,
+                      channels=rc.channels, cells_per_stage=rc.cells_per_stage, space=space,
+                      rngs=rngs)

@@ -7,14 +7,71 @@ training, drop-path zeroes whole op outputs per example (Zoph et al.).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jnas.ops import primitives as P
-from jnas.ops.modules import FactorizedReduce, Identity, ReLUConvBN, make_op
+from jnas.ops.modules import EdgeBatchNorm, FactorizedReduce, Identity, ReLUConvBN, make_op
 from jnas.spaces.darts import Genotype
-from jnas.supernet.darts import Classifier, Stem, cell_plan
+
+
+class Stem(nnx.Module):
+  """3x3 (or length-3) convolution and batch norm."""
+
+  def __init__(self, c_in: int, c_out: int, *, ndim: int, kernel: int = 3, rngs: nnx.Rngs):
+    fan_in = c_in * kernel**ndim
+    bound = 1.0 / fan_in**0.5
+    self.w = nnx.Param(jax.random.uniform(rngs.params(), (kernel,) * ndim + (c_in, c_out),
+                                          minval=-bound, maxval=bound))
+    self.bn = EdgeBatchNorm(1, c_out, affine=True)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    y = P.dense_conv(x, self.w.get_value().astype(x.dtype))
+    return self.bn(y[None], train=train)[0]
+
+
+class Classifier(nnx.Module):
+  """Global average pooling and a linear layer."""
+
+  def __init__(self, c_in: int, num_classes: int, *, rngs: nnx.Rngs):
+    self.fc = nnx.Linear(c_in, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    pooled = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    return self.fc(pooled.astype(jnp.float32))
+
+
+def reduction_layers(layers: int) -> tuple[int, ...]:
+  """Cells that halve the resolution: at 1/3 and 2/3 of the depth, as in DARTS."""
+  return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+def cell_plan(layers: int, channels: int, stem_multiplier: int,
+              outputs_per_cell: Callable[[bool], int]) -> list[tuple[int, int, int, bool, bool]]:
+  """Channel bookkeeping of a DARTS network, shared by supernets and derived networks.
+
+  Returns ``(c_prev_prev, c_prev, c_cell, reduction, reduction_prev)`` per
+  cell; widths double at each reduction cell, and a cell outputs
+  ``outputs_per_cell(reduction) * c_cell`` channels.
+
+  Example:
+    >>> cell_plan(3, 4, 3, lambda r: 4)[1]
+    (12, 16, 8, True, False)
+  """
+  c_pp, c_p, c_curr = stem_multiplier * channels, stem_multiplier * channels, channels
+  reductions = reduction_layers(layers)
+  plan, reduction_prev = [], False
+  for i in range(layers):
+    reduction = i in reductions
+    if reduction:
+      c_curr *= 2
+    plan.append((c_pp, c_p, c_curr, reduction, reduction_prev))
+    reduction_prev = reduction
+    c_pp, c_p = c_p, outputs_per_cell(reduction) * c_curr
+  return plan
 
 
 def drop_path(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
@@ -102,3 +159,17 @@ class DiscreteNetwork(nnx.Module):
       ckey = None if key is None else jax.random.fold_in(key, i)
       s0, s1 = s1, cell(s0, s1, train=train, key=ckey, drop_rate=self.drop_path_rate)
     return self.classifier(s1)
+
+
+def network_from_config(config, space, genotype: Genotype, input_shape, num_classes: int,
+                        rngs: nnx.Rngs) -> DiscreteNetwork:
+  """The retraining network of a DARTS genotype, sized by ``config.retrain``
+  (``channels``, ``layers``, ``drop_path``).
+
+  Example:
+    >>> net = network_from_config(cfg, space, genotype, (40, 1), 10, nnx.Rngs(0))  # doctest: +SKIP
+  """
+  rc = config.retrain
+  return DiscreteNetwork(genotype, input_shape[-1], num_classes, ndim=len(input_shape) - 1,
+                         channels=rc.channels, layers=rc.layers, drop_path_rate=rc.drop_path,
+                         rngs=rngs)

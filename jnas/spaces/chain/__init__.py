@@ -57,6 +57,7 @@ from jnas.spaces.chain.fbnet import MOBILENET_V2_STAGES
 from jnas.spaces.chain.fbnet import FBNetSpace
 from jnas.spaces.chain.from_config import CHAIN_SPACES
 from jnas.spaces.chain.from_config import resolve_chain_genotype
+from jnas.spaces.chain.from_config import resolve_named
 from jnas.spaces.chain.from_config import space_from_config
 from jnas.spaces.chain.kernel_chain import KERNEL_CANDIDATES
 from jnas.spaces.chain.kernel_chain import KernelChainSpace

@@ -66,3 +66,13 @@ def resolve_chain_genotype(space: ChainSpace, genotype: str) -> tuple[ChainSpace
   known = ", ".join(space.named_genotypes) or "none"
   raise ValueError(f"unknown genotype {genotype!r} (known names: {known}; or a path to a "
                    f"genotype .json file)")
+
+
+def resolve_named(space: ChainSpace, text: str) -> tuple[ChainSpace, ChainGenotype] | None:
+  """``(space, genotype)`` for a named architecture, else ``None`` (see :func:`resolve_chain_genotype`).
+
+  Example:
+    >>> resolve_named(FBNetSpace(), "fbnet_a")[1] is not None
+    True
+  """
+  return resolve_chain_genotype(space, text) if text in space.named_genotypes else None

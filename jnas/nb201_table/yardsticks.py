@@ -15,7 +15,7 @@ figures frame it, computed on the same cells:
   earned its cost.
 
 Example:
-  >>> from jnas.estimation.nb201_table import load_nb201_table, sample_cells
+  >>> from jnas.nb201_table import load_nb201_table, sample_cells
   >>> t = load_nb201_table("benchmarks/results/nb201_mnist1d/table.csv")  # doctest: +SKIP
   >>> y = yardsticks("benchmarks/results/nb201_mnist1d/table.csv", sample_cells(t, 200))  # doctest: +SKIP
   >>> y["noise_ceiling"]["kendall_tau"], y["baselines"]["params"]["kendall_tau"]  # doctest: +SKIP
@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jnas.spaces.nb201 import NB201Space
+from jnas.utils.metrics import write_json_atomic
 
 __all__ = ["FREE_BASELINES", "seed_accuracies", "yardsticks"]
 
@@ -67,7 +68,7 @@ def yardsticks(table: str | os.PathLike, cells: Sequence[str], *,
   """The noise ceiling and free baselines' rank correlations on ``cells`` of ``table``.
 
   Args:
-    table: a ``table.csv`` from :func:`jnas.estimation.nb201_table.expand`;
+    table: a ``table.csv`` from :func:`jnas.nb201_table.expand`;
       its ``protocol.json`` beside it gives the skeleton and the data the
       baselines are computed in (the v1 skeleton, C=8, N=1, MNIST-1D, without one).
     cells: the cells (strings of the table) the estimator was judged on.
@@ -99,9 +100,7 @@ def yardsticks(table: str | os.PathLike, cells: Sequence[str], *,
   out = _yardsticks(path, cells, baselines, space)
   if cache:
     try:
-      tmp = cache_path.with_suffix(".json.tmp")
-      tmp.write_text(json.dumps(out) + "\n")
-      os.replace(tmp, cache_path)
+      write_json_atomic(cache_path, out)
     except OSError:
       pass  # a read-only table folder costs time, not the result
   return out
@@ -109,7 +108,7 @@ def yardsticks(table: str | os.PathLike, cells: Sequence[str], *,
 
 def _yardsticks(path: Path, cells: Sequence[str], baselines: Sequence[str], space: NB201Space
                 ) -> dict[str, Any]:
-  from jnas.estimation.nb201_table.bench import rank_correlation  # noqa: PLC0415
+  from jnas.nb201_table.bench import rank_correlation  # noqa: PLC0415
   from jnas.estimation.zero_cost import DATA_PROXIES, NB201Skeleton, ZeroCost  # noqa: PLC0415
 
   by_seed = seed_accuracies(path)

@@ -46,7 +46,8 @@ import jax
 import numpy as np
 
 from jnas.estimation.pareto import hypervolume_2d, non_dominated_mask
-from jnas.estimation.tabular import STRATEGIES, TabularBenchmark, _as_indices
+from jnas.estimation.tabular import TabularBenchmark
+from jnas.search.tabular import STRATEGIES, replay_rows
 
 __all__ = ["FRONT_STRATEGIES", "front_strategy_names", "reference_point", "true_front",
            "replay_front", "replay_front_many"]
@@ -203,44 +204,8 @@ def _make(name: str, bench: TabularBenchmark, limit: float | None,
 
 # The protocol ----------------------------------------------------------------
 
-def replay_front(strategy: Any, score: Callable[[np.ndarray], np.ndarray],
-                 bench: TabularBenchmark, *, budget: float, key: jax.Array,
-                 cost_scale: float = 1.0, max_queries: int = 100_000,
-                 _compiled: tuple | None = None, jit: bool = False) -> dict[str, Any]:
-  """One run: ask/tell until the clock would pass ``budget``; every evaluated row, in order.
-
-  ``score(rows)`` turns table rows into what ``tell`` takes. Returns
-  ``rows`` (int array), ``queries`` and ``time``.
-
-  Example:
-    >>> s, jit, score, _, _ = _make("nsga2", bench, None, None)  # doctest: +SKIP
-    >>> replay_front(s, score, bench, budget=40, key=jax.random.key(0))["queries"]  # doctest: +SKIP
-  """
-  if budget <= 0:
-    raise ValueError(f"budget must be > 0 seconds, got {budget}")
-  if cost_scale <= 0:
-    raise ValueError(f"cost_scale must be > 0, got {cost_scale}")
-  init, ask, tell = _compiled or (
-      (jax.jit(strategy.init), jax.jit(strategy.ask), jax.jit(strategy.tell)) if jit
-      else strategy)
-  state = init(key)
-  clock, seen = 0.0, []
-  while sum(len(r) for r in seen) < max_queries:
-    state, asked = ask(state)
-    idx = _as_indices(asked)
-    if idx.shape[0] == 0:
-      break
-    rows = bench.rows(idx)
-    ends = clock + np.cumsum(bench.cost[rows] * cost_scale)
-    n = int(np.searchsorted(ends, budget, side="right"))
-    if n:
-      clock = float(ends[n - 1])
-      seen.append(rows[:n])
-    if n < len(rows):
-      break
-    state = tell(state, asked, score(rows))
-  rows = np.concatenate(seen) if seen else np.zeros((0,), np.int64)
-  return {"rows": rows, "queries": int(len(rows)), "time": clock}
+#: One run: every evaluated row in order (the loop single-objective replays use too).
+replay_front = replay_rows
 
 
 _COMPILED: dict[tuple, tuple] = {}

@@ -39,7 +39,7 @@ _COLUMNS = ("arch_str", "canonical", "val_acc", "test_acc", "train_seconds")
 
 @dataclasses.dataclass(frozen=True)
 class NB201Table:
-  """A table written by :func:`jnas.estimation.nb201_table.expand`, by string and by unique cell.
+  """A table written by :func:`jnas.nb201_table.expand`, by string and by unique cell.
 
   ``test_acc``/``val_acc`` are the means over the table's seeds, one entry per
   string (``arch``); ``row`` maps a string to its index. ``dataset`` is the
@@ -278,7 +278,7 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
     sample_seed: which sample (the same seed gives the same cells for every run).
     yardsticks: beside the correlations, the table's noise ceiling and the
       free baselines' taus on the same cells
-      (:func:`jnas.estimation.nb201_table.yardsticks.yardsticks`, cached beside
+      (:func:`jnas.nb201_table.yardsticks.yardsticks`, cached beside
       the table after the first call), under ``"yardsticks"``.
 
   Example:
@@ -343,7 +343,7 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
       if alpha is not None:
         out["correlation"]["alpha"] = rank_correlation(alpha, truth)
     if yardsticks:
-      from jnas.estimation.nb201_table.yardsticks import yardsticks as _yard  # noqa: PLC0415
+      from jnas.nb201_table.yardsticks import yardsticks as _yard  # noqa: PLC0415
 
       out["yardsticks"] = _yard(t.path, cells, space=space)
   return out

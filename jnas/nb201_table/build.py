@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from jnas.estimation.nb201_table.canonical import genotype_at, nb201_params, unique_cells
-from jnas.estimation.nb201_table.train import CellTrainer, Protocol
+from jnas.nb201_table.canonical import genotype_at, nb201_params, unique_cells
+from jnas.nb201_table.train import CellTrainer, Protocol
 from jnas.spaces.nb201 import NB201Space
+from jnas.utils.metrics import write_json_atomic
 from jnas.utils.progress import progress
 
 __all__ = ["build", "read_raw", "work_order", "expand", "summary", "markdown", "RAW_COLUMNS"]
@@ -57,10 +58,11 @@ def _check_protocol(out: Path, protocol: Protocol) -> None:
                        for k, v in old.recipe().items() if protocol.recipe()[k] != v)
       raise ValueError(f"{out} holds a table of protocol {old.short_hash()}, not "
                        f"{protocol.short_hash()} ({diff}); use another output folder")
-  text = json.dumps({**protocol.to_json(), "hash": protocol.short_hash()}, indent=2) + "\n"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  record = {**protocol.to_json(), "hash": protocol.short_hash()}
+  if path.exists() and json.loads(path.read_text()) == record:
+    return
+  # Shard processes start together: a private temporary file per writer keeps them from racing.
+  write_json_atomic(path, record)
 
 
 def _repair_tail(path: Path) -> None:

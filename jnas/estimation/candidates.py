@@ -1,0 +1,136 @@
+"""Estimators of the sample-based search loop: candidate genotypes -> signal, cost, extras.
+
+:func:`jnas.search.ask_tell.search_ask_tell` asks a strategy for candidates
+and hands them to one of these; each returns an :class:`Estimate` (the signal
+the strategy maximises, the seconds charged to the budget, a second objective
+for NSGA-II) and can rebuild its cache from the archive of a resumed run.
+
+* :class:`TableEstimator`: look cells up in an NB201 benchmark table; every
+  query is charged that cell's COST column (its real training time).
+* :class:`ScratchEstimator`: train each new candidate's single path from
+  scratch (:class:`~jnas.estimation.scratch.PathScratchScorer`); a repeat is
+  read from the cache and charged nothing.
+
+Example:
+  >>> est = TableEstimator(load_table("t.csv", arch_column="arch_str", signal_column="val_acc",
+  ...                                 report_column="test_acc", cost_column="train_seconds"),
+  ...                      space, report_name="test_acc")  # doctest: +SKIP
+  >>> est.estimate([space.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")]).signal
+  ... # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+from jnas.estimation.tabular import TabularBenchmark
+from jnas.spaces.base import SearchSpace
+
+__all__ = ["Estimate", "Estimator", "ScratchEstimator", "TableEstimator"]
+
+
+@dataclasses.dataclass
+class Estimate:
+  """What an estimator returns for ``n`` candidates (all ``[n]`` float64)."""
+
+  signal: np.ndarray          # the strategy's objective, higher is better
+  cost: np.ndarray            # charged to search.budget_s
+  objective2: np.ndarray      # nsga2's second objective (minimised)
+  extra: dict[str, np.ndarray]
+
+
+class Estimator:
+  """One estimator: ``estimate(genotypes)``, its names, and its cache for a resumed run."""
+
+  signal_name = "signal"
+  objective2_name = "cost"
+
+  def estimate(self, genotypes: list) -> Estimate:
+    """The estimate of every genotype, in order."""
+    raise NotImplementedError
+
+  def restore(self, archive: list[dict]) -> None:
+    """Rebuilds what the estimator caches from the archive of a resumed run."""
+    del archive
+
+
+class TableEstimator(Estimator):
+  """Looks cells up in an NB201 benchmark table; every query is charged its COST column.
+
+  ``report_name`` (optional) names the table's report column, recorded with
+  each query (what the summary reports for the cell found).
+  """
+
+  def __init__(self, bench: TabularBenchmark, space: SearchSpace, *,
+               report_name: str | None = None):
+    self.bench = bench
+    self.space = space
+    self.signal_name = bench.columns["signal"]
+    self.cost_name = self.objective2_name = bench.columns["cost"]
+    self.report_name = report_name
+
+  def rows(self, genotypes: list) -> np.ndarray:
+    """The table rows of ``genotypes``."""
+    return self.bench.rows(np.stack([self.space.encode_indices(g) for g in genotypes]))
+
+  def cost_of_indices(self, x: np.ndarray) -> np.ndarray:
+    """DPP-Net's device cost of integer forms ``[n, steps]``: the table's COST column."""
+    return self.bench.cost[self.bench.rows(np.asarray(x))][:, None]
+
+  def estimate(self, genotypes: list) -> Estimate:
+    rows = self.rows(genotypes)
+    extra = {} if self.report_name is None else {self.report_name: self.bench.report[rows]}
+    return Estimate(signal=self.bench.signal[rows], cost=self.bench.cost[rows],
+                    objective2=self.bench.cost[rows], extra=extra)
+
+
+class ScratchEstimator(Estimator):
+  """Trains each new candidate's single path from scratch; a repeat is read from the cache.
+
+  ``scorer`` is a :class:`~jnas.estimation.scratch.PathScratchScorer` (or
+  anything with its ``evaluate(genotype) -> {val_accuracy, num_params,
+  train_seconds}``).
+  """
+
+  signal_name = "val_accuracy"
+  objective2_name = "num_params"
+
+  def __init__(self, scorer: Any, space: SearchSpace):
+    self.space = space
+    self.scorer = scorer
+    self.cache: dict[str, dict[str, float]] = {}
+
+  @staticmethod
+  def _key(genotype_json: Any) -> str:
+    # Through JSON, so a record read back from a checkpoint (lists, not tuples) finds its entry.
+    return json.dumps(genotype_json, sort_keys=True)
+
+  def restore(self, archive: list[dict]) -> None:
+    # A resumed run must not train again what the killed run trained (and a
+    # repeat costs 0 s either way), so the cache is rebuilt from the archive.
+    for rec in archive:
+      self.cache.setdefault(self._key(rec["genotype"]), {
+          "val_accuracy": rec["val_accuracy"], "num_params": rec["num_params"],
+          "train_seconds": rec["cost_s"]})
+
+  def estimate(self, genotypes: list) -> Estimate:
+    out, cost = [], []
+    for g in genotypes:
+      k = self._key(self.space.genotype_to_json(g))
+      if k in self.cache:
+        out.append(self.cache[k])
+        cost.append(0.0)  # nothing is trained for a repeat
+        continue
+      r = self.scorer.evaluate(g)
+      self.cache[k] = {"val_accuracy": float(r["val_accuracy"]),
+                       "num_params": float(r["num_params"]),
+                       "train_seconds": float(r["train_seconds"])}
+      out.append(self.cache[k])
+      cost.append(float(r["train_seconds"]))
+    col = lambda name: np.asarray([o[name] for o in out], np.float64)  # noqa: E731
+    return Estimate(signal=col("val_accuracy"), cost=np.asarray(cost),
+                    objective2=col("num_params"), extra={})
