@@ -96,12 +96,10 @@ def architecture_costs(config, genotype_file: str | Path, repeats: int = 20) -> 
   Example:
     >>> architecture_costs(config, "runs/x/genotype.json")["madds"]  # doctest: +SKIP
   """
-  import jax
-  import jax.numpy as jnp
   from flax import nnx
 
   from jnas import run
-  from jnas.estimation.latency import time_call
+  from jnas.estimation.objectives import network_costs
 
   if "input_shape" in config.data:
     shape, classes = tuple(config.data.input_shape), int(config.data.num_classes)
@@ -112,18 +110,8 @@ def architecture_costs(config, genotype_file: str | Path, repeats: int = 20) -> 
     shape, classes = tuple(ds.input_shape), int(ds.num_classes)
   space, geno = run.resolve_architecture(config, str(genotype_file))
   net = run.build_discrete(config, geno, shape, classes, rngs=nnx.Rngs(0), space=space)
-  graphdef, state = nnx.split(net)
-
-  def forward(state, x):
-    return nnx.merge(graphdef, state)(x, train=False)
-
-  x = jnp.zeros((1, *shape), jnp.float32)
-  compiled = jax.jit(forward).lower(state, x).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-  latency = 1e3 * time_call(compiled, (state, x), repeats=repeats)
-  return {"madds": flops / 2, "latency_ms": latency}
+  costs = network_costs(net, shape, repeats=repeats)
+  return {"madds": costs["madds"], "latency_ms": costs["latency_ms"]}
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:

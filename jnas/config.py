@@ -66,6 +66,9 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "evals": 0,  # stop after this many evaluations (0: no limit)
     "budget_s": 0.0,  # stop once this many seconds are charged (0: no limit)
     "scratch_epochs": 3,  # epochs each candidate trains with the scratch estimator
+    # nsga2's second objective / dpp_net's cost: params, flops, latency (of the retraining network,
+    # on this machine) or a table column; "" = the table's COST column, or params with scratch
+    "objective": "",
     "strategy_settings": "",  # the strategy's own settings, e.g. population_size=20,sample_size=5
     "few_shot": "",  # SPOS: split the supernet on encoding edge KEY:EDGE (e.g. cell:0); "" = one-shot
     "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split

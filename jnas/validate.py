@@ -61,6 +61,8 @@ _ASK_TELL_STRATEGIES = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "
 _ESTIMATOR_SPACES = {"table": "nb201", "scratch": None, "supernet": None}
 # The strategies the supernet estimator runs (jnas.search.ask_tell.SUPERNET_STRATEGIES).
 _SUPERNET_STRATEGIES = ("random", "rea", "topk", "reinforce", "pnas")
+# The architecture costs search.objective names (jnas.estimation.objectives.OBJECTIVES).
+_OBJECTIVES = ("params", "flops", "latency")
 
 
 # ---------------------------------------------------------------------------
@@ -217,6 +219,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "search.evals": _NON_NEG_INT,
     "search.budget_s": _NON_NEG,
     "search.scratch_epochs": _COUNT,
+    "search.objective": _is_str,          # params, flops, latency or a table column
     "search.strategy_settings": _is_str,
     "search.few_shot": _is_str,           # SPOS's split edge KEY:EDGE, parsed by the strategy
     "search.few_shot_warmup": _PROB,      # a fraction of the SPOS steps
@@ -535,9 +538,18 @@ def _check_estimator(config: Any, strategy: Any, space: Any) -> None:
     if kit.supernet is None or kit.network is None:
       raise _fail("search.estimator", est, f"trains single paths of a supernet; the {space} "
                                            f"space registers no supernet or network")
-  if est == "scratch" and strategy == "dpp_net":
+  objective = _get(config, "search.objective")
+  objective = "" if objective in (_MISSING, None) else str(objective)
+  if objective and strategy not in ("nsga2", "dpp_net"):
+    raise _fail("search.objective", objective, f"is a second objective: search.strategy="
+                                                f"{strategy!r} uses one (nsga2 and dpp_net use it)")
+  if objective and objective not in _OBJECTIVES and est != "table":
+    raise _fail("search.objective", objective, f"is not one of {', '.join(_OBJECTIVES)} (a "
+                                                f"column name needs search.estimator='table')")
+  if est == "scratch" and strategy == "dpp_net" and not objective:
     raise ConfigError("search.strategy='dpp_net' needs the cost of every candidate before it is "
-                      "measured: use search.estimator='table'")
+                      "measured: use search.estimator='table' or set search.objective (params, "
+                      "flops, latency)")
   if est == "supernet":
     if strategy not in _SUPERNET_STRATEGIES:
       raise ConfigError(f"search.estimator='supernet' scores one objective; search.strategy="
@@ -572,6 +584,11 @@ def _check_table(config: Any) -> None:
   if missing:
     raise _fail("search.table_columns", ",".join(names),
                 f"names {missing[0]!r}, not a column of {table} (columns: {', '.join(header)})")
+  objective = _get(config, "search.objective")
+  if objective not in (_MISSING, None, "") and objective not in _OBJECTIVES + tuple(header):
+    raise _fail("search.objective", objective, f"is neither one of {', '.join(_OBJECTIVES)} nor "
+                                                f"a column of {table} (columns: "
+                                                f"{', '.join(header)})")
 
 
 def _check_mitigations(config: Any, strategy: Any, space: Any) -> None:

@@ -200,3 +200,50 @@ def test_supernet_estimator_refuses_a_two_objective_strategy(tmp_path, capsys):
                    "--config.search.strategy=nsga2", "--config.search.estimator=supernet"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "needs a cost per candidate" in err[0] and not wd.exists()
+
+
+def _table_rows(path="benchmarks/results/nb201_mnist1d/table.csv"):
+  import csv
+
+  with open(path, newline="") as f:
+    return {r["arch_str"]: r for r in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("strategy", ["nsga2", "dpp_net"])
+def test_a_table_column_is_the_second_objective(tmp_path, strategy):
+  wd = tmp_path / "run"
+  assert _table_run(wd, strategy, 12, "--config.search.objective=params") == 0
+  ev = json.loads((wd / "evaluations.json").read_text())
+  rows = _table_rows()
+  # Each candidate carries the table's params column as its objective, not the cost column.
+  for r in ev["history"]:
+    arch = json.loads(json.dumps(r["genotype"]))["arch"]
+    assert r["params"] == float(rows[arch]["params"])
+
+
+def test_a_computed_objective_is_the_retraining_networks(tmp_path):
+  # flops: XLA's count of the NB201 retraining network's multiply-adds, one compile per cell.
+  wd = tmp_path / "run"
+  assert _table_run(wd, "nsga2", 4, "--config.search.objective=flops",
+                    "--config.retrain.channels=4", "--config.retrain.cells_per_stage=1") == 0
+  ev = json.loads((wd / "evaluations.json").read_text())
+  flops = [r["flops"] for r in ev["history"]]
+  assert len(flops) == 4 and all(f > 0 for f in flops)
+  by_arch = {r["genotype"]["arch"]: r["flops"] for r in ev["history"]}
+  # A cell of more convolutions costs more than one of fewer (the same skeleton around both).
+  convs = {a: a.count("conv_3x3") * 9 + a.count("conv_1x1") for a in by_arch}
+  ordered = sorted(by_arch, key=lambda a: convs[a])
+  if convs[ordered[0]] < convs[ordered[-1]]:
+    assert by_arch[ordered[0]] < by_arch[ordered[-1]]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--config.search.objective=latency"], "uses one (nsga2 and dpp_net use it)"),
+    (["--config.search.strategy=nsga2", "--config.search.objective=nope"],
+     "neither one of params, flops, latency nor a column"),
+])
+def test_a_misplaced_objective_is_refused_in_one_line(tmp_path, capsys, extra, words):
+  wd = tmp_path / "run"
+  assert cli.main(["search", "--config", REA, "--workdir", str(wd), *extra]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and words in err[0] and not wd.exists()

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from jnas.estimation.tabular import TabularBenchmark
 from jnas.spaces.base import SearchSpace
 
-__all__ = ["Estimate", "Estimator", "ScratchEstimator", "TableEstimator"]
+__all__ = ["Estimate", "Estimator", "ScratchEstimator", "TableEstimator", "WithObjective"]
 
 
 @dataclasses.dataclass
@@ -72,20 +72,24 @@ class TableEstimator(Estimator):
     self.signal_name = bench.columns["signal"]
     self.cost_name = self.objective2_name = bench.columns["cost"]
     self.report_name = report_name
+    # The second objective: the table's objective column when it was loaded with one.
+    self._objective = bench.cost if bench.objective is None else bench.objective
+    if bench.objective is not None:
+      self.objective2_name = bench.columns["objective"]
 
   def rows(self, genotypes: list) -> np.ndarray:
     """The table rows of ``genotypes``."""
     return self.bench.rows(np.stack([self.space.encode_indices(g) for g in genotypes]))
 
   def cost_of_indices(self, x: np.ndarray) -> np.ndarray:
-    """DPP-Net's device cost of integer forms ``[n, steps]``: the table's COST column."""
-    return self.bench.cost[self.bench.rows(np.asarray(x))][:, None]
+    """DPP-Net's device cost of integer forms ``[n, steps]``: the second objective's column."""
+    return self._objective[self.bench.rows(np.asarray(x))][:, None]
 
   def estimate(self, genotypes: list) -> Estimate:
     rows = self.rows(genotypes)
     extra = {} if self.report_name is None else {self.report_name: self.bench.report[rows]}
     return Estimate(signal=self.bench.signal[rows], cost=self.bench.cost[rows],
-                    objective2=self.bench.cost[rows], extra=extra)
+                    objective2=self._objective[rows], extra=extra)
 
 
 class ScratchEstimator(Estimator):
@@ -134,3 +138,39 @@ class ScratchEstimator(Estimator):
     col = lambda name: np.asarray([o[name] for o in out], np.float64)  # noqa: E731
     return Estimate(signal=col("val_accuracy"), cost=np.asarray(cost),
                     objective2=col("num_params"), extra={})
+
+
+class WithObjective(Estimator):
+  """``estimator`` with its second objective replaced by ``cost(genotype)`` (named ``name``).
+
+  The objective nsga2 minimises beside the signal and DPP-Net's cost, e.g. the
+  retraining network's latency on this machine
+  (:func:`jnas.estimation.objectives.objective_fn`).
+
+  Example:
+    >>> est = WithObjective(TableEstimator(bench, space), "latency", cost, space)  # doctest: +SKIP
+  """
+
+  def __init__(self, estimator: Estimator, name: str, cost: Callable[[Any], float],
+               space: SearchSpace):
+    self.inner, self.cost, self.space = estimator, cost, space
+    self.signal_name = estimator.signal_name
+    self.objective2_name = name
+
+  def __getattr__(self, attr: str) -> Any:
+    # The table estimator's rows/bench/report_name stay reachable through the wrapper.
+    if attr == "inner":
+      raise AttributeError(attr)
+    return getattr(self.inner, attr)
+
+  def restore(self, archive: list[dict]) -> None:
+    self.inner.restore(archive)
+
+  def cost_of_indices(self, x: np.ndarray) -> np.ndarray:
+    """DPP-Net's cost of integer forms ``[n, steps]``."""
+    return np.asarray([[self.cost(self.space.decode_indices(r))] for r in np.asarray(x)])
+
+  def estimate(self, genotypes: list) -> Estimate:
+    e = self.inner.estimate(genotypes)
+    return dataclasses.replace(e, objective2=np.asarray([self.cost(g) for g in genotypes],
+                                                        np.float64))

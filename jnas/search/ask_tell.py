@@ -21,8 +21,12 @@ the RL controller ``reinforce``, progressive ``pnas`` and ``dpp_net``) and
 The search ends after ``search.evals`` evaluations or once ``search.budget_s``
 seconds are charged (whichever comes first; the evaluation that crosses the
 budget is the last one counted, as in :func:`jnas.strategies.driver.run_ask_tell`).
-``nsga2`` and ``dpp_net`` trade the signal against a cost to minimise: the
-table's COST column, or (``nsga2`` with ``scratch``) the parameter count.
+``nsga2`` and ``dpp_net`` trade the signal against a cost to minimise:
+``search.objective`` names it (``params``, ``flops`` or ``latency`` of the
+retraining network, measured on this machine, :mod:`jnas.estimation.objectives`;
+or, with ``table``, one of the table's columns, which comes first when the
+names agree); unset, it is the table's COST column, or (``scratch``) the
+parameter count at the search's size.
 ``search.strategy_settings`` (``"population_size=20,sample_size=5"``) changes a
 strategy's defaults (:data:`jnas.search.tabular.STRATEGIES`).
 
@@ -45,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from pathlib import Path
@@ -56,7 +61,8 @@ import numpy as np
 
 from jnas.checkpoint import Checkpoints
 from jnas.config import SEARCH_OPTIONAL_DEFAULTS
-from jnas.estimation.candidates import Estimator, ScratchEstimator, TableEstimator
+from jnas.estimation.candidates import Estimator, ScratchEstimator, TableEstimator, WithObjective
+from jnas.estimation.objectives import OBJECTIVES, objective_fn
 from jnas.search.common import build_space, build_supernet, space_kit_of
 from jnas.search.retrain import build_discrete, train
 from jnas.search.tabular import STRATEGIES, make_strategy, settings_from_text
@@ -123,14 +129,44 @@ def table_columns(text: str) -> tuple[str, str, str, str | None]:
 # ---- Estimators (jnas.estimation.candidates) built from a config. ----
 
 def _table_estimator(config, space: SearchSpace) -> TableEstimator:
-  """The NB201 table ``search.table`` with the columns ``search.table_columns``."""
+  """The NB201 table ``search.table`` with the columns ``search.table_columns`` (and
+  ``search.objective``'s, when the table has a column of that name: what the table measured
+  under its own protocol comes before computing it)."""
+  import csv  # noqa: PLC0415
+
   from jnas.estimation.tabular import load_table  # noqa: PLC0415 (only table runs read CSVs)
 
   sc = config.search
   arch, signal, cost, report = table_columns(_opt(sc, "table_columns"))
-  bench = load_table(str(_opt(sc, "table")), arch_column=arch, signal_column=signal,
-                     report_column=report or signal, cost_column=cost, space=space)
+  objective, path = str(_opt(sc, "objective") or ""), str(_opt(sc, "table"))
+  with open(path, newline="") as f:
+    header = [h.strip() for h in next(csv.reader(f), [])]
+  bench = load_table(path, arch_column=arch, signal_column=signal,
+                     report_column=report or signal, cost_column=cost, space=space,
+                     objective_column=objective if objective in header else None)
   return TableEstimator(bench, space, report_name=report)
+
+
+def _with_objective(config, space: SearchSpace, estimator: Estimator) -> Estimator:
+  """``estimator`` whose second objective is the retraining network's ``search.objective``
+  (params, flops or latency on this machine); unchanged when that is unset or a column."""
+  name = str(_opt(config.search, "objective") or "")
+  if name not in OBJECTIVES or getattr(getattr(estimator, "bench", None), "objective",
+                                       None) is not None:
+    return estimator  # unset, or a column the table estimator reads
+  from flax import nnx  # noqa: PLC0415
+
+  from jnas.data import load_dataset  # noqa: PLC0415
+
+  if "input_shape" in config.data:
+    shape, classes = tuple(config.data.input_shape), int(config.data.num_classes)
+  else:
+    ds = load_dataset(config.data.name, seed=config.data.seed)
+    shape, classes = tuple(ds.input_shape), int(ds.num_classes)
+  cost = objective_fn(
+      name, lambda g: build_discrete(config, g, shape, classes, rngs=nnx.Rngs(0), space=space),
+      shape, key=lambda g: json.dumps(space.genotype_to_json(g), sort_keys=True))
+  return WithObjective(estimator, name, cost, space)
 
 
 def _param_counter(config, space: SearchSpace, ds) -> Callable[[Any], int]:
@@ -179,9 +215,10 @@ def _build_strategy(name: str, space: SearchSpace, estimator: Estimator, setting
       return nsga2(space, 2, **{"population_size": 10, **settings}), 2
     if name == "dpp_net":
       from jnas.strategies.progressive import dpp_net  # noqa: PLC0415
-      if not isinstance(estimator, TableEstimator):
+      if not isinstance(estimator, (TableEstimator, WithObjective)):
         raise ValueError("search.strategy='dpp_net' needs the cost of every candidate before it "
-                         "is measured: use search.estimator='table'")
+                         "is measured: use search.estimator='table' or set search.objective "
+                         "(params, flops, latency)")
       return dpp_net(space, estimator.cost_of_indices,
                      **{**STRATEGIES["pnas"][1], **settings}), 1
   except TypeError as e:
@@ -284,12 +321,16 @@ def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
   est_name = _opt(sc, "estimator")
   settings = settings_from_text(_opt(sc, "strategy_settings"))
   if est_name == "table":
-    estimator: Estimator = _table_estimator(config, space)
+    estimator: Estimator = _with_objective(config, space, _table_estimator(config, space))
     strategy, num_objectives = _build_strategy(sc.strategy, space, estimator, settings)
   else:
-    # The strategy first: a bad setting is refused before the data is loaded.
-    strategy, num_objectives = _build_strategy(sc.strategy, space, Estimator(), settings)
+    # The strategy first: a bad setting is refused before the data is loaded (DPP-Net's cost
+    # does not need the trained estimator, only the objective).
+    costed = _with_objective(config, space, Estimator())
+    strategy, num_objectives = _build_strategy(sc.strategy, space, costed, settings)
     estimator = _scratch_estimator(config, space)
+    if isinstance(costed, WithObjective):
+      estimator = WithObjective(estimator, costed.objective2_name, costed.cost, space)
   max_evals = int(_opt(sc, "evals")) or None
   budget = float(_opt(sc, "budget_s")) or None
   key = jax.random.key(int(config.seed))
@@ -427,7 +468,7 @@ def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
       "spent_s": round(spent, 3),
       "search_seconds": round(search_s, 1),
   }
-  if isinstance(estimator, TableEstimator):
+  if est_name == "table":
     bench = estimator.bench
     summary["arch"] = bench.arch[int(estimator.rows([space.genotype_from_json(
         best_rec["genotype"])])[0])]
