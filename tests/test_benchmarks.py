@@ -31,3 +31,26 @@ def test_seeds_benchmark_reports_a_checked_ratio():
   if cores >= 2:  # two seeds on two host devices; the baseline in its own process
     assert r["vmapped_devices"] == 2 and r["per_device"] == "map"
     assert r["sequential_process"].startswith("child")
+
+
+@pytest.mark.slow  # compiles one network per cell and setting; run with -m slow
+def test_latency_columns_measure_resume_and_report(tmp_path):
+  script = str(ROOT / "benchmarks" / "nb201_latency_columns.py")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+  def run(*args):
+    proc = subprocess.run([sys.executable, script, *args, "--out", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+  run("measure", "--setting", "server", "--limit", "3", "--repeats", "3")
+  run("measure", "--setting", "edge", "--limit", "2", "--repeats", "3")
+  run("measure", "--setting", "edge", "--limit", "1", "--repeats", "3")  # resumes: a third cell
+  rows = (tmp_path / "latency-edge-r0.csv").read_text().splitlines()
+  assert len(rows) == 1 + 3 and len({r.split(",")[0] for r in rows[1:]}) == 3
+  out = run("report")
+  assert "edge vs server" in out
+  res = json.loads((tmp_path / "latency.json").read_text())
+  assert res["cells"] == {"edge": 3, "server": 3} and res["between_settings"]["cells"] == 3
+  assert all(r["latency_ms"] > 0 for f in res["fronts"].values() for r in f)

@@ -1,0 +1,211 @@
+"""Latency of every unique NB201 MNIST-1D cell on this machine, in two settings that act as two devices (issue 30 item 1).
+
+  python benchmarks/nb201_latency_columns.py measure --setting edge             # batch 1, one core
+  python benchmarks/nb201_latency_columns.py measure --setting server           # batch 256, all cores
+  python benchmarks/nb201_latency_columns.py measure --setting edge --repeat 1  # the repeatability check
+  python benchmarks/nb201_latency_columns.py report    # columns, agreement, Pareto fronts: CSV, JSON, MD, PNG
+
+``measure`` times the forward pass of each unique cell's network under the v1 table's protocol
+(``benchmarks/results/nb201_mnist1d/protocol.json``: C=8, one cell per stage, 40x1 inputs, 10
+classes), freshly initialised (latency does not depend on the weights' values), compiled once
+per cell, median of ``--repeats`` timed calls (jnas.estimation.latency.time_call). Cells
+go in the table build's fixed shuffled order, so any prefix is a uniform sample; a killed run
+resumes where it stopped (``OUT/latency-SETTING-rREPEAT.csv``, one row per cell).
+
+The two settings, and why they differ like devices do:
+
+* ``edge``: batch 1 on one pinned core with XLA's intra-op threading off: latency-bound, every
+  op pays its launch and memory-access overhead, so cheap ops (pooling, skip) are not free
+  and the number of ops counts (a phone-like regime).
+* ``server``: batch 256 on all cores: throughput-bound, the convolutions' FLOPs dominate and
+  parameter-free ops nearly vanish (an accelerator-like regime).
+
+``report`` writes ``OUT/latency.csv`` (canonical cell, architecture, v1 test accuracy, one column
+per setting), ``OUT/latency.json`` and ``.md`` (each setting's repeatability: Spearman between
+two repeats; the Spearman between settings; each setting's (accuracy, latency) Pareto-optimal
+cells and how many the two fronts share), and ``OUT/fronts.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE_V1 = ROOT / "benchmarks" / "results" / "nb201_mnist1d"
+OUT = ROOT / "benchmarks" / "results" / "nb201_latency"
+SETTINGS = {"edge": {"batch": 1, "cores": 1}, "server": {"batch": 256, "cores": 0}}
+COLUMNS = ["canonical", "arch_str", "latency_ms", "seconds"]
+
+
+def _setup(setting: str) -> None:
+  # Before JAX starts: the CPU client sizes its thread pools from the cores it may use.
+  cores = SETTINGS[setting]["cores"]
+  if cores and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false"
+                               " intra_op_parallelism_threads=1").strip()
+
+
+def _done(path: Path) -> set[str]:
+  if not path.exists():
+    return set()
+  with open(path, newline="") as f:
+    return {r["canonical"] for r in csv.DictReader(f)}
+
+
+def cmd_measure(args) -> None:
+  _setup(args.setting)
+  from flax import nnx  # noqa: PLC0415 (after the thread settings)
+
+  from jnas.nb201_table.build import work_order  # noqa: PLC0415
+  from jnas.nb201_table.canonical import genotype_at  # noqa: PLC0415
+  from jnas.spaces.nb201 import NB201Space  # noqa: PLC0415
+  from jnas.train.nb201_network import NB201Network  # noqa: PLC0415
+
+  proto = json.loads((TABLE_V1 / "protocol.json").read_text())
+  space = NB201Space()
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  path = out / f"latency-{args.setting}-r{args.repeat}.csv"
+  done = _done(path)
+  todo = [(k, n) for k, n in work_order(space) if k not in done][:args.limit or None]
+  batch = SETTINGS[args.setting]["batch"]
+  new = not path.exists()
+  t_start = time.time()
+  with open(path, "a", newline="") as f:
+    w = csv.writer(f)
+    if new:
+      w.writerow(COLUMNS)
+    for i, (key, n) in enumerate(todo):
+      t0 = time.time()
+      g = genotype_at(n, space)
+      net = NB201Network(g, 1, 10, ndim=1, channels=proto["channels"],
+                         cells_per_stage=proto["cells_per_stage"], space=space,
+                         rngs=nnx.Rngs(0))
+      ms = _latency(net, batch, args.repeats)
+      w.writerow([key, space.format(g), f"{ms:.5f}", f"{time.time() - t0:.2f}"])
+      f.flush()
+      if (i + 1) % 25 == 0 or i + 1 == len(todo):
+        print(f"{args.setting} r{args.repeat}: {len(done) + i + 1} cells, "
+              f"{time.time() - t_start:.0f} s this run", flush=True)
+
+
+def _latency(net, batch: int, repeats: int) -> float:
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  from flax import nnx  # noqa: PLC0415
+
+  from jnas.estimation.latency import time_call  # noqa: PLC0415
+
+  graphdef, state = nnx.split(net)
+  x = jnp.zeros((batch, 40, 1), jnp.float32)
+  fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False)).lower(state, x).compile()
+  return 1e3 * time_call(fwd, (state, x), repeats=repeats)
+
+
+def _read(path: Path) -> dict[str, float]:
+  with open(path, newline="") as f:
+    return {r["canonical"]: float(r["latency_ms"]) for r in csv.DictReader(f)}
+
+
+def cmd_report(args) -> None:
+  import numpy as np  # noqa: PLC0415
+  from scipy.stats import spearmanr  # noqa: PLC0415
+
+  from jnas.estimation.pareto import non_dominated_mask  # noqa: PLC0415
+
+  out = Path(args.out)
+  runs = {p.stem[len("latency-"):]: _read(p) for p in sorted(out.glob("latency-*-r*.csv"))}
+  with open(TABLE_V1 / "table.csv", newline="") as f:
+    acc = {}
+    for r in csv.DictReader(f):
+      acc.setdefault(r["canonical"], (r["arch_str"], float(r["test_acc"])))
+  res: dict = {"settings": SETTINGS, "repeatability": {}, "cells": {}}
+  for s in SETTINGS:
+    a, b = runs.get(f"{s}-r0", {}), runs.get(f"{s}-r1", {})
+    common = sorted(set(a) & set(b))
+    res["cells"][s] = len(a)
+    if len(common) >= 3:
+      res["repeatability"][s] = {"cells": len(common), "spearman": float(spearmanr(
+          [a[k] for k in common], [b[k] for k in common])[0])}
+  e, v = runs.get("edge-r0", {}), runs.get("server-r0", {})
+  common = sorted(set(e) & set(v) & set(acc))
+  fronts = {}
+  if len(common) >= 3:
+    res["between_settings"] = {"cells": len(common), "spearman": float(spearmanr(
+        [e[k] for k in common], [v[k] for k in common])[0])}
+    for s, lat in (("edge", e), ("server", v)):
+      pts = np.asarray([[acc[k][1], lat[k]] for k in common])
+      mask = non_dominated_mask(np.stack([-pts[:, 0], pts[:, 1]], 1))  # max acc, min latency
+      fronts[s] = [common[i] for i in np.flatnonzero(mask)]
+    shared = set(fronts["edge"]) & set(fronts["server"])
+    res["fronts"] = {s: [{"canonical": k, "arch": acc[k][0], "test_acc": acc[k][1],
+                          "latency_ms": (e if s == "edge" else v)[k]} for k in f]
+                     for s, f in fronts.items()}
+    res["fronts_shared"] = len(shared)
+    res["fronts_union"] = len(set(fronts["edge"]) | set(fronts["server"]))
+  with open(out / "latency.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["canonical", "arch_str", "test_acc", "latency_edge_ms", "latency_server_ms"])
+    for k in sorted(set(e) | set(v)):
+      arch, ta = acc.get(k, ("", float("nan")))
+      w.writerow([k, arch, ta, e.get(k, ""), v.get(k, "")])
+  (out / "latency.json").write_text(json.dumps(res, indent=2) + "\n")
+  lines = [f"cells measured: {res['cells']}"]
+  for s, r in res["repeatability"].items():
+    lines.append(f"- {s}: two repeats agree at Spearman {r['spearman']:.3f} ({r['cells']} cells)")
+  if "between_settings" in res:
+    b = res["between_settings"]
+    lines.append(f"- edge vs server: Spearman {b['spearman']:.3f} ({b['cells']} cells)")
+    lines.append(f"- Pareto-optimal (v1 test accuracy, latency) cells: edge {len(fronts['edge'])}, "
+                 f"server {len(fronts['server'])}, in both {res['fronts_shared']}")
+  (out / "latency.md").write_text("\n".join(lines) + "\n")
+  print("\n".join(lines))
+  if fronts:
+    _plot(common, acc, e, v, fronts, out / "fronts.png")
+
+
+def _plot(common, acc, e, v, fronts, path: Path) -> None:
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, (s, lat) in zip(axes, (("edge", e), ("server", v))):
+    ax.scatter([lat[k] for k in common], [100 * acc[k][1] for k in common], s=4, c="lightgray")
+    other = fronts["server" if s == "edge" else "edge"]
+    for keys, style, label in ((fronts[s], "C0o-", f"{s} front"),
+                               (other, "C3x", "the other setting's front")):
+      pts = sorted((lat[k], 100 * acc[k][1]) for k in keys)
+      ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=4, label=label,
+              lw=1 if style.endswith("-") else 0)
+    ax.set_xlabel(f"latency on this machine, {s} setting (ms)")
+    ax.set_ylabel("v1 table test accuracy (%)")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("command", choices=("measure", "report"))
+  parser.add_argument("--setting", choices=tuple(SETTINGS), default="edge")
+  parser.add_argument("--repeat", type=int, default=0, help="measure: 0, or 1 for the re-check")
+  parser.add_argument("--repeats", type=int, default=20, help="measure: timed calls per cell")
+  parser.add_argument("--limit", type=int, default=0, help="measure: at most this many new cells")
+  parser.add_argument("--out", default=str(OUT))
+  args = parser.parse_args(argv)
+  cmd_measure(args) if args.command == "measure" else cmd_report(args)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
