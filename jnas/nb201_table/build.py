@@ -65,6 +65,20 @@ def _check_protocol(out: Path, protocol: Protocol) -> None:
   write_json_atomic(path, record)
 
 
+def _append_rows(path: Path, rows: list[list[Any]]) -> None:
+  """Appends ``rows`` to ``path`` and fsyncs, opening the file for each cell.
+
+  A kill loses at most the cell in progress, and a file replaced under a
+  running build (a ``git stash``/``checkout`` of the tracked CSV) is written to
+  by path: a handle held for hours would keep appending to the unlinked old
+  file, and its rows would be lost when the process ends.
+  """
+  with open(path, "a", newline="") as f:
+    csv.writer(f).writerows(rows)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def _repair_tail(path: Path) -> None:
   """Cuts a last line that a kill left without its newline (or the whole file if that was the header)."""
   if not path.exists():
@@ -164,12 +178,9 @@ def build(out_dir: str | os.PathLike, protocol: Protocol, *, limit: int | None =
   deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
   stopped, trained = False, 0
   if todo:
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f, progress(total=sum(len(t[2]) for t in todo),
-                                                    desc="nb201 table", unit="run") as bar:
-      writer = csv.writer(f)
-      if new:
-        writer.writerow(RAW_COLUMNS)
+    if not path.exists() or path.stat().st_size == 0:
+      _append_rows(path, [RAW_COLUMNS])
+    with progress(total=sum(len(t[2]) for t in todo), desc="nb201 table", unit="run") as bar:
       for key, pos, seeds in todo:
         if deadline is not None and time.monotonic() > deadline:
           stopped = True
@@ -182,13 +193,10 @@ def build(out_dir: str | os.PathLike, protocol: Protocol, *, limit: int | None =
           results = trainer.train_seeds(cell, seeds)
         else:
           results = [trainer.train(cell, seed) for seed in seeds]
-        for seed, r in zip(seeds, results):
-          writer.writerow([key, space.format(g), seed] + [
-              f"{r[k]:.6g}" if k == "train_loss" else
-              f"{r[k]:.3f}" if k.endswith("seconds") else f"{r[k]:.6f}" for k in RAW_COLUMNS[3:]])
-        # Cell by cell to disk: a kill loses at most the cell in progress.
-        f.flush()
-        os.fsync(f.fileno())
+        _append_rows(path, [[key, space.format(g), seed] + [
+            f"{r[k]:.6g}" if k == "train_loss" else
+            f"{r[k]:.3f}" if k.endswith("seconds") else f"{r[k]:.6f}" for k in RAW_COLUMNS[3:]]
+            for seed, r in zip(seeds, results)])
         trained += len(seeds)
         bar.update(len(seeds))
         bar.set_postfix(test_acc=round(results[0]["test_acc"], 3),
