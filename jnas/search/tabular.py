@@ -226,6 +226,16 @@ def replay(strategy: Any, bench: TabularBenchmark, *, budget: float, cost_scale:
 _COMPILED: dict[tuple, tuple] = {}
 
 
+def compiled_strategy(name: str, strategy: Any, settings: Mapping[str, Any],
+                      bench: TabularBenchmark) -> tuple:
+  """Jitted ``(init, ask, tell)`` of a pure-JAX strategy, compiled once per (strategy, settings)
+  per process, not per replay."""
+  key = (name, json.dumps(dict(settings), sort_keys=True, default=str), bench.space.num_edges)
+  if key not in _COMPILED:
+    _COMPILED[key] = (jax.jit(strategy.init), jax.jit(strategy.ask), jax.jit(strategy.tell))
+  return _COMPILED[key]
+
+
 def replay_many(name: str, bench: TabularBenchmark, *, budget: float, runs: int = 500,
                 seed: int = 0, cost_scale: float = 1.0, settings: Mapping[str, Any] | None = None,
                 max_queries: int = 100_000) -> dict[str, Any]:
@@ -244,14 +254,7 @@ def replay_many(name: str, bench: TabularBenchmark, *, budget: float, runs: int 
   strategy, jit, merged = make_strategy(name, bench.space, settings)
   base = jax.random.key(seed)
   t0 = time.time()
-  compiled = None
-  if jit:
-    # One compilation per (strategy, settings) per process, not per call.
-    cache_key = (name, json.dumps(merged, sort_keys=True, default=str), bench.space.num_edges)
-    if cache_key not in _COMPILED:
-      _COMPILED[cache_key] = (jax.jit(strategy.init), jax.jit(strategy.ask),
-                              jax.jit(strategy.tell))
-    compiled = _COMPILED[cache_key]
+  compiled = compiled_strategy(name, strategy, merged, bench) if jit else None
   results = [replay(strategy, bench, budget=budget, cost_scale=cost_scale,
                     key=jax.random.fold_in(base, i), max_queries=max_queries, _compiled=compiled)
              for i in range(runs)]

@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Mapping
 
@@ -47,7 +46,7 @@ import numpy as np
 
 from jnas.estimation.pareto import hypervolume_2d, non_dominated_mask
 from jnas.estimation.tabular import TabularBenchmark
-from jnas.search.tabular import STRATEGIES, replay_rows
+from jnas.search.tabular import STRATEGIES, compiled_strategy, replay_rows
 
 __all__ = ["FRONT_STRATEGIES", "front_strategy_names", "reference_point", "true_front",
            "replay_front", "replay_front_many"]
@@ -208,9 +207,6 @@ def _make(name: str, bench: TabularBenchmark, limit: float | None,
 replay_front = replay_rows
 
 
-_COMPILED: dict[tuple, tuple] = {}
-
-
 def _point(bench: TabularBenchmark, r: int) -> dict[str, Any]:
   return {"arch": bench.arch[r], "report": float(bench.report[r]),
           "objective": float(bench.objective[r]), "signal": float(bench.signal[r])}
@@ -246,13 +242,7 @@ def replay_front_many(name: str, bench: TabularBenchmark, *, budget: float, runs
   truth = true_front(bench, max_objective)
   ref = truth["reference"]
   strategy, jit, score, merged, target = _make(name, bench, max_objective, settings)
-  compiled = None
-  if jit:
-    cache_key = (name, json.dumps(merged, sort_keys=True, default=str), bench.space.num_edges)
-    if cache_key not in _COMPILED:
-      _COMPILED[cache_key] = (jax.jit(strategy.init), jax.jit(strategy.ask),
-                              jax.jit(strategy.tell))
-    compiled = _COMPILED[cache_key]
+  compiled = compiled_strategy(name, strategy, merged, bench) if jit else None
   base = jax.random.key(seed)
   t0 = time.time()
   per_run = []
