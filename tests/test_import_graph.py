@@ -68,7 +68,7 @@ def test_run_and_search_modules_are_in_no_import_circle():
 # layer's lower rows; packages on one row do not import each other.
 LAYERS = (
     ("jnas", "ops", "config", "data", "checkpoint"),
-    ("utils", "parallel", "spaces"),
+    ("utils", "parallel", "spaces", "config_rules"),
     ("train",),          # discrete networks (retraining, export)
     ("supernet",),       # mixed-op modules built from the discrete networks' ops
     ("estimation",),     # how good is a pick: tables, scratch training, proxies, latency, fronts
