@@ -226,6 +226,15 @@ def replay(strategy: Any, bench: TabularBenchmark, *, budget: float, cost_scale:
 _COMPILED: dict[tuple, tuple] = {}
 
 
+def run_header(name: str, settings: Mapping[str, Any], bench: TabularBenchmark, *,
+               budget: float, cost_scale: float, seed: int, runs: int) -> dict[str, Any]:
+  """What every replay result JSON starts with: the strategy, the table and the protocol."""
+  return {"strategy": name, "settings": dict(settings), "table": bench.path,
+          "columns": bench.columns, "report_column": bench.columns["report"],
+          "rows": len(bench), "budget": budget, "cost_scale": cost_scale, "seed": seed,
+          "runs": runs}
+
+
 def compiled_strategy(name: str, strategy: Any, settings: Mapping[str, Any],
                       bench: TabularBenchmark) -> tuple:
   """Jitted ``(init, ask, tell)`` of a pure-JAX strategy, compiled once per (strategy, settings)
@@ -264,16 +273,8 @@ def replay_many(name: str, bench: TabularBenchmark, *, budget: float, runs: int 
                      f"of {runs} runs (cost_scale {cost_scale}); raise --budget")
   reports = np.asarray([r["report"] for r in results])
   return {
-      "strategy": name,
-      "settings": merged,
-      "table": bench.path,
-      "columns": bench.columns,
-      "report_column": bench.columns["report"],
-      "rows": len(bench),
-      "budget": budget,
-      "cost_scale": cost_scale,
-      "seed": seed,
-      "runs": runs,
+      **run_header(name, merged, bench, budget=budget, cost_scale=cost_scale, seed=seed,
+                   runs=runs),
       "mean": float(reports.mean()),
       "std": float(reports.std()),
       "mean_queries": float(np.mean([r["queries"] for r in results])),

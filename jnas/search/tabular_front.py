@@ -46,7 +46,7 @@ import numpy as np
 
 from jnas.estimation.pareto import hypervolume_2d, non_dominated_mask
 from jnas.estimation.tabular import TabularBenchmark
-from jnas.search.tabular import STRATEGIES, compiled_strategy, replay_rows
+from jnas.search.tabular import STRATEGIES, compiled_strategy, replay_rows, run_header
 
 __all__ = ["FRONT_STRATEGIES", "front_strategy_names", "reference_point", "true_front",
            "replay_front", "replay_front_many"]
@@ -262,19 +262,11 @@ def replay_front_many(name: str, bench: TabularBenchmark, *, budget: float, runs
                     "front": [_point(bench, int(k)) for k in front]})
   hv = np.asarray([p["hv_ratio"] for p in per_run])
   return {
-      "strategy": name,
-      "settings": merged,
-      "table": bench.path,
-      "columns": bench.columns,
-      "report_column": bench.columns["report"],
+      **run_header(name, merged, bench, budget=budget, cost_scale=cost_scale, seed=seed,
+                   runs=runs),
       "objective_column": bench.columns["objective"],
       "max_objective": max_objective,
       "target": target if name == "reinforce" else None,
-      "rows": len(bench),
-      "budget": budget,
-      "cost_scale": cost_scale,
-      "seed": seed,
-      "runs": runs,
       "reference": {"report": ref[0], "objective": ref[1]},
       "true_hv": truth["hv"],
       "hv_ratio_mean": float(hv.mean()),
