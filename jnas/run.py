@@ -6,8 +6,8 @@ so that a notebook can call them as well as ``jnas`` on the command line.
 The code lives in :mod:`jnas.search`, one module per search family; this
 module is the stable place to import it from, and nothing in
 :mod:`jnas.search` imports it back. Patch a name where it is looked up: the
-epoch loop's progress bar is :data:`jnas.search.workdir.progress`, not an
-attribute of this module.
+loop's progress bar is :data:`jnas.search.loop.progress`, not an attribute of
+this module.
 
 Example:
   >>> from jnas.config import load_config
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from jnas.search.common import (build_space, build_supernet, enable_compilation_cache, is_chain,
                                 resolve_architecture, resolve_genotype)
-from jnas.search.dispatch import search
-from jnas.search.retrain import build_discrete, info, train
+from jnas.search.loop import run_unit, search, train
+from jnas.search.retrain import build_discrete, info
 from jnas.search.workdir import (ALPHA_HISTORY_FILE, RETRAIN_CKPT_DIR, SEARCH_CKPT_DIR,
-                                 SUMMARY_FILE, run_epoch)
+                                 SUMMARY_FILE)
 
 __all__ = [
     "ALPHA_HISTORY_FILE",
@@ -38,7 +38,7 @@ __all__ = [
     "is_chain",
     "resolve_architecture",
     "resolve_genotype",
-    "run_epoch",
+    "run_unit",
     "search",
     "train",
 ]

@@ -114,12 +114,12 @@ def test_reserved_metadata_key_is_refused(tmp_path):
 
 def test_search_with_a_flipped_checkpoint_falls_back_and_ends_identical(tmp_path, caplog):
   """A tiny search stopped at step 10, 64 bytes of checkpoint 10 flipped, rerun: back to step 7."""
-  from jnas.search import workdir
+  from jnas.search import loop
 
   ref = reference_run()
   wd = tmp_path / "run"
   mp = pytest.MonkeyPatch()
-  mp.setattr(workdir, "progress", sigterm_after_steps(workdir.progress, 10, []))
+  mp.setattr(loop, "progress", sigterm_after_steps(loop.progress, 10, []))
   try:
     assert _search(wd) == 130
   finally:

@@ -11,7 +11,7 @@ from flax import nnx
 
 from jnas import checkpoint, run
 from jnas.config import apply_overrides, load_config
-from jnas.search import workdir
+from jnas.search import loop
 from jnas.spaces.nb201 import NB201Space
 from jnas.strategies.spos import encoding_pool, spos
 from jnas.supernet.functional import make_apply, split_model
@@ -106,9 +106,9 @@ def test_jnas_search_spos_on_nb201_writes_a_benchmark_string(spos_run):
 def test_spos_stopped_mid_epoch_resumes_to_the_same_result(spos_run, tmp_path, monkeypatch):
   """SIGTERM during step 10 of 14: a checkpoint after that step, then the rerun ends identical."""
   ref, _ = spos_run
-  progress_that_signals = sigterm_after_steps(workdir.progress, 10, [])
+  progress_that_signals = sigterm_after_steps(loop.progress, 10, [])
   wd = tmp_path / "run"
-  monkeypatch.setattr(workdir, "progress", progress_that_signals)
+  monkeypatch.setattr(loop, "progress", progress_that_signals)
   with pytest.raises(KeyboardInterrupt):
     run.search(_tiny("spos", epochs=2), str(wd))
   monkeypatch.undo()

@@ -143,14 +143,14 @@ def reference(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory) -> Path:
   """A tiny search that gets SIGTERM during the 3rd step of epoch 2 (global step 10)."""
-  from jnas.search import workdir
+  from jnas.search import loop
 
   wd = tmp_path_factory.mktemp("stopped") / "run"
   steps = []
-  progress_that_signals = sigterm_after_steps(workdir.progress, 10, steps)
+  progress_that_signals = sigterm_after_steps(loop.progress, 10, steps)
 
   mp = pytest.MonkeyPatch()
-  mp.setattr(workdir, "progress", progress_that_signals)
+  mp.setattr(loop, "progress", progress_that_signals)
   try:
     assert _search(wd) == 130  # the CLI's "interrupted"
   finally:

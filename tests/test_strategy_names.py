@@ -7,18 +7,22 @@ import json
 import pytest
 
 from jnas.config import apply_overrides, load_config
-from jnas.search import dispatch
+from jnas.search import loop
 from jnas.validate import validate_config
 
 DARTS = "experiments/darts_mnist1d.py"
-FAMILY = {  # strategy (and estimator) -> the function of jnas.search.dispatch that runs it
-    ("darts", ""): "search_gradient", ("darts2", ""): "search_gradient",
-    ("gdas", ""): "search_gradient", ("snas", ""): "search_gradient",
-    ("spos", ""): "search_spos", ("rea", "supernet"): "search_spos",
-    ("reinforce", "supernet"): "search_spos", ("rea", "scratch"): "search_ask_tell",
-    ("random", "scratch"): "search_ask_tell", ("nsga2", "scratch"): "search_ask_tell",
-    ("topk", "scratch"): "search_ask_tell", ("pnas", "scratch"): "search_ask_tell",
+FAMILY = {  # strategy (and estimator) -> the plan of jnas.search.loop.PLANS that runs it
+    ("darts", ""): "gradient", ("darts2", ""): "gradient",
+    ("gdas", ""): "gradient", ("snas", ""): "gradient",
+    ("spos", ""): "spos", ("rea", "supernet"): "spos",
+    ("reinforce", "supernet"): "spos", ("rea", "scratch"): "ask_tell",
+    ("random", "scratch"): "ask_tell", ("nsga2", "scratch"): "ask_tell",
+    ("topk", "scratch"): "ask_tell", ("pnas", "scratch"): "ask_tell",
 }
+
+
+class _Reached(Exception):
+  pass
 
 
 @pytest.mark.parametrize("strategy, estimator", sorted(FAMILY))
@@ -29,10 +33,16 @@ def test_each_strategy_name_validates_and_reaches_its_family(tmp_path, monkeypat
   cfg = apply_overrides(load_config(DARTS), overrides)
   validate_config(cfg, "search")
   reached = []
-  for name in set(FAMILY.values()):
-    monkeypatch.setattr(dispatch, name,
-                        lambda c, wd, chash, name=name: reached.append((name, c)) or {})
-  dispatch.search(cfg, str(tmp_path / "run"))
+
+  def plan_of(name):
+    def make(c, wd):
+      reached.append((name, c))
+      raise _Reached
+    return make
+
+  monkeypatch.setattr(loop, "PLANS", {name: plan_of(name) for name in loop.PLANS})
+  with pytest.raises(_Reached):
+    loop.search(cfg, str(tmp_path / "run"))
   (name, ran), = reached
   assert name == FAMILY[(strategy, estimator)]
   recorded = json.loads((tmp_path / "run" / "config.json").read_text())["search"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jnas import checkpoint
-from jnas.search import workdir
+from jnas.search import loop, workdir
 from jnas.search.workdir import CheckpointClock
 from jnas.utils.metrics import read_metrics, read_tensorboard_scalars
 
@@ -76,7 +76,7 @@ def test_crash_after_an_unsaved_epoch_resumes_bit_identical(tmp_path):
   """
   ref = reference_run()
   wd = tmp_path / "run"
-  real = workdir.progress
+  real = loop.progress
   steps = []
 
   def progress_that_dies(*args, **kwargs):
@@ -94,7 +94,7 @@ def test_crash_after_an_unsaved_epoch_resumes_bit_identical(tmp_path):
     return bar
 
   mp = pytest.MonkeyPatch()
-  mp.setattr(workdir, "progress", progress_that_dies)
+  mp.setattr(loop, "progress", progress_that_dies)
   try:
     with pytest.raises(SystemExit, match="killed"):
       _search(wd)
@@ -113,7 +113,7 @@ def test_sigterm_after_an_unsaved_epoch_saves_and_resumes(tmp_path):
   ref = reference_run()
   wd = tmp_path / "run"
   mp = pytest.MonkeyPatch()
-  mp.setattr(workdir, "progress", sigterm_after_steps(workdir.progress, 17, []))
+  mp.setattr(loop, "progress", sigterm_after_steps(loop.progress, 17, []))
   try:
     assert _search(wd) == 130
   finally:

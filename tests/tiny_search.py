@@ -41,7 +41,7 @@ def reference_run() -> Path:
 
 
 def sigterm_after_steps(real_progress, steps: int, seen: list):
-  """A stand-in for ``jnas.search.workdir.progress``: SIGTERM to this process after ``steps`` steps.
+  """A stand-in for ``jnas.search.loop.progress``: SIGTERM to this process after ``steps`` steps.
 
   Counts the per-step updates of step-unit bars in ``seen``; the search's
   signal handler then lets that step finish, checkpoints and stops.

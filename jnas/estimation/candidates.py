@@ -1,6 +1,6 @@
 """Estimators of the sample-based search loop: candidate genotypes -> signal, cost, extras.
 
-:func:`jnas.search.ask_tell.search_ask_tell` asks a strategy for candidates
+:class:`jnas.search.ask_tell.AskTellPlan` asks a strategy for candidates
 and hands them to one of these; each returns an :class:`Estimate` (the signal
 the strategy maximises, the seconds charged to the budget, a second objective
 for NSGA-II) and can rebuild its cache from the archive of a resumed run.

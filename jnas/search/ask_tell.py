@@ -51,7 +51,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,21 +58,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jnas.checkpoint import Checkpoints
 from jnas.config import SEARCH_OPTIONAL_DEFAULTS
 from jnas.estimation.candidates import Estimator, ScratchEstimator, TableEstimator, WithObjective
 from jnas.estimation.objectives import OBJECTIVES, objective_fn
 from jnas.search.common import build_space, build_supernet, space_kit_of
-from jnas.search.retrain import build_discrete, train
+from jnas.search.plan import Found, Plan, UnitEnd
+from jnas.search.retrain import build_discrete
 from jnas.search.tabular import STRATEGIES, make_strategy, settings_from_text
-from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock, StopOnSignal,
-                                 checkpoint_every_s)
+from jnas.search.workdir import checkpoint_every_s
+from jnas.utils.metrics import write_json_atomic
 from jnas.spaces.base import SearchSpace
 from jnas.strategies.base import AskTellStrategy
 from jnas.strategies.driver import _candidates
-from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
 
-__all__ = ["ASK_TELL_STRATEGIES", "ESTIMATORS", "EVALUATIONS_FILE", "search_ask_tell",
+__all__ = ["ASK_TELL_STRATEGIES", "ESTIMATORS", "EVALUATIONS_FILE", "AskTellPlan",
            "table_columns"]
 
 log = logging.getLogger(__name__)
@@ -88,7 +86,7 @@ SUPERNET_STRATEGIES = ("random", "rea", "topk", "reinforce", "pnas")
 def uses_supernet(config) -> bool:
   """Whether a config runs a sample-based strategy on a trained supernet (``search.estimator =
   "supernet"``): SPOS's training, then that strategy instead of SPOS's evolution
-  (:func:`jnas.search.spos.search_spos`).
+  (:class:`jnas.search.spos.SposPlan`).
 
   Example:
     >>> uses_supernet(load_config("experiments/rea_table_mnist1d.py"))  # doctest: +SKIP
@@ -303,47 +301,56 @@ def _paths(state: Any) -> list[str]:
 
 # ---- The search. ----
 
-def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
-  """Runs a sample-based search (and optionally retraining) in ``wd``; returns the summary.
+class AskTellPlan(Plan):
+  """A sample-based search as the loop's plan: a unit is one ask → estimate → tell round.
 
-  Called by :func:`jnas.search.dispatch.search` when ``search.strategy`` is in
-  :data:`ASK_TELL_STRATEGIES` (after the work directory is claimed; ``chash`` is the
-  config's hash). See the module docstring for the files and the settings.
+  The carry is the strategy state; the archive (every evaluation, in order),
+  the budget charged and the round count travel in the checkpoint's metadata,
+  and the estimator's caches are rebuilt from the archive on resume. See the
+  module docstring for the settings and the files.
 
   Example:
-    >>> cfg = load_config("experiments/rea_table_mnist1d.py")  # doctest: +SKIP
-    >>> search_ask_tell(cfg, Path("runs/rea"), config_hash(cfg))["genotype"]  # doctest: +SKIP
+    >>> plan = AskTellPlan(load_config("experiments/rea_table_mnist1d.py"), Path("runs/rea"))  # doctest: +SKIP
   """
-  _check_plan(config)
-  sc = config.search
-  clock = CheckpointClock(checkpoint_every_s(sc))
-  space: SearchSpace = build_space(config)
-  est_name = _opt(sc, "estimator")
-  settings = settings_from_text(_opt(sc, "strategy_settings"))
-  if est_name == "table":
-    estimator: Estimator = _with_objective(config, space, _table_estimator(config, space))
-    strategy, num_objectives = _build_strategy(sc.strategy, space, estimator, settings)
-  else:
-    # The strategy first: a bad setting is refused before the data is loaded (DPP-Net's cost
-    # does not need the trained estimator, only the objective).
-    costed = _with_objective(config, space, Estimator())
-    strategy, num_objectives = _build_strategy(sc.strategy, space, costed, settings)
-    estimator = _scratch_estimator(config, space)
-    if isinstance(costed, WithObjective):
-      estimator = WithObjective(estimator, costed.objective2_name, costed.cost, space)
-  max_evals = int(_opt(sc, "evals")) or None
-  budget = float(_opt(sc, "budget_s")) or None
-  key = jax.random.key(int(config.seed))
-  sig = estimator.signal_name
 
-  def evaluate_round(state: Any, archive: list[dict], spent: float, round_no: int,
-                     replay: list[dict] | None = None) -> tuple[Any, float, int]:
+  def __init__(self, config, wd: Path) -> None:
+    _check_plan(config)
+    sc = self.sc = config.search
+    self.config, self.wd = config, wd
+    self.what = f"{sc.strategy} search"
+    self.every_s = checkpoint_every_s(sc)
+    space = self.space = build_space(config)
+    self.est_name = _opt(sc, "estimator")
+    settings = settings_from_text(_opt(sc, "strategy_settings"))
+    if self.est_name == "table":
+      self.estimator: Estimator = _with_objective(config, space, _table_estimator(config, space))
+      self.strategy, self.num_objectives = _build_strategy(sc.strategy, space, self.estimator,
+                                                           settings)
+    else:
+      # The strategy first: a bad setting is refused before the data is loaded (DPP-Net's cost
+      # does not need the trained estimator, only the objective).
+      costed = _with_objective(config, space, Estimator())
+      self.strategy, self.num_objectives = _build_strategy(sc.strategy, space, costed, settings)
+      self.estimator = _scratch_estimator(config, space)
+      if isinstance(costed, WithObjective):
+        self.estimator = WithObjective(self.estimator, costed.objective2_name, costed.cost, space)
+    self.max_evals = int(_opt(sc, "evals")) or None
+    self.budget = float(_opt(sc, "budget_s")) or None
+    self.key = jax.random.key(int(config.seed))
+    self.sig = self.estimator.signal_name
+    self.archive: list[dict] = []
+    self.spent, self.rounds, self.exhausted = 0.0, 0, False
+    self.best = -np.inf
+
+  def _round(self, state: Any, archive: list[dict], spent: float, round_no: int,
+             replay: list[dict] | None = None) -> tuple[Any, float, int]:
     """One ask → estimate → tell round; appends to ``archive``. ``replay``: the round's
     archived records instead of estimates (rebuilds a state's structure on resume)."""
-    state, asked = strategy.ask(state)
+    space, sig, est = self.space, self.sig, self.estimator
+    state, asked = self.strategy.ask(state)
     n = int(np.shape(jax.tree.leaves(asked)[0])[0])
-    if max_evals is not None:
-      n = min(n, max_evals - len(archive))
+    if self.max_evals is not None:
+      n = min(n, self.max_evals - len(archive))
     if replay is not None:
       n = len(replay)
     if n == 0:
@@ -351,133 +358,119 @@ def search_ask_tell(config, wd: Path, chash: str) -> dict[str, Any]:
     asked = jax.tree.map(lambda a: a[:n], asked)
     _, genotypes = _candidates(space, asked)
     if replay is None:
-      e = estimator.estimate(genotypes)
+      e = est.estimate(genotypes)
       used = n
       for i in range(n):
         # Sequential accounting: the evaluation that uses up the budget is the last one.
         spent += float(e.cost[i])
         archive.append({"index": len(archive), "round": round_no,
                         "genotype": space.genotype_to_json(genotypes[i]),
-                        sig: float(e.signal[i]), estimator.objective2_name: float(e.objective2[i]),
+                        sig: float(e.signal[i]), est.objective2_name: float(e.objective2[i]),
                         **{k: float(v[i]) for k, v in e.extra.items()},
                         "cost_s": float(e.cost[i]), "spent": spent})
-        if budget is not None and spent >= budget:
+        if self.budget is not None and spent >= self.budget:
           used = i + 1
           break
       recs = archive[-used:]
     else:
       recs, used = replay, n
     told = np.asarray([r[sig] for r in recs], np.float64)
-    if num_objectives == 2:
+    if self.num_objectives == 2:
       # nsga2 maximises every column: the cost is told negated.
-      told = np.stack([told, -np.asarray([r[estimator.objective2_name] for r in recs])], 1)
-    state = strategy.tell(state, jax.tree.map(lambda a: a[:used], asked), told)
+      told = np.stack([told, -np.asarray([r[est.objective2_name] for r in recs])], 1)
+    state = self.strategy.tell(state, jax.tree.map(lambda a: a[:used], asked), told)
     return state, spent, used
 
-  # ---- Resume from the newest readable checkpoint. ----
-  ckpt = Checkpoints(wd / SEARCH_CKPT_DIR, max_to_keep=2)
-  state = strategy.init(key)
-  archive: list[dict] = []
-  records: list[dict] = []
-  spent, rounds, elapsed0 = 0.0, 0, 0.0
-  exhausted = False
-  # Without a target orbax reads the flat {position: array} dict as saved (NumPy, exact
-  # dtypes); the leaf description in the metadata rebuilds the state.
-  restored = ckpt.latest_good()
-  if restored is not None:
-    ck_step, arrays, meta = restored
-    where = ckpt.directory / str(ck_step)
-    if meta.get("config_hash") != chash:
-      raise ValueError(f"checkpoint {where} belongs to another config "
-                       f"(hash {meta.get('config_hash')}, this config {chash})")
-    archive, records = list(meta["archive"]), list(meta["metrics"])
-    spent, rounds, elapsed0 = float(meta["spent"]), int(meta["rounds"]), float(meta["elapsed_s"])
-    exhausted = bool(meta["exhausted"])
+  def step(self, state: Any) -> tuple[Any, dict]:
+    state, self.spent, self.used = self._round(state, self.archive, self.spent, self.rounds + 1)
+    return state, {}
+
+  def init(self) -> Any:
+    return self.strategy.init(self.key)
+
+  def done(self, unit: int) -> bool:
+    return (self.exhausted or (self.max_evals is not None and len(self.archive) >= self.max_evals)
+            or (self.budget is not None and self.spent >= self.budget))
+
+  def label(self, unit: int) -> str:
+    return f"{self.sc.strategy} round {self.rounds + 1}"
+
+  def end_unit(self, carry: Any, unit: int, means: dict[str, float]) -> UnitEnd:
+    if self.used == 0:
+      self.exhausted = True
+      log.info("%s has nothing left to propose after %d evaluations", self.sc.strategy,
+               len(self.archive))
+      return UnitEnd(None, len(self.archive))
+    self.rounds += 1
+    new = [r[self.sig] for r in self.archive[-self.used:]]
+    self.best = max(self.best, max(new))
+    sig = self.sig
+    return UnitEnd({"round": self.rounds, "evaluated": len(self.archive), "spent_s": self.spent,
+                    f"best_{sig}": self.best, f"round_best_{sig}": max(new)}, len(self.archive))
+
+  # Orbax cannot save zero-size arrays and the state's structure may change as the search goes,
+  # so the state is saved as flat leaves with a description (see _state_to_tree).
+  def target(self, carry: Any) -> Any:
+    return None
+
+  def to_tree(self, carry: Any) -> tuple[Any, dict]:
+    arrays, leaves = _state_to_tree(carry)
+    return arrays, {"leaves": leaves}
+
+  def from_tree(self, tree: Any, meta: dict, fresh: Any) -> Any:
     saved_paths = [leaf[3] for leaf in meta["leaves"]]
-    template = state
+    template = fresh
     if _paths(template) != saved_paths:
       # The structure grew after the first tell (PNAS's predictor): replay round 1
       # from the archive, without estimating, to get it.
-      template, _, _ = evaluate_round(strategy.init(key), [], 0.0, 1,
-                                      replay=[r for r in archive if r["round"] == 1])
+      template, _, _ = self._round(self.strategy.init(self.key), [], 0.0, 1,
+                                   replay=[r for r in self.archive if r["round"] == 1])
     if _paths(template) != saved_paths:
-      raise ValueError(f"checkpoint {where} holds a state of another structure than "
-                       f"strategy {sc.strategy!r} makes")
-    state = _state_from_tree(arrays, meta["leaves"], template)
-    estimator.restore(archive)
-    log.info("resuming %s from checkpoint %d: %d evaluations in %d rounds, %.1f s charged",
-             sc.strategy, ck_step, len(archive), rounds, spent)
-  replace_phase(str(wd), "search", records)
+      raise ValueError(f"a checkpoint in {self.wd} holds a state of another structure than "
+                       f"strategy {self.sc.strategy!r} makes")
+    state = _state_from_tree(tree, meta["leaves"], template)
+    self.estimator.restore(self.archive)
+    log.info("%s: %d evaluations in %d rounds, %.1f s charged", self.sc.strategy,
+             len(self.archive), self.rounds, self.spent)
+    return state
 
-  def save_checkpoint() -> None:
-    arrays, leaves = _state_to_tree(state)
-    meta = {"phase": "search", "config_hash": chash, "rounds": rounds, "spent": spent,
-            "exhausted": exhausted, "elapsed_s": elapsed0 + time.time() - t0, "leaves": leaves,
-            "archive": archive, "metrics": records}
-    # A save after the strategy ran dry follows its last round's save: a step of its own.
-    ckpt.save(rounds + int(exhausted), arrays, meta)
-    clock.saved()
+  def save_meta(self) -> dict:
+    return {"archive": self.archive, "spent": self.spent, "rounds": self.rounds,
+            "exhausted": self.exhausted}
 
-  def done() -> bool:
-    return (exhausted or (max_evals is not None and len(archive) >= max_evals)
-            or (budget is not None and spent >= budget))
+  def load_meta(self, meta: dict) -> None:
+    self.archive = list(meta["archive"])
+    self.spent, self.rounds = float(meta["spent"]), int(meta["rounds"])
+    self.exhausted = bool(meta["exhausted"])
+    self.best = max((r[self.sig] for r in self.archive), default=-np.inf)
 
-  # ---- Ask → estimate → tell, one metrics line per round. ----
-  t0 = time.time()
-  best = max((r[sig] for r in archive), default=-np.inf)
-  with ckpt, MetricWriter(str(wd), tensorboard="search") as writer, StopOnSignal() as stop:
-    while not done():
-      state, spent, used = evaluate_round(state, archive, spent, rounds + 1)
-      if used == 0:
-        exhausted = True
-        log.info("%s has nothing left to propose after %d evaluations", sc.strategy,
-                 len(archive))
-      else:
-        rounds += 1
-        new = [r[sig] for r in archive[-used:]]
-        best = max(best, max(new))
-        records.append(writer.write(
-            len(archive), phase="search", round=rounds, evaluated=len(archive), spent_s=spent,
-            **{f"best_{sig}": best, f"round_best_{sig}": max(new)},
-            elapsed_s=elapsed0 + time.time() - t0))
-      if clock.due(force=done() or bool(stop.requested)):
-        save_checkpoint()
-      if stop.requested and not done():
-        log.warning("%s search stopped by %s after round %d; rerun the same command to "
-                    "resume", sc.strategy, stop.requested, rounds)
-        raise KeyboardInterrupt
-  search_s = elapsed0 + time.time() - t0
-  if not archive:
-    raise ValueError(f"search.budget_s={budget:g} is smaller than the cost of the first "
-                     f"evaluation: nothing was evaluated")
-
-  # ---- Results. ----
-  # The best by the signal; the earliest wins ties (as SearchResult.best).
-  best_rec = max(archive, key=lambda r: (r[sig], -r["index"]))
-  write_json_atomic(str(wd / EVALUATIONS_FILE), {
-      "strategy": sc.strategy, "estimator": est_name, "signal": sig,
-      "num_evaluated": len(archive), "spent_s": spent, "best": best_rec, "history": archive})
-  write_json_atomic(str(wd / "genotype.json"), best_rec["genotype"])
-  summary: dict[str, Any] = {
-      "genotype": best_rec["genotype"],
-      "strategy": sc.strategy,
-      "estimator": est_name,
-      f"best_{sig}": best_rec[sig],
-      "evaluated": len(archive),
-      "rounds": rounds,
-      "spent_s": round(spent, 3),
-      "search_seconds": round(search_s, 1),
-  }
-  if est_name == "table":
-    bench = estimator.bench
-    summary["arch"] = bench.arch[int(estimator.rows([space.genotype_from_json(
-        best_rec["genotype"])])[0])]
-    if estimator.report_name is not None:
-      summary[estimator.report_name] = best_rec[estimator.report_name]
-      summary[f"table_best_{estimator.report_name}"] = bench.best_report()
-    summary[f"table_best_{sig}"] = float(bench.signal.max())
-  if config.retrain.enabled:
-    summary.update(train(config, str(wd), str(wd / "genotype.json")))
-  summary["workdir"] = str(wd)
-  write_json_atomic(str(wd / SUMMARY_FILE), summary)
-  return summary
+  def finish(self, carry: Any, seconds: float) -> Found:
+    archive, sig, sc = self.archive, self.sig, self.sc
+    if not archive:
+      raise ValueError(f"search.budget_s={self.budget:g} is smaller than the cost of the first "
+                       f"evaluation: nothing was evaluated")
+    # The best by the signal; the earliest wins ties (as SearchResult.best).
+    best_rec = max(archive, key=lambda r: (r[sig], -r["index"]))
+    write_json_atomic(str(self.wd / EVALUATIONS_FILE), {
+        "strategy": sc.strategy, "estimator": self.est_name, "signal": sig,
+        "num_evaluated": len(archive), "spent_s": self.spent, "best": best_rec,
+        "history": archive})
+    summary: dict[str, Any] = {
+        "strategy": sc.strategy,
+        "estimator": self.est_name,
+        f"best_{sig}": best_rec[sig],
+        "evaluated": len(archive),
+        "rounds": self.rounds,
+        "spent_s": round(self.spent, 3),
+        "search_seconds": round(seconds, 1),
+    }
+    if self.est_name == "table":
+      est = self.estimator
+      bench = est.bench
+      summary["arch"] = bench.arch[int(est.rows([self.space.genotype_from_json(
+          best_rec["genotype"])])[0])]
+      if est.report_name is not None:
+        summary[est.report_name] = best_rec[est.report_name]
+        summary[f"table_best_{est.report_name}"] = bench.best_report()
+      summary[f"table_best_{sig}"] = float(bench.signal.max())
+    return Found(best_rec["genotype"], None, summary)

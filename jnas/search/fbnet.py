@@ -6,8 +6,8 @@
 latency of the sample under a latency table measured on the target device,
 optionally with a latency target (:func:`latency_target_loss`), then the
 derived architecture (argmax per block, :func:`derive_genotype`).
-:func:`jnas.search.chain.search_chain` runs it from a config with a work
-directory, checkpoints and retraining.
+:class:`jnas.search.chain.ChainPlan` runs the same :class:`FBNetRun` from a
+config through the one loop (work directory, checkpoints, retraining).
 
 Example:
   >>> result = search_fbnet(space, table, data, epochs=8)  # doctest: +SKIP
@@ -165,44 +165,173 @@ def recalibrate_batch_norm(apply_fn: Callable, params: Any, stats: Any, encoding
   return stats
 
 
-def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, *, epochs: int = 8,
-                 seed: int = 0, batch_size: int = 64, warmup_epochs: int = 1,
-                 w_lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4,
-                 a_lr: float = 0.01, a: float = 0.2, b: float = 0.6, tau0: float = 5.0,
-                 tau_decay: float = 0.956, target_ms: float | None = None,
-                 penalty: float = 10.0, enforce_target: bool = False,
-                 log: Callable[[str], None] | None = None,
-                 resume: Callable[[Any], tuple[Any, int, list, float] | None] | None = None,
-                 after_epoch: Callable[[Any, int, list, float], None] | None = None
+class FBNetRun:
+  """FBNet's pieces on a chain space: the state, one compiled epoch, its metrics, the result.
+
+  :func:`search_fbnet` runs them in memory; :class:`jnas.search.chain.ChainPlan`
+  runs them through the one loop (work directory, checkpoints, resume). The
+  arguments are :func:`search_fbnet`'s.
+
+  Example:
+    >>> run = FBNetRun(space, table, data, epochs=8)  # doctest: +SKIP
+    >>> state, means = run.train_epoch(run.init(), 0)  # doctest: +SKIP
+  """
+
+  def __init__(self, space: ChainSpace, table: LatencyTable, data: tuple, *, epochs: int = 8,
+               seed: int = 0, batch_size: int = 64, warmup_epochs: int = 1,
+               w_lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4,
+               a_lr: float = 0.01, a: float = 0.2, b: float = 0.6, tau0: float = 5.0,
+               tau_decay: float = 0.956, target_ms: float | None = None,
+               penalty: float = 10.0, enforce_target: bool = False,
+               log: Callable[[str], None] | None = None) -> None:
+    from jnas.strategies.gumbel import fbnet_loss, gumbel, sample_encoding  # noqa: PLC0415
+
+    check_table(table, space)
+    if epochs < 1 or not 0 <= warmup_epochs < epochs:
+      raise ValueError(f"need epochs >= 1 and 0 <= warmup_epochs < epochs, got {epochs}, "
+                       f"{warmup_epochs}")
+    (x_w, _), (x_a, _) = data
+    self.steps_per_epoch = min(len(x_w), len(x_a)) // batch_size
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"batch_size {batch_size} exceeds the {min(len(x_w), len(x_a))} "
+                       f"examples of a data half")
+    self.space, self.table, self.data, self.epochs = space, table, data, epochs
+    self.seed, self.batch_size, self.warmup_epochs, self.log = seed, batch_size, warmup_epochs, log
+    self.tau0, self.tau_decay = tau0, tau_decay
+    self.target_ms, self.enforce_target = target_ms, enforce_target
+    k_model, self._k_search = jax.random.split(jax.random.key(seed))
+    self.supernet = ChainSupernet(
+        space, rngs=nnx.Rngs(int(jax.random.randint(k_model, (), 0, 2**30))))
+    split = split_model(self.supernet)
+    apply_fn = self.apply_fn = make_supernet_apply(split.graphdef)
+    alpha = {"blocks": jnp.zeros((space.num_blocks, len(space.candidates)), jnp.float32)}
+    total = epochs * self.steps_per_epoch
+    w_opt = optax.chain(
+        optax.clip_by_global_norm(5.0), optax.add_decayed_weights(weight_decay),
+        optax.sgd(optax.cosine_decay_schedule(w_lr, total), momentum=momentum))
+    # The table is in milliseconds; FBNet's log(LAT) wants a unit where networks cost > e.
+    latency_us = lambda enc: 1e3 * expected_latency(table, enc)
+    if target_ms is None:
+      objective = lambda ce, lat: fbnet_loss(ce, lat, a=a, b=b)
+    else:
+      objective = lambda ce, lat: latency_target_loss(ce, lat, target=1e3 * target_ms, a=a,
+                                                      b=b, penalty=penalty)
+    steps_per_epoch = self.steps_per_epoch
+
+    def tau(step):
+      # FBNet anneals per epoch; warm-up epochs do not count.
+      return tau0 * tau_decay ** jnp.maximum(step // steps_per_epoch - warmup_epochs, 0)
+
+    strat = self.strategy = gumbel(apply_fn, split.params, split.state, alpha, w_opt=w_opt,
+                                   a_opt=optax.adam(a_lr), tau=tau, hard=False,
+                                   cost_fn=latency_us, objective=objective)
+
+    def warmup_step(st, batch_train):
+      # Weights only, on soft samples of the (still uniform) alpha.
+      key_next, k = jax.random.split(st.key)
+      enc = sample_encoding(k, st.alpha, tau(st.step), hard=False)
+
+      def loss(p):
+        logits, stats = apply_fn(p, st.batch_stats, enc, batch_train[0], True)
+        return cross_entropy(logits, batch_train[1]), (stats, logits)
+
+      (l, (stats, logits)), g = jax.value_and_grad(loss, has_aux=True)(st.params)
+      upd, w_opt_state = w_opt.update(g, st.w_opt_state, st.params)
+      metrics = {"train_loss": l, "train_acc": jnp.mean(jnp.argmax(logits, -1) == batch_train[1])}
+      return st._replace(params=optax.apply_updates(st.params, upd), batch_stats=stats,
+                         w_opt_state=w_opt_state, step=st.step + 1, key=key_next), metrics
+
+    @functools.partial(jax.jit, static_argnames=("arch",), donate_argnums=(0,))
+    def scan_epoch(state, xw, yw, xa, ya, arch: bool):
+      def body(st, batch):
+        if arch:
+          return strat.step(st, (batch[0], batch[1]), (batch[2], batch[3]))
+        return warmup_step(st, (batch[0], batch[1]))
+      state, ms = jax.lax.scan(body, state, (xw, yw, xa, ya))
+      return state, jax.tree.map(jnp.mean, ms)
+
+    self._scan_epoch = scan_epoch
+
+  def init(self) -> Any:
+    """The search state before the first epoch."""
+    return self.strategy.init(self._k_search)
+
+  def train_epoch(self, state: Any, epoch: int) -> tuple[Any, dict]:
+    """Epoch ``epoch`` (from 0) as one compiled scan; returns the state and its mean metrics.
+
+    Batches and Gumbel keys depend only on the seed, the epoch and the state, so a resumed
+    search ends as an uninterrupted one."""
+    from jnas.data import epoch_batches  # noqa: PLC0415
+
+    (x_w, y_w), (x_a, y_a) = self.data
+    xw, yw = epoch_batches(x_w, y_w, self.batch_size, seed=self.seed, epoch=epoch)
+    xa, ya = epoch_batches(x_a, y_a, self.batch_size, seed=self.seed + 7919, epoch=epoch)
+    n = self.steps_per_epoch
+    return self._scan_epoch(state, jnp.asarray(xw[:n]), jnp.asarray(yw[:n]),
+                            jnp.asarray(xa[:n]), jnp.asarray(ya[:n]),
+                            arch=epoch >= self.warmup_epochs)
+
+  def describe(self, state: Any, epoch: int, means: Mapping[str, Any]) -> dict:
+    """Epoch ``epoch``'s history record: its mean metrics, temperature, expected latency and
+    argmax genotype; logged through ``log``. A NaN/inf loss raises ``FloatingPointError``."""
+    from jnas.strategies.darts import softmax_encoding  # noqa: PLC0415
+
+    m = {k: float(v) for k, v in means.items()}
+    if not math.isfinite(m["train_loss"]):
+      raise FloatingPointError(f"FBNet search diverged at epoch {epoch} (train loss "
+                               f"{m['train_loss']})")
+    m.setdefault("val_loss", float("nan"))
+    t = self.tau0 * self.tau_decay ** max(epoch - self.warmup_epochs, 0)
+    m.update(epoch=epoch, tau=t, arch=epoch >= self.warmup_epochs,
+             expected_ms=float(expected_latency(self.table, softmax_encoding(state.alpha))),
+             genotype=list(self.space.encoding_to_genotype(state.alpha).blocks))
+    if self.log is not None:
+      self.log(f"epoch {epoch}: train_acc {m['train_acc']:.3f} val_loss {m['val_loss']:.3f} "
+               f"E[lat] {m['expected_ms']:.4f} ms tau {t:.2f} {' '.join(m['genotype'])}")
+    return m
+
+  def result(self, state: Any, history: list[dict], seconds: float) -> FBNetResult:
+    """The derived architecture (target enforced if asked) and its shared-weight accuracy."""
+    t0 = time.perf_counter()
+    space, table = self.space, self.table
+    alpha_np = np.asarray(state.alpha["blocks"])
+    genotype, repairs = derive_genotype(space, alpha_np, table,
+                                        self.target_ms if self.enforce_target else None)
+    onehot = {"blocks": jnp.asarray(space.genotype_to_encoding(genotype)["blocks"])}
+    nnx.update(self.supernet, state.params, state.batch_stats)
+    (x_w, _), (x_a, y_a) = self.data
+    stats = recalibrate_batch_norm(self.apply_fn, state.params, state.batch_stats, onehot, x_w)
+    val_acc = evaluate_accuracy(self.apply_fn, state.params, stats, onehot, x_a, y_a)
+    return FBNetResult(genotype=genotype, alpha=alpha_np,
+                       predicted_ms=predicted_latency(table, genotype), val_acc=val_acc,
+                       repairs=repairs, history=list(history),
+                       seconds=seconds + time.perf_counter() - t0, supernet=self.supernet)
+
+
+def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, **settings: Any
                  ) -> FBNetResult:
-  """FBNet on a chain space with a latency table; returns the derived architecture.
+  """FBNet on a chain space with a latency table, in memory; returns the derived architecture.
+
+  ``jnas search`` runs the same :class:`FBNetRun` through the one loop
+  (:mod:`jnas.search.loop`: work directory, checkpoints, resume); this is the
+  notebook form.
 
   Args:
     space: the chain space (the table must be made for it).
     table: latency lookup table of the target setting (device, batch, dtype).
     data: ``((x_w, y_w), (x_a, y_a))``: the half that trains the weights and
       the half that trains ``alpha`` (see :func:`jnas.data.split_train_val`).
-    epochs: search epochs; the first ``warmup_epochs`` train only weights.
-    seed: weights, Gumbel samples and batch order.
-    batch_size: examples per step (both halves).
-    w_lr, momentum, weight_decay: SGD with momentum (cosine decay) for weights.
-    a_lr: Adam for ``alpha``.
-    a, b: FBNet's ``CE * a * log(LAT) ** b`` with ``LAT`` in microseconds.
-    tau0, tau_decay: Gumbel temperature ``tau0 * tau_decay ** epoch``.
-    target_ms: optional latency target (milliseconds, in the table's
-      setting); adds :func:`latency_target_loss`'s hinge.
-    penalty: weight of the hinge.
-    enforce_target: after the search, switch blocks to faster candidates if
-      the argmax architecture still misses the target (see
-      :func:`derive_genotype`).
-    log: optional callback receiving one line per epoch.
-    resume: optional ``resume(fresh_state) -> (state, epochs_done, history,
-      elapsed_s)`` or ``None``: where a stopped search goes on from (a
-      checkpoint); epochs already done are not run again.
-    after_epoch: optional ``after_epoch(state, epochs_done, history, elapsed_s)``
-      called after every epoch (to checkpoint; it may raise ``KeyboardInterrupt``
-      to stop). Batches and Gumbel keys depend only on the seed, the epoch and
-      the state, so a resumed search ends as an uninterrupted one.
+    **settings: :class:`FBNetRun`'s keywords: ``epochs`` (8; the first
+      ``warmup_epochs``, 1, train only weights), ``seed`` (weights, Gumbel
+      samples and batch order), ``batch_size`` (64, both halves); ``w_lr``,
+      ``momentum``, ``weight_decay`` of SGD with momentum (cosine decay) for the
+      weights; ``a_lr`` of Adam for ``alpha``; FBNet's ``a``, ``b`` in
+      ``CE * a * log(LAT) ** b`` with ``LAT`` in microseconds; the Gumbel
+      temperature ``tau0 * tau_decay ** epoch``; an optional ``target_ms``
+      (milliseconds, in the table's setting) adding :func:`latency_target_loss`'s
+      hinge of weight ``penalty``; ``enforce_target`` to switch blocks to faster
+      candidates if the argmax architecture still misses it
+      (:func:`derive_genotype`); ``log``, a callback receiving one line per epoch.
 
   Returns:
     A :class:`FBNetResult`.
@@ -212,107 +341,10 @@ def search_fbnet(space: ChainSpace, table: LatencyTable, data: tuple, *, epochs:
     >>> data = split_train_val(ds.x_train, ds.y_train, seed=0)  # doctest: +SKIP
     >>> search_fbnet(space, table, data, epochs=8).genotype  # doctest: +SKIP
   """
-  from jnas.data import epoch_batches
-  from jnas.strategies.darts import softmax_encoding
-  from jnas.strategies.gumbel import fbnet_loss, gumbel, sample_encoding
-
-  check_table(table, space)
-  if epochs < 1 or not 0 <= warmup_epochs < epochs:
-    raise ValueError(f"need epochs >= 1 and 0 <= warmup_epochs < epochs, got {epochs}, "
-                     f"{warmup_epochs}")
-  t_start = time.perf_counter()
-  (x_w, y_w), (x_a, y_a) = data
-  steps_per_epoch = min(len(x_w), len(x_a)) // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"batch_size {batch_size} exceeds the {min(len(x_w), len(x_a))} examples "
-                     f"of a data half")
-  key = jax.random.key(seed)
-  k_model, k_search = jax.random.split(key)
-  supernet = ChainSupernet(space, rngs=nnx.Rngs(int(jax.random.randint(k_model, (), 0, 2**30))))
-  split = split_model(supernet)
-  apply_fn = make_supernet_apply(split.graphdef)
-  alpha = {"blocks": jnp.zeros((space.num_blocks, len(space.candidates)), jnp.float32)}
-  total = epochs * steps_per_epoch
-  w_opt = optax.chain(
-      optax.clip_by_global_norm(5.0), optax.add_decayed_weights(weight_decay),
-      optax.sgd(optax.cosine_decay_schedule(w_lr, total), momentum=momentum))
-  a_opt = optax.adam(a_lr)
-  # The table is in milliseconds; FBNet's log(LAT) wants a unit where networks cost > e.
-  latency_us = lambda enc: 1e3 * expected_latency(table, enc)
-  if target_ms is None:
-    objective = lambda ce, lat: fbnet_loss(ce, lat, a=a, b=b)
-  else:
-    objective = lambda ce, lat: latency_target_loss(ce, lat, target=1e3 * target_ms, a=a, b=b,
-                                                    penalty=penalty)
-  def tau(step):
-    # FBNet anneals per epoch; warm-up epochs do not count.
-    return tau0 * tau_decay ** jnp.maximum(step // steps_per_epoch - warmup_epochs, 0)
-
-  strat = gumbel(apply_fn, split.params, split.state, alpha, w_opt=w_opt, a_opt=a_opt, tau=tau,
-                 hard=False, cost_fn=latency_us, objective=objective)
-  state = strat.init(k_search)
-
-  def warmup_step(st, batch_train):
-    # Weights only, on soft samples of the (still uniform) alpha.
-    key_next, k = jax.random.split(st.key)
-    enc = sample_encoding(k, st.alpha, tau(st.step), hard=False)
-
-    def loss(p):
-      logits, stats = apply_fn(p, st.batch_stats, enc, batch_train[0], True)
-      return cross_entropy(logits, batch_train[1]), (stats, logits)
-
-    (l, (stats, logits)), g = jax.value_and_grad(loss, has_aux=True)(st.params)
-    upd, w_opt_state = w_opt.update(g, st.w_opt_state, st.params)
-    metrics = {"train_loss": l, "train_acc": jnp.mean(jnp.argmax(logits, -1) == batch_train[1])}
-    return st._replace(params=optax.apply_updates(st.params, upd), batch_stats=stats,
-                       w_opt_state=w_opt_state, step=st.step + 1, key=key_next), metrics
-
-  @functools.partial(jax.jit, static_argnames=("arch",), donate_argnums=(0,))
-  def run_epoch(state, xw, yw, xa, ya, arch: bool):
-    def body(st, batch):
-      if arch:
-        return strat.step(st, (batch[0], batch[1]), (batch[2], batch[3]))
-      return warmup_step(st, (batch[0], batch[1]))
-    state, ms = jax.lax.scan(body, state, (xw, yw, xa, ya))
-    return state, jax.tree.map(jnp.mean, ms)
-
-  history, start_epoch, elapsed0 = [], 0, 0.0
-  restored = resume(state) if resume is not None else None
-  if restored is not None:
-    state, start_epoch, history, elapsed0 = restored
-    history = list(history)
-    t_start = time.perf_counter()  # elapsed0 holds the time before the stop
-  for epoch in range(start_epoch, epochs):
-    arch = epoch >= warmup_epochs
-    t = tau0 * tau_decay ** max(epoch - warmup_epochs, 0)
-    xw, yw = epoch_batches(x_w, y_w, batch_size, seed=seed, epoch=epoch)
-    xa, ya = epoch_batches(x_a, y_a, batch_size, seed=seed + 7919, epoch=epoch)
-    n = steps_per_epoch
-    state, m = run_epoch(state, jnp.asarray(xw[:n]), jnp.asarray(yw[:n]),
-                         jnp.asarray(xa[:n]), jnp.asarray(ya[:n]), arch=arch)
-    m = {k: float(v) for k, v in m.items()}
-    if not math.isfinite(m["train_loss"]):
-      raise FloatingPointError(f"FBNet search diverged at epoch {epoch} (train loss "
-                               f"{m['train_loss']})")
-    m.setdefault("val_loss", float("nan"))
-    m.update(epoch=epoch, tau=t, arch=arch,
-             expected_ms=float(expected_latency(table, softmax_encoding(state.alpha))),
-             genotype=list(space.encoding_to_genotype(state.alpha).blocks))
-    history.append(m)
-    if log is not None:
-      log(f"epoch {epoch}: train_acc {m['train_acc']:.3f} val_loss {m['val_loss']:.3f} "
-          f"E[lat] {m['expected_ms']:.4f} ms tau {t:.2f} {' '.join(m['genotype'])}")
-    if after_epoch is not None:
-      after_epoch(state, epoch + 1, history, elapsed0 + time.perf_counter() - t_start)
-
-  alpha_np = np.asarray(state.alpha["blocks"])
-  genotype, repairs = derive_genotype(space, alpha_np, table,
-                                      target_ms if enforce_target else None)
-  onehot = {"blocks": jnp.asarray(space.genotype_to_encoding(genotype)["blocks"])}
-  nnx.update(supernet, state.params, state.batch_stats)
-  stats = recalibrate_batch_norm(apply_fn, state.params, state.batch_stats, onehot, x_w)
-  val_acc = evaluate_accuracy(apply_fn, state.params, stats, onehot, x_a, y_a)
-  return FBNetResult(genotype=genotype, alpha=alpha_np,
-                     predicted_ms=predicted_latency(table, genotype), val_acc=val_acc,
-                     repairs=repairs, history=history,
-                     seconds=elapsed0 + time.perf_counter() - t_start, supernet=supernet)
+  t0 = time.perf_counter()
+  run = FBNetRun(space, table, data, **settings)
+  state, history = run.init(), []
+  for epoch in range(run.epochs):
+    state, means = run.train_epoch(state, epoch)
+    history.append(run.describe(state, epoch, means))
+  return run.result(state, history, time.perf_counter() - t0)

@@ -31,23 +31,19 @@ evolution repeats it exactly.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jnas.checkpoint import Checkpoints
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import build_space, build_supernet, data_ndim
-from jnas.search.retrain import train
-from jnas.search.workdir import (SEARCH_CKPT_DIR, SUMMARY_FILE, CheckpointClock,
-                                 StopOnSignal, checkpoint_every_s, run_epoch, save_supernet,
-                                 sums_from_json, sums_to_json)
+from jnas.search.plan import Found, Plan, UnitEnd
+from jnas.search.workdir import checkpoint_every_s, save_supernet
 from jnas.spaces.base import SearchSpace
 from jnas.strategies.darts import weight_optimizer
 from jnas.strategies.driver import run_ask_tell
@@ -55,7 +51,7 @@ from jnas.strategies.evolution import topk_evolution
 from jnas.strategies.spos import (encoding_pool, few_shot_apply, make_population_evaluator,
                                   pad_population, parse_few_shot, spos)
 from jnas.supernet.functional import count_params, make_apply, split_model
-from jnas.utils.metrics import MetricWriter, replace_phase, write_json_atomic
+from jnas.utils.metrics import MetricWriter
 from jnas.utils.xla import config_compiler_options
 
 log = logging.getLogger(__name__)
@@ -88,7 +84,7 @@ def add_spos_defaults(config) -> None:
   """Gives a config that was written for another strategy what SPOS reads, where it lacks it.
 
   ``search.pool_size`` (4096 sampled paths) and the ``evolution`` section
-  (:func:`evolution_config`); :func:`jnas.search.dispatch.search` applies it for ``spos``, so
+  (:func:`evolution_config`); :func:`jnas.search.loop.search` applies it for ``spos``, so
   ``--config.search.strategy=spos`` works on any search config.
   """
   # A config from apply_overrides is locked against new keys; these are the ones SPOS adds.
@@ -156,161 +152,140 @@ def score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Arr
   return calib_x, val_x, val_y
 
 
-def search_spos(config, wd: Path, chash: str) -> dict[str, Any]:
-  """Runs SPOS supernet training, evolution and (optionally) retraining in ``wd``.
+class SposPlan(Plan):
+  """SPOS as the loop's plan: single-path supernet training, then evolution in :meth:`finish`.
 
-  Called by :func:`jnas.search.dispatch.search` when ``config.search.strategy == "spos"``
-  (after the work directory is claimed; ``chash`` is the config's hash).
+  A unit is an epoch of single-path steps on the weights half. Evolution
+  (or the strategy ``search.strategy`` names, with ``search.estimator =
+  "supernet"``) runs after the last epoch, scored by the shared weights; it
+  is a pure function of the trained weights and the seed, so it is not
+  checkpointed: a run killed during it repeats it exactly.
 
   Example:
-    >>> cfg = load_config("experiments/spos_mnist1d.py")  # doctest: +SKIP
-    >>> jnas.run.search(cfg, "runs/spos")["genotype"]  # doctest: +SKIP
+    >>> plan = SposPlan(load_config("experiments/spos_mnist1d.py"), Path("runs/x"))  # doctest: +SKIP
   """
-  sc, ev = config.search, config.evolution
-  _check_positive(sc, ("epochs", "batch_size", "pool_size"), "search")
-  _check_positive(ev, ("population", "top_k", "evals", "calib_batches", "val_batches"),
-                  "evolution")
-  clock = CheckpointClock(checkpoint_every_s(sc))
 
-  # ---- Data: the training set split in halves (weights / scoring). ----
-  ds = load_dataset(config.data.name, seed=config.data.seed)
-  (xw, yw), (xv, yv) = split_train_val(ds.x_train, ds.y_train, fraction=0.5, seed=config.seed)
-  steps_per_epoch = len(xw) // sc.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"search.batch_size={sc.batch_size} is larger than half the training set "
-                     f"({len(xw)} examples)")
-  calib_x, val_x, val_y = score_batches(config, xw, yw, xv, yv)
+  what = "SPOS training"
+  metric_keys = ("train_loss", "train_acc")
 
-  # ---- Supernet and the SPOS step. ----
-  space: SearchSpace = build_space(config)
-  supernet = build_supernet(config, space, ds)
-  split = split_model(supernet)
-  single = make_apply(split.graphdef, single_path=True)
-  # Scoring runs forward only: unrolled edge loops are faster there (the DARTS supernet).
-  score_apply = (make_apply(split.graphdef, single_path=True, unroll=True)
-                 if getattr(supernet, "accepts_unroll", False) else single)
-  total_steps = sc.epochs * steps_per_epoch
-  w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
-                           total_steps)
-  pool = encoding_pool(space, int(sc.pool_size), seed=config.seed)
-  few_shot = parse_few_shot(sc.get("few_shot", ""), pool,
-                            int(round(float(sc.get("few_shot_warmup", 0.5)) * total_steps)))
-  strategy = spos(single, split.params, split.state, pool, w_opt=w_opt, few_shot=few_shot)
-  if few_shot is not None:
-    # Each candidate is trained and scored in the sub-supernet of its op on the split edge.
-    score_apply = few_shot_apply(score_apply, few_shot)
-  state = strategy.init(jax.random.key(config.seed))
-  xla_options = config_compiler_options(config, data_ndim(ds))
-  step = jax.jit(strategy.step, donate_argnums=0, compiler_options=xla_options)
-  log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
-           count_params(split.params), total_steps, sc.epochs, sc.pool_size)
+  def __init__(self, config, wd: Path) -> None:
+    sc, ev = config.search, config.evolution
+    self.sc = sc
+    _check_positive(sc, ("epochs", "batch_size", "pool_size"), "search")
+    _check_positive(ev, ("population", "top_k", "evals", "calib_batches", "val_batches"),
+                    "evolution")
+    self.config, self.wd = config, wd
+    self.every_s = checkpoint_every_s(sc)
 
-  # ---- Resume supernet training from the newest readable checkpoint. ----
-  ckpt = Checkpoints(wd / SEARCH_CKPT_DIR, max_to_keep=2)
-  start_epoch, start_batch, sums, elapsed0 = 0, 0, None, 0.0
-  records: list[dict] = []
-  restored = ckpt.latest_good({"strategy": state})
-  if restored is not None:
-    ck_step, tree, meta = restored
-    if meta.get("config_hash") != chash:
-      raise ValueError(f"checkpoint {ckpt.directory / str(ck_step)} belongs to another config "
-                       f"(hash {meta.get('config_hash')}, this config {chash})")
-    state = tree["strategy"]
-    start_epoch, start_batch = int(meta["epoch"]), int(meta["batch"])
-    sums, elapsed0 = sums_from_json(meta.get("partial_sums")), float(meta["elapsed_s"])
-    records = list(meta["metrics"])
-    log.info("resuming SPOS training from checkpoint step %d (epoch %d, batch %d of %d)",
-             ck_step, start_epoch + 1, start_batch, steps_per_epoch)
-  replace_phase(str(wd), "search", records)
+    # ---- Data: the training set split in halves (weights / scoring). ----
+    ds = load_dataset(config.data.name, seed=config.data.seed)
+    (xw, yw), (xv, yv) = split_train_val(ds.x_train, ds.y_train, fraction=0.5, seed=config.seed)
+    self.weights_half = xw, yw
+    self.steps_per_epoch = len(xw) // sc.batch_size
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"search.batch_size={sc.batch_size} is larger than half the training "
+                       f"set ({len(xw)} examples)")
+    self.score_data = score_batches(config, xw, yw, xv, yv)
 
-  def save_checkpoint(state, epoch: int, batch: int, partial: dict | None) -> None:
-    meta = {"phase": "search", "config_hash": chash, "epoch": epoch, "batch": batch,
-            "partial_sums": sums_to_json(partial),
-            "elapsed_s": elapsed0 + time.time() - t0, "metrics": records}
-    ckpt.save(int(jax.device_get(state.step)), {"strategy": state}, meta)
+    # ---- Supernet and the SPOS step. ----
+    space = self.space = build_space(config)
+    supernet = build_supernet(config, space, ds)
+    split = split_model(supernet)
+    single = make_apply(split.graphdef, single_path=True)
+    # Scoring runs forward only: unrolled edge loops are faster there (the DARTS supernet).
+    self.score_apply = (make_apply(split.graphdef, single_path=True, unroll=True)
+                        if getattr(supernet, "accepts_unroll", False) else single)
+    total_steps = sc.epochs * self.steps_per_epoch
+    w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
+                             total_steps)
+    pool = encoding_pool(space, int(sc.pool_size), seed=config.seed)
+    few_shot = parse_few_shot(sc.get("few_shot", ""), pool,
+                              int(round(float(sc.get("few_shot_warmup", 0.5)) * total_steps)))
+    self.strategy = spos(single, split.params, split.state, pool, w_opt=w_opt,
+                         few_shot=few_shot)
+    if few_shot is not None:
+      # Each candidate is trained and scored in the sub-supernet of its op on the split edge.
+      self.score_apply = few_shot_apply(self.score_apply, few_shot)
+    self.xla_options = config_compiler_options(config, data_ndim(ds))
+    self.step = jax.jit(self.strategy.step, donate_argnums=0, compiler_options=self.xla_options)
+    log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
+             count_params(split.params), total_steps, sc.epochs, sc.pool_size)
 
-  # ---- 1. Supernet training: one uniformly sampled path per step. ----
-  t0 = time.time()
-  with ckpt, MetricWriter(str(wd), tensorboard="search") as writer, \
-      StopOnSignal() as stop:
-    for epoch in range(start_epoch, sc.epochs):
-      xb, yb = epoch_batches(xw, yw, sc.batch_size, seed=config.seed, epoch=epoch)
-      first = start_batch if epoch == start_epoch else 0
-      state, means = run_epoch(
-          step, state, lambda i: ((xb[i], yb[i]),), steps_per_epoch, first=first,
-          sums=sums if first else None, desc=f"spos epoch {epoch + 1}/{sc.epochs}", stop=stop,
-          save_partial=lambda st, b, partial: save_checkpoint(st, epoch, b, partial),
-          what="SPOS training", keys=("train_loss", "train_acc"))
-      records.append(writer.write(int(state.step), phase="search", epoch=epoch + 1, **means,
-                                  elapsed_s=elapsed0 + time.time() - t0))
-      if clock.due(force=epoch + 1 == sc.epochs or bool(stop.requested)):
-        save_checkpoint(state, epoch + 1, 0, None)
-        clock.saved()
-      log.info("spos epoch %d: train loss %.4f acc %.4f", epoch + 1, means["train_loss"],
-               means["train_acc"])
-      if stop.requested:
-        log.warning("SPOS training stopped by %s after epoch %d; rerun the same command to "
-                    "resume", stop.requested, epoch + 1)
-        raise KeyboardInterrupt
-  supernet_s = elapsed0 + time.time() - t0
-  save_supernet(wd, state.params, state.batch_stats)
+  def init(self) -> Any:
+    return self.strategy.init(jax.random.key(self.config.seed))
 
-  # ---- 2. Evolution scored by the shared weights. ----
-  evaluate = jax.jit(make_population_evaluator(
-      score_apply, merge_val_batches=bool(ev.get("merge_val_batches", True))),
-      compiler_options=xla_options)
-  params, stats = state.params, state.batch_stats
-  population = int(ev.population)
+  def done(self, unit: int) -> bool:
+    return unit >= self.sc.epochs
 
-  def scorer(encodings, genotypes):
-    del genotypes
-    n = next(iter(encodings.values())).shape[0]
-    acc, loss = [], []
-    # One compiled population size: a larger batch is scored in chunks of it.
-    for lo in range(0, n, population):
-      chunk = {k: np.asarray(v)[lo:lo + population] for k, v in encodings.items()}
-      out = evaluate(params, stats, pad_population(chunk, population), calib_x, val_x, val_y)
-      m = next(iter(chunk.values())).shape[0]
-      acc.append(np.asarray(out["accuracy"])[:m])
-      loss.append(np.asarray(out["loss"])[:m])
-    return {"val_accuracy": np.concatenate(acc), "val_loss": np.concatenate(loss)}
+  def steps(self, unit: int) -> int:
+    return self.steps_per_epoch
 
-  t1 = time.time()
-  result = run_ask_tell(
-      search_strategy(config, space), space, scorer, key=jax.random.key(config.seed + 1),
-      num_evals=phase2_evals(config), objectives=("val_accuracy",), desc=after_name(config))
-  evolution_s = time.time() - t1
-  result.save(str(wd / EVOLUTION_FILE), space)
-  best = result.best()
-  shared = np.asarray([e.objectives["val_accuracy"] for e in result.history])
-  first_gen = shared[:min(population, len(shared))]
-  with MetricWriter(str(wd)) as writer:
-    writer.write(len(result.history), phase="evolution", evaluated=len(result.history),
-                 best_val_accuracy=float(shared.max()),
-                 first_generation_mean_val_accuracy=float(first_gen.mean()),
-                 mean_val_accuracy=float(shared.mean()), elapsed_s=round(evolution_s, 1))
-  log.info("evolution: %d architectures in %.0f s; best shared-weight val acc %.4f "
-           "(first generation mean %.4f)", len(result.history), evolution_s,
-           best.objectives["val_accuracy"], first_gen.mean())
+  def label(self, unit: int) -> str:
+    return f"spos epoch {unit + 1}/{self.sc.epochs}"
 
-  # ---- Results. ----
-  geno_json = space.genotype_to_json(best.genotype)
-  enc = space.genotype_to_encoding(best.genotype)
-  tmp = wd / ".arch_params.tmp.npz"
-  np.savez(tmp, **{k: np.asarray(v) for k, v in enc.items()})
-  os.replace(tmp, wd / "arch_params.npz")
-  write_json_atomic(str(wd / "genotype.json"), geno_json)
-  summary: dict[str, Any] = {
-      "genotype": geno_json,
-      "shared_val_accuracy": best.objectives["val_accuracy"],
-      "first_generation_mean_val_accuracy": float(first_gen.mean()),
-      "evaluated": len(result.history),
-      "supernet_seconds": round(supernet_s, 1),
-      "evolution_seconds": round(evolution_s, 1),
-      "search_seconds": round(supernet_s + evolution_s, 1),
-  }
-  if config.retrain.enabled:
-    summary.update(train(config, str(wd), str(wd / "genotype.json")))
-  summary["workdir"] = str(wd)
-  write_json_atomic(str(wd / SUMMARY_FILE), summary)
-  return summary
+  def batches(self, unit: int) -> Callable[[int], tuple]:
+    xb, yb = epoch_batches(*self.weights_half, self.sc.batch_size, seed=self.config.seed,
+                           epoch=unit)
+    return lambda i: ((xb[i], yb[i]),)
+
+  def end_unit(self, carry: Any, unit: int, means: dict[str, float]) -> UnitEnd:
+    log.info("spos epoch %d: train loss %.4f acc %.4f", unit + 1, means["train_loss"],
+             means["train_acc"])
+    return UnitEnd({"epoch": unit + 1, **means}, int(carry.step))
+
+  def finish(self, carry: Any, seconds: float) -> Found:
+    ev, space = self.config.evolution, self.space
+    save_supernet(self.wd, carry.params, carry.batch_stats)
+    t1 = time.time()
+    result = self._evolve(carry)
+    evolution_s = time.time() - t1
+    result.save(str(self.wd / EVOLUTION_FILE), space)
+    best = result.best()
+    shared = np.asarray([e.objectives["val_accuracy"] for e in result.history])
+    first_gen = shared[:min(int(ev.population), len(shared))]
+    with MetricWriter(str(self.wd)) as writer:
+      writer.write(len(result.history), phase="evolution", evaluated=len(result.history),
+                   best_val_accuracy=float(shared.max()),
+                   first_generation_mean_val_accuracy=float(first_gen.mean()),
+                   mean_val_accuracy=float(shared.mean()), elapsed_s=round(evolution_s, 1))
+    log.info("evolution: %d architectures in %.0f s; best shared-weight val acc %.4f "
+             "(first generation mean %.4f)", len(result.history), evolution_s,
+             best.objectives["val_accuracy"], first_gen.mean())
+    enc = space.genotype_to_encoding(best.genotype)
+    return Found(space.genotype_to_json(best.genotype),
+                 {k: np.asarray(v) for k, v in enc.items()}, {
+                     "shared_val_accuracy": best.objectives["val_accuracy"],
+                     "first_generation_mean_val_accuracy": float(first_gen.mean()),
+                     "evaluated": len(result.history),
+                     "supernet_seconds": round(seconds, 1),
+                     "evolution_seconds": round(evolution_s, 1),
+                     "search_seconds": round(seconds + evolution_s, 1)})
+
+  def _evolve(self, carry: Any):
+    """Phase 2: the after-strategy over the trained supernet, every generation scored by one
+    compiled population evaluator (``lax.map`` over the encodings)."""
+    config, ev = self.config, self.config.evolution
+    evaluate = jax.jit(make_population_evaluator(
+        self.score_apply, merge_val_batches=bool(ev.get("merge_val_batches", True))),
+        compiler_options=self.xla_options)
+    params, stats = carry.params, carry.batch_stats
+    calib_x, val_x, val_y = self.score_data
+    population = int(ev.population)
+
+    def scorer(encodings, genotypes):
+      del genotypes
+      n = next(iter(encodings.values())).shape[0]
+      acc, loss = [], []
+      # One compiled population size: a larger batch is scored in chunks of it.
+      for lo in range(0, n, population):
+        chunk = {k: np.asarray(v)[lo:lo + population] for k, v in encodings.items()}
+        out = evaluate(params, stats, pad_population(chunk, population), calib_x, val_x, val_y)
+        m = next(iter(chunk.values())).shape[0]
+        acc.append(np.asarray(out["accuracy"])[:m])
+        loss.append(np.asarray(out["loss"])[:m])
+      return {"val_accuracy": np.concatenate(acc), "val_loss": np.concatenate(loss)}
+
+    return run_ask_tell(
+        search_strategy(config, self.space), self.space, scorer,
+        key=jax.random.key(config.seed + 1), num_evals=phase2_evals(config),
+        objectives=("val_accuracy",), desc=after_name(config))

@@ -1,15 +1,14 @@
 """Work directories, checkpoint metadata and stopping on a signal: the plumbing of every run.
 
 A work directory holds one config's run (:func:`claim_workdir`), used by one
-process at a time (:func:`lock_workdir`); each epoch of a search goes through
-:func:`run_epoch`, which checkpoints and stops at the next step boundary after
-SIGINT/SIGTERM (:class:`StopOnSignal`).
+process at a time (:func:`lock_workdir`); the one loop (:mod:`jnas.search.loop`)
+stops at the next step boundary after SIGINT/SIGTERM (:class:`StopOnSignal`) and
+saves when :class:`CheckpointClock` says so.
 
 Example:
-  >>> from jnas.search.workdir import StopOnSignal, run_epoch
-  >>> with StopOnSignal() as stop:  # doctest: +SKIP
-  ...   state, means = run_epoch(step, state, batch_at, 100, first=0, sums=None,
-  ...                            desc="epoch 1", stop=stop, save_partial=save)
+  >>> from jnas.search.workdir import lock_workdir
+  >>> with lock_workdir("runs/x"):  # doctest: +SKIP
+  ...   pass
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnas.spaces.base import SearchSpace
-from jnas.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -400,38 +398,3 @@ def finished(wd: Path, what: str) -> dict | None:
     return json.loads(path.read_text())
   except json.JSONDecodeError:
     return None
-
-
-def run_epoch(step, state, batch_at, steps: int, *, first: int, sums: dict | None, desc: str,
-              stop: StopOnSignal, save_partial, what: str = "search",
-              keys: tuple[str, ...] | None = None) -> tuple[Any, dict[str, float]]:
-  """Runs steps ``first .. steps - 1`` of one search epoch; returns the state and the epoch means.
-
-  ``step(state, *batch_at(i)) -> (state, metrics)`` is the jitted step;
-  ``sums`` are the metric sums of the steps before ``first`` (a resumed
-  epoch). Metrics (only ``keys``, if given) are summed on the device and
-  fetched once, at the end. When ``stop`` has a request before the last step,
-  ``save_partial(state, next_batch, sums)`` checkpoints the epoch's position
-  and ``KeyboardInterrupt`` is raised. A NaN/inf ``train_loss`` raises
-  ``FloatingPointError``.
-  """
-  with progress(total=steps, desc=desc, unit="step") as bar:
-    bar.update(first)
-    for i in range(first, steps):
-      state, metrics = step(state, *batch_at(i))
-      if keys is not None:
-        metrics = {k: metrics[k] for k in keys}
-      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-      bar.update(1)
-      if stop.requested and i + 1 < steps:
-        save_partial(state, i + 1, sums)
-        log.warning("%s stopped by %s at %s, batch %d; rerun the same command to resume",
-                    what, stop.requested, desc, i + 1)
-        raise KeyboardInterrupt
-    # One host transfer per epoch, not per step.
-    means = {k: float(v) / steps for k, v in jax.device_get(sums).items()}
-    if not np.isfinite(means["train_loss"]):
-      raise FloatingPointError(f"{what} diverged in {desc}: train loss is NaN/inf")
-    bar.set_postfix(loss=means["train_loss"], acc=means["train_acc"])
-  return state, means
-
