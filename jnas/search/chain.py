@@ -71,7 +71,7 @@ class ChainPlan(Plan):
     check_chain_data(config, space, ds)
     table, self.table_path = _chain_latency_table(config, space, wd)
     fc = config.fbnet
-    target = self.target = float(fc.target_ms) if fc.get("target_ms") else None
+    target = self.target_ms = float(fc.target_ms) if fc.get("target_ms") else None
     fastest = table.fixed_ms + float(table.ops_ms.min(axis=1).sum())
     if target is not None and target < fastest:
       raise ValueError(f"fbnet.target_ms={target} is below the fastest architecture of the "
@@ -116,6 +116,6 @@ class ChainPlan(Plan):
   def finish(self, carry: Any, seconds: float) -> Found:
     result = self.run.result(carry, self.history, seconds)
     return Found(self.space.genotype_to_json(result.genotype), {"blocks": result.alpha}, {
-        "predicted_ms": result.predicted_ms, "target_ms": self.target,
+        "predicted_ms": result.predicted_ms, "target_ms": self.target_ms,
         "target_repairs": result.repairs, "supernet_val_accuracy": result.val_acc,
         "latency_table": self.table_path, "search_seconds": round(result.seconds, 1)})
