@@ -70,6 +70,12 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     # on this machine) or a table column; "" = the table's COST column, or params with scratch
     "objective": "",
     "strategy_settings": "",  # the strategy's own settings, e.g. population_size=20,sample_size=5
+    # A zero-cost proxy (synflow, naswot, snip, grad_norm, params, flops; nb201 cells) that decides
+    # which candidates the table/scratch estimator measures: those scoring in the proxy's top
+    # prefilter_keep fraction of prefilter_pool random cells ("" = measure every candidate)
+    "prefilter": "",
+    "prefilter_keep": 0.5,
+    "prefilter_pool": 1000,
     "few_shot": "",  # SPOS: split the supernet on encoding edge KEY:EDGE (e.g. cell:0); "" = one-shot
     "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split
 }

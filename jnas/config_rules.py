@@ -39,6 +39,8 @@ _ESTIMATOR_SPACES = {"table": "nb201", "scratch": None, "supernet": None}
 _SUPERNET_STRATEGIES = ("random", "rea", "topk", "reinforce", "pnas")
 # The architecture costs search.objective names (jnas.estimation.objectives.OBJECTIVES).
 _OBJECTIVES = ("params", "flops", "latency")
+# The zero-cost proxies search.prefilter names (jnas.estimation.zero_cost.PROXIES).
+_PROXIES = ("synflow", "naswot", "snip", "grad_norm", "params", "flops")
 
 
 # ---------------------------------------------------------------------------
@@ -197,6 +199,9 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "search.scratch_epochs": _COUNT,
     "search.objective": _is_str,          # params, flops, latency or a table column
     "search.strategy_settings": _is_str,
+    "search.prefilter": _one_of("", *_PROXIES),
+    "search.prefilter_keep": _real(0.0, low_open=True, high=1.0, high_open=False),
+    "search.prefilter_pool": _COUNT,
     "search.few_shot": _is_str,           # SPOS's split edge KEY:EDGE, parsed by the strategy
     "search.few_shot_warmup": _PROB,      # a fraction of the SPOS steps
     # evolution (SPOS)

@@ -310,6 +310,12 @@ def _check_estimator(config: Any, strategy: Any, space: Any) -> None:
     raise ConfigError("search.strategy='dpp_net' needs the cost of every candidate before it is "
                       "measured: use search.estimator='table' or set search.objective (params, "
                       "flops, latency)")
+  prefilter = _get(config, "search.prefilter")
+  if prefilter not in (_MISSING, None, ""):
+    if est == "supernet" or strategy in ("nsga2", "dpp_net") or space not in (_MISSING, "nb201"):
+      raise _fail("search.prefilter", prefilter,
+                  "filters what a table or scratch estimator measures for a one-objective "
+                  "strategy on nb201 cells")
   if est == "supernet":
     if strategy not in _SUPERNET_STRATEGIES:
       raise ConfigError(f"search.estimator='supernet' scores one objective; search.strategy="

@@ -247,3 +247,62 @@ def test_a_misplaced_objective_is_refused_in_one_line(tmp_path, capsys, extra, w
   assert cli.main(["search", "--config", REA, "--workdir", str(wd), *extra]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and words in err[0] and not wd.exists()
+
+
+def test_a_proxy_prefilter_measures_only_what_the_proxy_ranks_high(tmp_path):
+  """search.prefilter=params: candidates below the threshold cost nothing and are told a floor;
+  the cell found is the best measured one; a resumed run ends as an uninterrupted one."""
+  every = ("--config.search.prefilter=params", "--config.search.prefilter_keep=0.2",
+           "--config.search.prefilter_pool=200", "--config.search.checkpoint_every_s=0")
+  ref = tmp_path / "ref"
+  assert _table_run(ref, "rea", 16, *every) == 0
+  ev = json.loads((ref / "evaluations.json").read_text())
+  summary = json.loads((ref / "summary.json").read_text())
+  hist = ev["history"]
+  rejected = [r for r in hist if r["measured"] == 0.0]
+  measured = [r for r in hist if r["measured"] == 1.0]
+  assert rejected and measured and summary["measured"] == len(measured)
+  assert all(r["cost_s"] == 0.0 for r in rejected)
+  assert all(r["cost_s"] > 0.0 for r in measured)
+  # Each reject scores below every measured candidate's proxy score of at least the threshold.
+  assert max(r["params"] for r in rejected) < min(r["params"] for r in measured)
+  # Rejects are told the lowest signal measured by then, never more than the best.
+  assert ev["best"]["measured"] == 1.0
+  assert ev["best"]["val_acc"] == max(r["val_acc"] for r in measured)
+
+  calls = {"n": 0}
+  real = ask_tell.TableEstimator.estimate
+
+  def dying(self, genotypes):
+    calls["n"] += 1
+    if calls["n"] == 5:
+      raise Killed
+    return real(self, genotypes)
+
+  wd = tmp_path / "run"
+  mp = pytest.MonkeyPatch()
+  mp.setattr(ask_tell.TableEstimator, "estimate", dying)
+  try:
+    with pytest.raises(Killed):
+      _table_run(wd, "rea", 16, *every)
+  finally:
+    mp.undo()
+  assert _table_run(wd, "rea", 16, *every) == 0
+  clock = ("elapsed_s", "search_seconds", "workdir")
+  got = json.loads((wd / "summary.json").read_text())
+  assert {k: v for k, v in got.items() if k not in clock} == {
+      k: v for k, v in summary.items() if k not in clock}
+  assert json.loads((wd / "evaluations.json").read_text())["history"] == hist
+
+
+@pytest.mark.parametrize("extra, words", [
+    (("--config.search.strategy=nsga2",), "one-objective"),
+    (("--config.search.prefilter=zen",), "must be one of"),
+    (("--config.search.prefilter_keep=0",), "prefilter_keep"),
+])
+def test_a_prefilter_that_does_not_fit_is_refused_in_one_line(tmp_path, capsys, extra, words):
+  assert cli.main(["search", "--config", REA, "--workdir", str(tmp_path / "run"),
+                   "--config.search.prefilter=synflow", *extra]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "\n" not in err and words in err, err
+  assert not (tmp_path / "run").exists()

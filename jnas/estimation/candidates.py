@@ -10,6 +10,9 @@ for NSGA-II) and can rebuild its cache from the archive of a resumed run.
 * :class:`ScratchEstimator`: train each new candidate's single path from
   scratch (:class:`~jnas.estimation.scratch.PathScratchScorer`); a repeat is
   read from the cache and charged nothing.
+* :class:`WithObjective`: another estimator with a computed second objective.
+* :class:`ProxyFiltered`: another estimator paid only for the candidates a
+  zero-cost proxy ranks high (the rest are rejected unmeasured, at no cost).
 
 Example:
   >>> est = TableEstimator(load_table("t.csv", arch_column="arch_str", signal_column="val_acc",
@@ -30,7 +33,8 @@ import numpy as np
 from jnas.estimation.tabular import TabularBenchmark
 from jnas.spaces.base import SearchSpace
 
-__all__ = ["Estimate", "Estimator", "ScratchEstimator", "TableEstimator", "WithObjective"]
+__all__ = ["Estimate", "Estimator", "ProxyFiltered", "ScratchEstimator", "TableEstimator",
+           "WithObjective"]
 
 
 @dataclasses.dataclass
@@ -174,3 +178,57 @@ class WithObjective(Estimator):
     e = self.inner.estimate(genotypes)
     return dataclasses.replace(e, objective2=np.asarray([self.cost(g) for g in genotypes],
                                                         np.float64))
+
+
+class ProxyFiltered(Estimator):
+  """``estimator`` paid only for candidates whose zero-cost proxy score reaches ``threshold``.
+
+  Abdelfattah et al. (ICLR 2021) use synflow to pick what evolution and random
+  search train; here every candidate a strategy asks for is scored by
+  ``proxy(genotypes) -> [n]`` (milliseconds) and only those at or above
+  ``threshold`` go to ``estimator``. A rejected candidate costs nothing and is
+  told the lowest signal measured so far (0 before any), so evolution never
+  breeds from it; its record has ``measured = 0`` and NaN for what was not
+  measured. Every record gets the proxy's score under ``proxy_name``. The
+  search's result is the best *measured* candidate.
+
+  Example:
+    >>> est = ProxyFiltered(TableEstimator(bench, space), zc_score, 1.2e3, "synflow")  # doctest: +SKIP
+  """
+
+  def __init__(self, estimator: Estimator, proxy: Callable[[list], np.ndarray],
+               threshold: float, proxy_name: str):
+    self.inner, self.proxy, self.threshold = estimator, proxy, float(threshold)
+    self.proxy_name = proxy_name
+    self.signal_name = estimator.signal_name
+    self.objective2_name = estimator.objective2_name
+    self.floor: float | None = None
+
+  def __getattr__(self, attr: str) -> Any:
+    if attr == "inner":
+      raise AttributeError(attr)
+    return getattr(self.inner, attr)
+
+  def restore(self, archive: list[dict]) -> None:
+    measured = [r for r in archive if r.get("measured", 1.0) == 1.0]
+    self.inner.restore(measured)
+    if measured:
+      self.floor = min(float(r[self.signal_name]) for r in measured)
+
+  def estimate(self, genotypes: list) -> Estimate:
+    n = len(genotypes)
+    score = np.asarray(self.proxy(genotypes), np.float64).reshape(n)
+    keep = np.flatnonzero(score >= self.threshold)
+    nan = np.full(n, np.nan)
+    signal, cost, objective2 = nan.copy(), np.zeros(n), nan.copy()
+    extra = {self.proxy_name: score, "measured": np.zeros(n)}
+    if keep.size:
+      e = self.inner.estimate([genotypes[i] for i in keep])
+      signal[keep], cost[keep], objective2[keep] = e.signal, e.cost, e.objective2
+      for k, v in e.extra.items():
+        extra.setdefault(k, nan.copy())[keep] = v
+      extra["measured"][keep] = 1.0
+      low = float(np.min(e.signal))
+      self.floor = low if self.floor is None else min(self.floor, low)
+    signal[extra["measured"] == 0] = 0.0 if self.floor is None else self.floor
+    return Estimate(signal=signal, cost=cost, objective2=objective2, extra=extra)

@@ -29,6 +29,13 @@ names agree); unset, it is the table's COST column, or (``scratch``) the
 parameter count at the search's size.
 ``search.strategy_settings`` (``"population_size=20,sample_size=5"``) changes a
 strategy's defaults (:data:`jnas.search.tabular.STRATEGIES`).
+``search.prefilter`` (a zero-cost proxy: ``synflow``, ``naswot``, ``snip``,
+``grad_norm``, ``params``, ``flops``; NAS-Bench-201 cells, one-objective
+strategies) puts the table or scratch estimator behind the proxy
+(:class:`jnas.estimation.candidates.ProxyFiltered`): only candidates scoring in
+the proxy's top ``search.prefilter_keep`` fraction of ``search.prefilter_pool``
+random cells are measured; the others cost nothing, are told the lowest signal
+measured so far and are recorded with ``measured: 0``.
 
 Writes ``metrics.jsonl`` (one line per ask/tell round, ``phase: search``) and
 TensorBoard events, ``evaluations.json`` (every evaluated architecture in
@@ -59,7 +66,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnas.config import SEARCH_OPTIONAL_DEFAULTS
-from jnas.estimation.candidates import Estimator, ScratchEstimator, TableEstimator, WithObjective
+from jnas.estimation.candidates import (Estimator, ProxyFiltered, ScratchEstimator, TableEstimator,
+                                        WithObjective)
 from jnas.estimation.objectives import OBJECTIVES, objective_fn
 from jnas.search.common import build_space, build_supernet, space_kit_of
 from jnas.search.plan import Found, Plan, UnitEnd
@@ -202,6 +210,35 @@ def _scratch_estimator(config, space: SearchSpace) -> ScratchEstimator:
   return ScratchEstimator(scorer, space)
 
 
+def _proxy_filtered(config, space: SearchSpace, estimator: Estimator) -> ProxyFiltered:
+  """``estimator`` behind ``search.prefilter``'s proxy: the threshold is the proxy's
+  ``1 - search.prefilter_keep`` quantile over ``search.prefilter_pool`` random cells, all
+  scored at the search's supernet size with weights from the config's seed."""
+  from jnas.data import load_dataset  # noqa: PLC0415
+  from jnas.estimation.zero_cost import (DATA_PROXIES, NB201Skeleton, ZeroCost,  # noqa: PLC0415
+                                         default_batch)
+
+  sc = config.search
+  name, keep, pool = str(sc.prefilter), float(_opt(sc, "prefilter_keep")), int(
+      _opt(sc, "prefilter_pool"))
+  ds = load_dataset(config.data.name, seed=config.data.seed)
+  zc = ZeroCost(NB201Skeleton(tuple(ds.input_shape), int(ds.num_classes),
+                              channels=int(sc.channels), cells_per_stage=int(sc.cells_per_stage)),
+                space=space, seed=int(config.seed))
+  x = y = None
+  if name in DATA_PROXIES:
+    rng = np.random.default_rng(int(config.seed))
+    pick = rng.choice(len(ds.x_train), size=default_batch(name), replace=False)
+    x, y = ds.x_train[pick], ds.y_train[pick]
+  rng = np.random.default_rng(int(config.seed) + 17)
+  reference = zc.score(name, [space.random_genotype(rng) for _ in range(pool)], x, y)
+  threshold = float(np.quantile(reference, 1.0 - keep))
+  log.info("prefilter: %s >= %.4g (the top %.0f%% of %d random cells) is measured", name,
+           threshold, 100 * keep, pool)
+  return ProxyFiltered(estimator, lambda genotypes: zc.score(name, genotypes, x, y), threshold,
+                       name)
+
+
 # ---- The plan: space, estimator, strategy. ----
 
 def _build_strategy(name: str, space: SearchSpace, estimator: Estimator, settings: dict
@@ -247,6 +284,10 @@ def _check_plan(config) -> None:
   if est == "scratch" and (kit.supernet is None or kit.network is None):
     raise ValueError(f"search.estimator='scratch' trains single paths of a supernet; the "
                      f"{config.space.name} space registers no supernet or network")
+  if _opt(sc, "prefilter") and (est == "supernet" or sc.strategy in ("nsga2", "dpp_net")
+                                 or config.space.name != "nb201"):
+    raise ValueError(f"search.prefilter={sc.prefilter!r} filters what a table or scratch "
+                     f"estimator measures for a one-objective strategy on nb201 cells")
   if int(_opt(sc, "evals")) < 1 and not float(_opt(sc, "budget_s")) > 0:
     raise ValueError("a sample-based search needs search.evals >= 1 or search.budget_s > 0 "
                      "to end")
@@ -334,6 +375,8 @@ class AskTellPlan(Plan):
       self.estimator = _scratch_estimator(config, space)
       if isinstance(costed, WithObjective):
         self.estimator = WithObjective(self.estimator, costed.objective2_name, costed.cost, space)
+    if _opt(sc, "prefilter"):
+      self.estimator = _proxy_filtered(config, space, self.estimator)
     self.max_evals = int(_opt(sc, "evals")) or None
     self.budget = float(_opt(sc, "budget_s")) or None
     self.key = jax.random.key(int(config.seed))
@@ -449,8 +492,10 @@ class AskTellPlan(Plan):
     if not archive:
       raise ValueError(f"search.budget_s={self.budget:g} is smaller than the cost of the first "
                        f"evaluation: nothing was evaluated")
-    # The best by the signal; the earliest wins ties (as SearchResult.best).
-    best_rec = max(archive, key=lambda r: (r[sig], -r["index"]))
+    # The best measured by the signal (a prefilter's rejects were told a floor, not measured);
+    # the earliest wins ties (as SearchResult.best).
+    measured = [r for r in archive if r.get("measured", 1.0) == 1.0] or archive
+    best_rec = max(measured, key=lambda r: (r[sig], -r["index"]))
     write_json_atomic(str(self.wd / EVALUATIONS_FILE), {
         "strategy": sc.strategy, "estimator": self.est_name, "signal": sig,
         "num_evaluated": len(archive), "spent_s": self.spent, "best": best_rec,
@@ -464,6 +509,8 @@ class AskTellPlan(Plan):
         "spent_s": round(self.spent, 3),
         "search_seconds": round(seconds, 1),
     }
+    if isinstance(self.estimator, ProxyFiltered):
+      summary["measured"] = sum(r.get("measured") == 1.0 for r in archive)
     if self.est_name == "table":
       est = self.estimator
       bench = est.bench
