@@ -1,4 +1,6 @@
-"""Does a zero-cost proxy as a pre-filter help REA and random search on a table? (issue 27 item 5)
+"""Do a zero-cost proxy or a learned predictor as filters help REA and random search on a table?
+
+Issue 27 item 5 (a proxy as a cheap pre-filter) and issue 28's predictor estimator.
 
   python benchmarks/proxy_prefilter.py --table benchmarks/results/nb201_mnist1d/table.csv \
       --budgets 60,240 --seeds 5 --out benchmarks/results/proxy_prefilter/v1
@@ -6,7 +8,9 @@
 Runs ``jnas search`` (``experiments/rea_table_mnist1d.py``: REA, population 10, tournament 3)
 for each strategy (``rea``, ``random``), with and without ``search.prefilter`` (``--proxy``,
 default synflow, measuring only candidates in the proxy's top ``--keep`` of 1,000 random cells),
-at each budget of charged training seconds, for ``--seeds`` seeds. Every table query is charged
+and REA with ``search.estimator=predictor`` (an MLP ensemble fitted on the measured cells,
+measuring only where its upper bound reaches the best so far), at each budget of charged
+training seconds, for ``--seeds`` seeds. Every table query is charged
 the cell's training time; a rejected candidate costs nothing. Writes ``OUT/prefilter.json`` and
 ``OUT/prefilter.md``: per method and budget, the mean and standard deviation over seeds of the
 found cell's table test accuracy, its regret against the table's best by validation accuracy,
@@ -30,7 +34,7 @@ CONFIG = ROOT / "experiments" / "rea_table_mnist1d.py"
 
 
 def _run(table: Path, strategy: str, proxy: str, keep: float, budget: float, seed: int,
-         wd: Path) -> dict:
+         wd: Path, predictor: bool = False) -> dict:
   from jnas import run  # noqa: PLC0415
   from jnas.config import apply_overrides, load_config  # noqa: PLC0415
 
@@ -40,6 +44,8 @@ def _run(table: Path, strategy: str, proxy: str, keep: float, budget: float, see
     overrides.append("search.strategy_settings=")
   if proxy:
     overrides += [f"search.prefilter={proxy}", f"search.prefilter_keep={keep}"]
+  if predictor:
+    overrides.append("search.estimator=predictor")
   return run.search(apply_overrides(load_config(str(CONFIG)), overrides), str(wd))
 
 
@@ -54,15 +60,16 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   budgets = [float(b) for b in args.budgets.split(",")]
-  methods = {"rea": ("rea", ""), f"rea+{args.proxy}": ("rea", args.proxy),
-             "random": ("random", ""), f"random+{args.proxy}": ("random", args.proxy)}
+  methods = {"rea": ("rea", "", False), f"rea+{args.proxy}": ("rea", args.proxy, False),
+             "rea+predictor": ("rea", "", True),
+             "random": ("random", "", False), f"random+{args.proxy}": ("random", args.proxy, False)}
   rows = []
   for budget in budgets:
-    for name, (strategy, proxy) in methods.items():
+    for name, (strategy, proxy, predictor) in methods.items():
       found = []
       for seed in range(args.seeds):
         wd = args.out / "runs" / name / f"{budget:g}s" / f"seed_{seed}"
-        s = _run(args.table.resolve(), strategy, proxy, args.keep, budget, seed, wd)
+        s = _run(args.table.resolve(), strategy, proxy, args.keep, budget, seed, wd, predictor)
         found.append((s["test_acc"], s["table_best_test_acc"], s.get("measured", s["evaluated"]),
                       s["evaluated"]))
       acc = np.asarray([f[0] for f in found])

@@ -43,7 +43,7 @@ FIGURES = ("test_accuracy", "num_params", "madds", "latency_ms", "search_seconds
 _CELL_SPACE = ("darts", "darts2", "gdas", "snas", "spos")
 # The sample-based strategies and estimators (jnas.search.ask_tell; a test keeps them equal).
 _ASK_TELL = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
-_ESTIMATORS = ("table", "scratch", "supernet")
+_ESTIMATORS = ("table", "scratch", "supernet", "predictor")
 
 
 def run_name(strategy: str) -> str:

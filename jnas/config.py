@@ -60,7 +60,12 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
     "checkpoint_every_s": 60.0,  # seconds between search checkpoints at epoch ends (0: every epoch)
     # Sample-based strategies (random, rea, topk, nsga2, reinforce, pnas, dpp_net; jnas/search/ask_tell.py)
-    "estimator": "",  # what scores their candidates: table, scratch or supernet ("": the strategy's own)
+    "estimator": "",  # what scores their candidates: table, scratch, supernet or predictor
+    # The predictor estimator: the estimator it learns from (table or scratch), the candidates
+    # measured before it predicts, and its optimism (measure if mean + kappa * spread >= best)
+    "predictor_base": "table",
+    "predictor_warmup": 20,
+    "predictor_kappa": 1.0,
     "table": "",  # the benchmark CSV of the table estimator
     "table_columns": "arch_str,val_acc,train_seconds",  # ARCH,SIGNAL,COST[,REPORT] columns
     "evals": 0,  # stop after this many evaluations (0: no limit)

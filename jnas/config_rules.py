@@ -34,7 +34,7 @@ _GRADIENT_STRATEGIES = ("darts", "gdas", "snas")
 # The sample-based strategies and their estimators (jnas.search.ask_tell; a test keeps them equal),
 # and the space each estimator scores (None: any registered space with a supernet and a network).
 _ASK_TELL_STRATEGIES = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
-_ESTIMATOR_SPACES = {"table": "nb201", "scratch": None, "supernet": None}
+_ESTIMATOR_SPACES = {"table": "nb201", "scratch": None, "supernet": None, "predictor": None}
 # The strategies the supernet estimator runs (jnas.search.ask_tell.SUPERNET_STRATEGIES).
 _SUPERNET_STRATEGIES = ("random", "rea", "topk", "reinforce", "pnas")
 # The architecture costs search.objective names (jnas.estimation.objectives.OBJECTIVES).
@@ -192,6 +192,9 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "search.early_stop_skips": _NON_NEG_INT,
     "search.partial_channels": _COUNT,
     "search.estimator": _one_of("", *_ESTIMATOR_SPACES),
+    "search.predictor_base": _one_of("table", "scratch"),
+    "search.predictor_warmup": _int_at_least(2),
+    "search.predictor_kappa": _NON_NEG,
     "search.table": _is_str,
     "search.table_columns": _non_empty_str,
     "search.evals": _NON_NEG_INT,

@@ -288,6 +288,12 @@ def _check_estimator(config: Any, strategy: Any, space: Any) -> None:
   if not est:
     raise ConfigError(f"search.strategy={strategy!r} needs search.estimator (one of: "
                       f"{', '.join(_ESTIMATOR_SPACES)})")
+  if est == "predictor":
+    if strategy in ("nsga2", "dpp_net"):
+      raise _fail("search.estimator", est, f"predicts one objective; search.strategy="
+                                           f"{strategy!r} needs two")
+    base = _get(config, "search.predictor_base")
+    est = "table" if base in (_MISSING, None) else base  # what the predictor learns from
   want = _ESTIMATOR_SPACES[est]
   if want is not None and space is not _MISSING and space != want:
     raise _fail("search.estimator", est, f"scores {want} cells, not the {space} space")

@@ -306,3 +306,76 @@ def test_a_prefilter_that_does_not_fit_is_refused_in_one_line(tmp_path, capsys, 
   err = capsys.readouterr().err.strip()
   assert "\n" not in err and words in err, err
   assert not (tmp_path / "run").exists()
+
+
+def test_the_predictor_estimator_measures_what_it_finds_promising_and_resumes(tmp_path):
+  """search.estimator=predictor over the table: a warm-up measured in full, then predictions
+  told for free where the upper bound misses the best; a killed run resumes to the same end."""
+  every = ("--config.search.estimator=predictor", "--config.search.predictor_warmup=6",
+           "--config.search.checkpoint_every_s=0")
+  ref = tmp_path / "ref"
+  assert _table_run(ref, "rea", 40, *every) == 0
+  ev = json.loads((ref / "evaluations.json").read_text())
+  summary = json.loads((ref / "summary.json").read_text())
+  hist = ev["history"]
+  assert all(r["measured"] == 1.0 and np.isnan(r["predicted"]) for r in hist[:6])
+  told = [r for r in hist if r["measured"] == 0.0]
+  assert told and all(r["cost_s"] == 0.0 and r["val_acc"] == r["predicted"] for r in told)
+  assert summary["measured"] == 40 - len(told)
+  assert ev["best"]["measured"] == 1.0
+
+  calls = {"n": 0}
+  real = ask_tell.TableEstimator.estimate
+
+  def dying(self, genotypes):
+    calls["n"] += 1
+    if calls["n"] == 9:
+      raise Killed
+    return real(self, genotypes)
+
+  wd = tmp_path / "run"
+  mp = pytest.MonkeyPatch()
+  mp.setattr(ask_tell.TableEstimator, "estimate", dying)
+  try:
+    with pytest.raises(Killed):
+      _table_run(wd, "rea", 40, *every)
+  finally:
+    mp.undo()
+  assert _table_run(wd, "rea", 40, *every) == 0
+  assert json.loads((wd / "evaluations.json").read_text())["history"] == hist
+
+
+def test_a_filter_measures_after_patience_rejects_in_a_row():
+  from jnas.estimation.candidates import Estimate, Estimator, ProxyFiltered
+  from jnas.spaces.nb201 import NB201Space
+
+  class Ones(Estimator):
+    def estimate(self, genotypes):
+      n = len(genotypes)
+      return Estimate(np.ones(n), np.ones(n), np.ones(n), {})
+
+  space = NB201Space()
+  est = ProxyFiltered(Ones(), lambda gs: np.zeros(len(gs)), 1.0, "zero", space, patience=2)
+  gs = [space.random_genotype(np.random.default_rng(i)) for i in range(7)]
+  e = est.estimate(gs)
+  assert e.extra["measured"].tolist() == [0, 0, 1, 0, 0, 1, 0]
+  assert e.cost.tolist() == [0, 0, 1, 0, 0, 1, 0]
+  # The streak carries over to the next call, and a restore rebuilds it from the archive.
+  assert est.estimate(gs[:2]).extra["measured"].tolist() == [0, 1]
+  est2 = ProxyFiltered(Ones(), lambda gs: np.zeros(len(gs)), 1.0, "zero", space, patience=2)
+  est2.restore([{"genotype": space.genotype_to_json(g), "signal": 1.0, "measured": m}
+                for g, m in zip(gs, [0, 0, 1, 0, 0, 1, 0])])
+  assert est2.skipped == 1 and est2.floor == 1.0
+
+
+@pytest.mark.parametrize("extra, words", [
+    (("--config.search.strategy=nsga2",), "predicts one objective"),
+    (("--config.search.predictor_base=supernet",), "must be one of"),
+    (("--config.search.predictor_warmup=1",), "predictor_warmup"),
+])
+def test_a_predictor_that_does_not_fit_is_refused_in_one_line(tmp_path, capsys, extra, words):
+  assert cli.main(["search", "--config", "experiments/rea_predictor_mnist1d.py", "--workdir",
+                   str(tmp_path / "run"), *extra]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "\n" not in err and words in err, err
+  assert not (tmp_path / "run").exists()

@@ -49,6 +49,13 @@ FAMILIES = {
                                    "--config.retrain.enabled=false"]),
     "rea:table": ("rea_table_mnist1d.py", ["--config.search.evals=40",
                                            "--config.retrain.enabled=false"]),
+    "rea:predictor": ("rea_predictor_mnist1d.py", ["--config.search.evals=300",
+                                                   "--config.search.predictor_warmup=10",
+                                                   "--config.retrain.enabled=false"]),
+    "random:table+synflow": ("rea_table_mnist1d.py", [
+        "--config.search.strategy=random", "--config.search.strategy_settings=",
+        "--config.search.prefilter=synflow", "--config.search.prefilter_pool=100",
+        "--config.search.evals=60", "--config.retrain.enabled=false"]),
     "reinforce:scratch": ("reinforce_scratch_mnist1d.py", [
         "--config.search.evals=6", "--config.search.scratch_epochs=1",
         "--config.search.channels=4", "--config.search.layers=2",

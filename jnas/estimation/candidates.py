@@ -13,6 +13,9 @@ for NSGA-II) and can rebuild its cache from the archive of a resumed run.
 * :class:`WithObjective`: another estimator with a computed second objective.
 * :class:`ProxyFiltered`: another estimator paid only for the candidates a
   zero-cost proxy ranks high (the rest are rejected unmeasured, at no cost).
+* :class:`PredictorEstimator`: another estimator paid only for the candidates
+  a learned predictor, fitted on what was measured so far, finds promising;
+  the rest are told the prediction, at no cost.
 
 Example:
   >>> est = TableEstimator(load_table("t.csv", arch_column="arch_str", signal_column="val_acc",
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -33,8 +37,8 @@ import numpy as np
 from jnas.estimation.tabular import TabularBenchmark
 from jnas.spaces.base import SearchSpace
 
-__all__ = ["Estimate", "Estimator", "ProxyFiltered", "ScratchEstimator", "TableEstimator",
-           "WithObjective"]
+__all__ = ["Estimate", "Estimator", "PredictorEstimator", "ProxyFiltered", "ScratchEstimator",
+           "TableEstimator", "WithObjective"]
 
 
 @dataclasses.dataclass
@@ -180,55 +184,160 @@ class WithObjective(Estimator):
                                                         np.float64))
 
 
-class ProxyFiltered(Estimator):
-  """``estimator`` paid only for candidates whose zero-cost proxy score reaches ``threshold``.
+class _Filtered(Estimator):
+  """An estimator in front of another that decides which candidates the other measures.
 
-  Abdelfattah et al. (ICLR 2021) use synflow to pick what evolution and random
-  search train; here every candidate a strategy asks for is scored by
-  ``proxy(genotypes) -> [n]`` (milliseconds) and only those at or above
-  ``threshold`` go to ``estimator``. A rejected candidate costs nothing and is
-  told the lowest signal measured so far (0 before any), so evolution never
-  breeds from it; its record has ``measured = 0`` and NaN for what was not
-  measured. Every record gets the proxy's score under ``proxy_name``. The
-  search's result is the best *measured* candidate.
-
-  Example:
-    >>> est = ProxyFiltered(TableEstimator(bench, space), zc_score, 1.2e3, "synflow")  # doctest: +SKIP
+  A subclass's :meth:`_decide` says which candidates to measure and what to
+  tell the strategy for the others (which cost nothing and are recorded with
+  ``measured = 0``). After ``patience`` unmeasured candidates in a row the
+  next one is measured whatever the decision, so a search with a seconds budget
+  always ends. The caches are rebuilt from the measured records of a resumed run.
   """
 
-  def __init__(self, estimator: Estimator, proxy: Callable[[list], np.ndarray],
-               threshold: float, proxy_name: str):
-    self.inner, self.proxy, self.threshold = estimator, proxy, float(threshold)
-    self.proxy_name = proxy_name
+  def __init__(self, estimator: Estimator, patience: int):
+    if patience < 0:
+      raise ValueError(f"patience must be >= 0, got {patience}")
+    self.inner, self.patience, self.skipped = estimator, int(patience), 0
     self.signal_name = estimator.signal_name
     self.objective2_name = estimator.objective2_name
-    self.floor: float | None = None
 
   def __getattr__(self, attr: str) -> Any:
     if attr == "inner":
       raise AttributeError(attr)
     return getattr(self.inner, attr)
 
+  def _decide(self, genotypes: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``(measure [n] bool, told [n] for the unmeasured, extra columns)``."""
+    raise NotImplementedError
+
+  def _learn(self, genotypes: list, signal: np.ndarray) -> None:
+    """Takes in what was measured (in order)."""
+
   def restore(self, archive: list[dict]) -> None:
     measured = [r for r in archive if r.get("measured", 1.0) == 1.0]
     self.inner.restore(measured)
-    if measured:
-      self.floor = min(float(r[self.signal_name]) for r in measured)
+    self.skipped = 0
+    for r in archive:
+      self.skipped = 0 if r.get("measured", 1.0) == 1.0 else self.skipped + 1
+    self._learn([self.space.genotype_from_json(r["genotype"]) for r in measured],
+                np.asarray([float(r[self.signal_name]) for r in measured]))
 
   def estimate(self, genotypes: list) -> Estimate:
     n = len(genotypes)
-    score = np.asarray(self.proxy(genotypes), np.float64).reshape(n)
-    keep = np.flatnonzero(score >= self.threshold)
+    measure, told, extra = self._decide(genotypes)
+    for i in range(n):  # in evaluation order, as the budget is charged
+      if not measure[i] and self.skipped >= self.patience:
+        measure[i] = True
+      self.skipped = 0 if measure[i] else self.skipped + 1
     nan = np.full(n, np.nan)
-    signal, cost, objective2 = nan.copy(), np.zeros(n), nan.copy()
-    extra = {self.proxy_name: score, "measured": np.zeros(n)}
+    signal, cost, objective2 = np.asarray(told, np.float64).copy(), np.zeros(n), nan.copy()
+    extra = {**extra, "measured": measure.astype(np.float64)}
+    keep = np.flatnonzero(measure)
     if keep.size:
-      e = self.inner.estimate([genotypes[i] for i in keep])
+      picked = [genotypes[i] for i in keep]
+      e = self.inner.estimate(picked)
       signal[keep], cost[keep], objective2[keep] = e.signal, e.cost, e.objective2
       for k, v in e.extra.items():
         extra.setdefault(k, nan.copy())[keep] = v
-      extra["measured"][keep] = 1.0
-      low = float(np.min(e.signal))
-      self.floor = low if self.floor is None else min(self.floor, low)
-    signal[extra["measured"] == 0] = 0.0 if self.floor is None else self.floor
+      self._learn(picked, np.asarray(e.signal, np.float64))
     return Estimate(signal=signal, cost=cost, objective2=objective2, extra=extra)
+
+
+class ProxyFiltered(_Filtered):
+  """``estimator`` paid only for candidates whose zero-cost proxy score reaches ``threshold``.
+
+  Abdelfattah et al. (ICLR 2021) use synflow to pick what evolution and random
+  search train; here every candidate a strategy asks for is scored by
+  ``proxy(genotypes) -> [n]`` (milliseconds) and only those at or above
+  ``threshold`` go to ``estimator`` (and, after ``patience`` rejects in a row,
+  the next candidate). A rejected candidate costs nothing and is told the
+  lowest signal measured before its round (0 before any), so evolution never
+  breeds from it; its record has ``measured = 0`` and NaN for what was not
+  measured. Every record gets the proxy's score under ``proxy_name``. The
+  search's result is the best *measured* candidate.
+
+  Example:
+    >>> est = ProxyFiltered(TableEstimator(bench, space), zc_score, 1.2e3, "synflow", space)  # doctest: +SKIP
+  """
+
+  def __init__(self, estimator: Estimator, proxy: Callable[[list], np.ndarray],
+               threshold: float, proxy_name: str, space: SearchSpace, patience: int = 50):
+    super().__init__(estimator, patience)
+    self.proxy, self.threshold, self.proxy_name = proxy, float(threshold), proxy_name
+    self.space = space
+    self.floor: float | None = None
+
+  def _decide(self, genotypes: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    n = len(genotypes)
+    score = np.asarray(self.proxy(genotypes), np.float64).reshape(n)
+    told = np.full(n, 0.0 if self.floor is None else self.floor)
+    return score >= self.threshold, told, {self.proxy_name: score}
+
+  def _learn(self, genotypes: list, signal: np.ndarray) -> None:
+    if len(signal):
+      low = float(np.min(signal))
+      self.floor = low if self.floor is None else min(self.floor, low)
+
+
+class PredictorEstimator(_Filtered):
+  """``estimator`` paid only where a predictor fitted on the measurements so far is hopeful.
+
+  The first ``warmup`` candidates are measured. From then on an ensemble of
+  MLPs over the integer form (:func:`jnas.estimation.predictor.fit_predictor`)
+  predicts each candidate's signal as a mean and a spread; a candidate is
+  measured when ``mean + kappa * spread`` reaches the best signal measured so
+  far (an upper confidence bound, as BANANAS's ensemble acquisition, White et
+  al. AAAI 2021, used here to filter a strategy's proposals rather than to
+  make them), and after ``patience`` unmeasured candidates in a row. Otherwise
+  it costs nothing and the strategy is told the predicted mean; its record has
+  ``measured = 0``. The predictor is refitted on the first ``m`` measurements,
+  ``m`` the largest of ``warmup, 1.25 warmup, 1.25^2 warmup, ...`` reached, with a
+  key that depends only on ``m`` (so a resumed search predicts as an
+  uninterrupted one). Every record carries ``predicted`` (NaN while warming
+  up); the search's result is the best *measured* candidate.
+
+  Example:
+    >>> est = PredictorEstimator(TableEstimator(bench, space), space, warmup=20)  # doctest: +SKIP
+  """
+
+  def __init__(self, estimator: Estimator, space: SearchSpace, *, warmup: int = 20,
+               kappa: float = 1.0, seed: int = 0, members: int = 5, steps: int = 200,
+               patience: int = 50):
+    if warmup < 2:
+      raise ValueError(f"the predictor needs warmup >= 2 measured candidates, got {warmup}")
+    super().__init__(estimator, patience)
+    self.space, self.warmup, self.kappa = space, int(warmup), float(kappa)
+    self.seed, self.members, self.steps = int(seed), int(members), int(steps)
+    self.sizes = tuple(int(v) for v in space.index_sizes())
+    self.x: list[np.ndarray] = []
+    self.y: list[float] = []
+    self._params: Any = None
+    self._fitted_on = -1
+
+  def _fit_size(self) -> int:
+    m = self.warmup
+    while math.ceil(m * 1.25) <= len(self.y):
+      m = math.ceil(m * 1.25)
+    return m
+
+  def _decide(self, genotypes: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    import jax  # noqa: PLC0415
+
+    from jnas.estimation.predictor import fit_predictor, predict  # noqa: PLC0415
+
+    n = len(genotypes)
+    if len(self.y) < self.warmup:  # the warm-up measures whole rounds
+      return np.ones(n, bool), np.full(n, np.nan), {"predicted": np.full(n, np.nan)}
+    m = self._fit_size()
+    if self._fitted_on != m:
+      key = jax.random.fold_in(jax.random.key(self.seed), m)
+      self._params = fit_predictor(key, self.sizes, np.stack(self.x[:m]), np.asarray(self.y[:m]),
+                                   members=self.members, steps=self.steps)
+      self._fitted_on = m
+    x = np.stack([self.space.encode_indices(g) for g in genotypes])
+    mean, std = (np.asarray(v, np.float64) for v in predict(self._params, self.sizes, x))
+    return mean + self.kappa * std >= max(self.y), mean, {"predicted": mean}
+
+  def _learn(self, genotypes: list, signal: np.ndarray) -> None:
+    self.x += [np.asarray(self.space.encode_indices(g)) for g in genotypes]
+    self.y += [float(v) for v in signal]

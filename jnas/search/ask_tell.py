@@ -66,8 +66,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnas.config import SEARCH_OPTIONAL_DEFAULTS
-from jnas.estimation.candidates import (Estimator, ProxyFiltered, ScratchEstimator, TableEstimator,
-                                        WithObjective)
+from jnas.estimation.candidates import (Estimator, PredictorEstimator, ProxyFiltered,
+                                        ScratchEstimator, TableEstimator, WithObjective)
 from jnas.estimation.objectives import OBJECTIVES, objective_fn
 from jnas.search.common import build_space, build_supernet, space_kit_of
 from jnas.search.plan import Found, Plan, UnitEnd
@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 
 #: Strategies this family runs (``search.strategy``), and the estimators that score them.
 ASK_TELL_STRATEGIES = ("random", "rea", "topk", "nsga2", "reinforce", "pnas", "dpp_net")
-ESTIMATORS = ("table", "scratch", "supernet")
+ESTIMATORS = ("table", "scratch", "supernet", "predictor")
 #: Strategies the shared-weight estimator runs (one objective: nsga2 and dpp_net need a cost).
 SUPERNET_STRATEGIES = ("random", "rea", "topk", "reinforce", "pnas")
 
@@ -236,7 +236,7 @@ def _proxy_filtered(config, space: SearchSpace, estimator: Estimator) -> ProxyFi
   log.info("prefilter: %s >= %.4g (the top %.0f%% of %d random cells) is measured", name,
            threshold, 100 * keep, pool)
   return ProxyFiltered(estimator, lambda genotypes: zc.score(name, genotypes, x, y), threshold,
-                       name)
+                       name, space)
 
 
 # ---- The plan: space, estimator, strategy. ----
@@ -277,6 +277,14 @@ def _check_plan(config) -> None:
   if est not in ESTIMATORS:
     raise ValueError(f"search.estimator={est!r}: search.strategy={sc.strategy!r} needs one of "
                      f"{', '.join(ESTIMATORS)}")
+  if est == "predictor":
+    if sc.strategy in ("nsga2", "dpp_net"):
+      raise ValueError(f"search.estimator='predictor' predicts one objective; search.strategy="
+                       f"{sc.strategy!r} needs two")
+    est = _opt(sc, "predictor_base")
+    if est not in ("table", "scratch"):
+      raise ValueError(f"search.predictor_base={est!r}: the predictor learns from 'table' or "
+                       f"'scratch' measurements")
   if est == "table" and config.space.name != "nb201":
     raise ValueError(f"search.estimator='table' scores nb201 cells, not the "
                      f"{config.space.name} space")
@@ -362,8 +370,10 @@ class AskTellPlan(Plan):
     self.every_s = checkpoint_every_s(sc)
     space = self.space = build_space(config)
     self.est_name = _opt(sc, "estimator")
+    # What measures a candidate: the estimator, or the one a predictor learns from.
+    self.base = _opt(sc, "predictor_base") if self.est_name == "predictor" else self.est_name
     settings = settings_from_text(_opt(sc, "strategy_settings"))
-    if self.est_name == "table":
+    if self.base == "table":
       self.estimator: Estimator = _with_objective(config, space, _table_estimator(config, space))
       self.strategy, self.num_objectives = _build_strategy(sc.strategy, space, self.estimator,
                                                            settings)
@@ -375,6 +385,10 @@ class AskTellPlan(Plan):
       self.estimator = _scratch_estimator(config, space)
       if isinstance(costed, WithObjective):
         self.estimator = WithObjective(self.estimator, costed.objective2_name, costed.cost, space)
+    if self.est_name == "predictor":
+      self.estimator = PredictorEstimator(
+          self.estimator, space, warmup=int(_opt(sc, "predictor_warmup")),
+          kappa=float(_opt(sc, "predictor_kappa")), seed=int(config.seed))
     if _opt(sc, "prefilter"):
       self.estimator = _proxy_filtered(config, space, self.estimator)
     self.max_evals = int(_opt(sc, "evals")) or None
@@ -509,9 +523,9 @@ class AskTellPlan(Plan):
         "spent_s": round(self.spent, 3),
         "search_seconds": round(seconds, 1),
     }
-    if isinstance(self.estimator, ProxyFiltered):
+    if isinstance(self.estimator, (ProxyFiltered, PredictorEstimator)):
       summary["measured"] = sum(r.get("measured") == 1.0 for r in archive)
-    if self.est_name == "table":
+    if self.base == "table":
       est = self.estimator
       bench = est.bench
       summary["arch"] = bench.arch[int(est.rows([self.space.genotype_from_json(
