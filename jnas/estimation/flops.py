@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jnas.spaces.chain import (ChainGenotype, ChainSpace, FBNetSpace, KernelChainSpace,
+from jnas.spaces.chain import (ChainGenotype, ChainSpace, FBNetSpace, KernelChainSpace,  # noqa: F401
                                Position, conv_out, parse_candidate)
+from jnas.spaces.registry import space_kit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,61 @@ def _depthwise(channels: int, kernel: int, out_spatial, ndim: int) -> Cost:
   return Cost(w + 2 * channels, w * math.prod(out_spatial))
 
 
+def _fbnet_block(space: FBNetSpace, p: Position, op: Any) -> Cost:
+  nd, s_in, s_out = space.ndim, p.in_shape[:-1], p.out_shape[:-1]
+  if op.kind == "skip":
+    if p.same_shape:
+      return Cost()
+    return conv_cost(p.in_channels, p.out_channels, 1, s_out, ndim=nd)
+  mid = p.in_channels * op.expansion
+  cost = Cost()
+  if op.expansion != 1:
+    cost += conv_cost(p.in_channels, mid, 1, s_in, ndim=nd, groups=op.groups)
+  dw_spatial = [conv_out(s, op.kernel, p.stride) for s in s_in]
+  cost += _depthwise(mid, op.kernel, dw_spatial, nd)
+  return cost + conv_cost(mid, p.out_channels, 1, dw_spatial, ndim=nd, groups=op.groups)
+
+
+def _fbnet_stem(space: FBNetSpace) -> Cost:
+  out = space.stem_out_shape()
+  return conv_cost(space.input_shape[-1], space.stem_channels, space.stem_kernel, out[:-1],
+                   ndim=space.ndim)
+
+
+def _classifier(space: ChainSpace, head_channels: int) -> Cost:
+  """An optional 1x1 convolution to ``head_channels`` (0: none), then the linear classifier."""
+  last = space.positions()[-1].out_shape
+  c, cost = last[-1], Cost()
+  if head_channels > 0:
+    cost += conv_cost(c, head_channels, 1, last[:-1], ndim=space.ndim)
+    c = head_channels
+  return cost + Cost(c * space.num_classes + space.num_classes, c * space.num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainCosts:
+  """A chain space's cost model, registered with it (``SpaceKit.cost_model``); mirrors
+  :class:`jnas.train.chain_network.ChainParts`: ``stem(space)``, ``block(space, position,
+  op)`` for a parsed candidate, ``head(space)``."""
+
+  stem: Callable[[Any], Cost]
+  block: Callable[[Any, Position, Any], Cost]
+  head: Callable[[Any], Cost]
+
+
+FBNET_COSTS = ChainCosts(_fbnet_stem, _fbnet_block,
+                         lambda space: _classifier(space, space.head_channels))
+KERNEL_CHAIN_COSTS = ChainCosts(
+    lambda space: Cost(),
+    lambda space, p, op: conv_cost(p.in_channels, p.out_channels, op.kernel, p.in_shape[:-1],
+                                   ndim=space.ndim),
+    lambda space: _classifier(space, 0))
+
+
+def _costs(space: ChainSpace) -> ChainCosts:
+  return space_kit(space.name).builder("cost_model")
+
+
 def block_cost(space: ChainSpace, position: Position, candidate: str) -> Cost:
   """Cost of ``candidate`` at ``position`` (mirrors :func:`jnas.train.chain_network.build_block`).
 
@@ -68,44 +124,17 @@ def block_cost(space: ChainSpace, position: Position, candidate: str) -> Cost:
     >>> block_cost(s, s.positions()[0], "skip")
     Cost(params=0, madds=0)
   """
-  op = parse_candidate(candidate)
-  p, nd = position, space.ndim
-  s_in, s_out = p.in_shape[:-1], p.out_shape[:-1]
-  if isinstance(space, FBNetSpace):
-    if op.kind == "skip":
-      if p.same_shape:
-        return Cost()
-      return conv_cost(p.in_channels, p.out_channels, 1, s_out, ndim=nd)
-    mid = p.in_channels * op.expansion
-    cost = Cost()
-    if op.expansion != 1:
-      cost += conv_cost(p.in_channels, mid, 1, s_in, ndim=nd, groups=op.groups)
-    dw_spatial = [conv_out(s, op.kernel, p.stride) for s in s_in]
-    cost += _depthwise(mid, op.kernel, dw_spatial, nd)
-    return cost + conv_cost(mid, p.out_channels, 1, dw_spatial, ndim=nd, groups=op.groups)
-  if isinstance(space, KernelChainSpace):
-    return conv_cost(p.in_channels, p.out_channels, op.kernel, s_in, ndim=nd)
-  raise ValueError(f"no cost model for space type {type(space).__name__}")
+  return _costs(space).block(space, position, parse_candidate(candidate))
 
 
 def stem_cost(space: ChainSpace) -> Cost:
   """Cost of the fixed stem (zero when the chain starts at the input)."""
-  if isinstance(space, FBNetSpace):
-    out = space.stem_out_shape()
-    return conv_cost(space.input_shape[-1], space.stem_channels, space.stem_kernel, out[:-1],
-                     ndim=space.ndim)
-  return Cost()
+  return _costs(space).stem(space)
 
 
 def head_cost(space: ChainSpace) -> Cost:
   """Cost of the fixed head: optional 1x1 convolution and the linear classifier."""
-  last = space.positions()[-1].out_shape
-  c = last[-1]
-  cost = Cost()
-  if isinstance(space, FBNetSpace) and space.head_channels > 0:
-    cost += conv_cost(c, space.head_channels, 1, last[:-1], ndim=space.ndim)
-    c = space.head_channels
-  return cost + Cost(c * space.num_classes + space.num_classes, c * space.num_classes)
+  return _costs(space).head(space)
 
 
 def network_cost(space: ChainSpace, genotype: ChainGenotype) -> Cost:

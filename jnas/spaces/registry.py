@@ -70,6 +70,11 @@ class SpaceKit:
       ``jnas info``.
     info: optional ``info(config, genotype) -> dict`` replacing ``jnas info``'s
       parameter count (chain spaces report FLOPs and latency too).
+    parts: a chain space's modules
+      (:class:`jnas.train.chain_network.ChainParts`: stem, block, head), which
+      its supernet, discrete network and latency table are built from.
+    cost_model: a chain space's parameters and multiply-adds per module
+      (:class:`jnas.estimation.flops.ChainCosts`).
 
   Example:
     >>> kit = SpaceKit("mine", space_class="my_pkg:MySpace")  # doctest: +SKIP
@@ -86,6 +91,8 @@ class SpaceKit:
   family: str = "cell"
   depth: tuple[str, ...] = ("layers",)
   info: Builder | None = None
+  parts: Builder | None = None
+  cost_model: Builder | None = None
 
   def __post_init__(self):
     if self.family not in ("cell", "chain"):
@@ -192,7 +199,8 @@ register_space(SpaceKit(
     genotype_hint=("a NAS-Bench-201 string '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' or a "
                    "genotype .json file"),
     depth=("cells_per_stage",)))
-for _name, _cls in (("fbnet", "FBNetSpace"), ("kernel_chain", "KernelChainSpace")):
+for _name, _cls, _parts in (("fbnet", "FBNetSpace", "FBNET"),
+                            ("kernel_chain", "KernelChainSpace", "KERNEL_CHAIN")):
   register_space(SpaceKit(
       _name, space_class=f"jnas.spaces.chain:{_cls}",
       space="jnas.spaces.chain:space_from_config",
@@ -200,4 +208,6 @@ for _name, _cls in (("fbnet", "FBNetSpace"), ("kernel_chain", "KernelChainSpace"
       network="jnas.train.chain_network:network_from_config",
       resolve="jnas.spaces.chain:resolve_named",
       genotype_hint="a published name ({names}) or a path to a genotype .json file",
-      family="chain", depth=(), info="jnas.estimation.flops:chain_info"))
+      family="chain", depth=(), info="jnas.estimation.flops:chain_info",
+      parts=f"jnas.train.chain_network:{_parts}_PARTS",
+      cost_model=f"jnas.estimation.flops:{_parts}_COSTS"))

@@ -13,6 +13,7 @@ block is linear.
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,8 @@ from jax import lax
 
 from jnas.ops import primitives as P
 from jnas.ops.modules import EdgeBatchNorm
-from jnas.spaces.chain import (ChainGenotype, ChainSpace, FBNetSpace, KernelChainSpace,
-                               Position, parse_candidate)
+from jnas.spaces.chain import ChainGenotype, ChainSpace, FBNetSpace, Position, parse_candidate
+from jnas.spaces.registry import space_kit
 
 
 def _he_normal(key: jax.Array, shape: tuple[int, ...], fan_out: int) -> jax.Array:
@@ -224,6 +225,54 @@ class Head(nnx.Module):
     return pooled @ self.w.get_value().astype(x.dtype) + self.b.get_value().astype(x.dtype)
 
 
+class ChainParts(NamedTuple):
+  """A chain space's modules, registered with it (``SpaceKit.parts``).
+
+  ``stem(space, rngs)`` (``None``: the chain starts at the input),
+  ``block(space, position, op, rngs)`` for a parsed candidate and
+  ``head(space, rngs)``.
+  """
+
+  stem: Callable[[Any, nnx.Rngs], nnx.Module | None]
+  block: Callable[[Any, Position, Any, nnx.Rngs], nnx.Module]
+  head: Callable[[Any, nnx.Rngs], Head]
+
+
+def _fbnet_stem(space: FBNetSpace, rngs: nnx.Rngs) -> nnx.Module:
+  return ConvBN(space.input_shape[-1], space.stem_channels, space.stem_kernel, ndim=space.ndim,
+                stride=space.stem_stride, activation=space.activation, rngs=rngs)
+
+
+def _fbnet_block(space: FBNetSpace, p: Position, op: Any, rngs: nnx.Rngs) -> nnx.Module:
+  if op.kind == "skip":
+    return Skip(p.in_channels, p.out_channels, stride=p.stride, ndim=space.ndim,
+                activation=space.activation, rngs=rngs)
+  return InvertedResidual(p.in_channels, p.out_channels, kernel=op.kernel,
+                          expansion=op.expansion, groups=op.groups, stride=p.stride,
+                          ndim=space.ndim, activation=space.activation, rngs=rngs)
+
+
+def _fbnet_head(space: FBNetSpace, rngs: nnx.Rngs) -> Head:
+  return Head(space.positions()[-1].out_channels, space.head_channels, space.num_classes,
+              ndim=space.ndim, activation=space.activation, rngs=rngs)
+
+
+#: FBNet's modules: a conv stem, inverted residual (or skip) blocks, a 1x1 conv head.
+FBNET_PARTS = ChainParts(_fbnet_stem, _fbnet_block, _fbnet_head)
+#: The kernel chain's: no stem, one conv layer per block, a linear head.
+KERNEL_CHAIN_PARTS = ChainParts(
+    lambda space, rngs: None,
+    lambda space, p, op, rngs: ConvLayer(p.in_channels, p.out_channels, kernel=op.kernel,
+                                         pool=p.pool, ndim=space.ndim, rngs=rngs),
+    lambda space, rngs: Head(space.positions()[-1].out_channels, 0, space.num_classes,
+                             ndim=space.ndim, activation="relu", rngs=rngs))
+
+
+def chain_parts(space: ChainSpace) -> ChainParts:
+  """The modules registered for ``space`` (its :class:`~jnas.spaces.registry.SpaceKit`'s ``parts``)."""
+  return space_kit(space.name).builder("parts")
+
+
 def build_stem(space: ChainSpace, rngs: nnx.Rngs) -> nnx.Module | None:
   """The fixed input layer of ``space`` (``None`` when the chain starts at the input).
 
@@ -232,13 +281,7 @@ def build_stem(space: ChainSpace, rngs: nnx.Rngs) -> nnx.Module | None:
     >>> build_stem(FBNetSpace((40, 1), 10), nnx.Rngs(0)).conv.kernel
     3
   """
-  if isinstance(space, FBNetSpace):
-    return ConvBN(space.input_shape[-1], space.stem_channels, space.stem_kernel,
-                  ndim=space.ndim, stride=space.stem_stride, activation=space.activation,
-                  rngs=rngs)
-  if isinstance(space, KernelChainSpace):
-    return None
-  raise ValueError(f"no stem for space type {type(space).__name__}")
+  return chain_parts(space).stem(space, rngs)
 
 
 def build_block(space: ChainSpace, position: Position, candidate: str, rngs: nnx.Rngs
@@ -251,28 +294,12 @@ def build_block(space: ChainSpace, position: Position, candidate: str, rngs: nnx
     >>> type(build_block(s, s.positions()[1], "skip", nnx.Rngs(0)).proj).__name__
     'ConvBN'
   """
-  op = parse_candidate(candidate)
-  p = position
-  if isinstance(space, FBNetSpace):
-    if op.kind == "skip":
-      return Skip(p.in_channels, p.out_channels, stride=p.stride, ndim=space.ndim,
-                  activation=space.activation, rngs=rngs)
-    return InvertedResidual(p.in_channels, p.out_channels, kernel=op.kernel,
-                            expansion=op.expansion, groups=op.groups, stride=p.stride,
-                            ndim=space.ndim, activation=space.activation, rngs=rngs)
-  if isinstance(space, KernelChainSpace):
-    return ConvLayer(p.in_channels, p.out_channels, kernel=op.kernel, pool=p.pool,
-                     ndim=space.ndim, rngs=rngs)
-  raise ValueError(f"no blocks for space type {type(space).__name__}")
+  return chain_parts(space).block(space, position, parse_candidate(candidate), rngs)
 
 
 def build_head(space: ChainSpace, rngs: nnx.Rngs) -> Head:
   """The fixed classifier head of ``space``."""
-  last = space.positions()[-1].out_channels
-  if isinstance(space, FBNetSpace):
-    return Head(last, space.head_channels, space.num_classes, ndim=space.ndim,
-                activation=space.activation, rngs=rngs)
-  return Head(last, 0, space.num_classes, ndim=space.ndim, activation="relu", rngs=rngs)
+  return chain_parts(space).head(space, rngs)
 
 
 class ChainNetwork(nnx.Module):
