@@ -14,8 +14,9 @@ training seconds, for ``--seeds`` seeds. Every table query is charged
 the cell's training time; a rejected candidate costs nothing. Writes ``OUT/prefilter.json`` and
 ``OUT/prefilter.md``: per method and budget, the mean and standard deviation over seeds of the
 found cell's table test accuracy, its regret against the table's best by validation accuracy,
-and how many candidates were measured. Work directories ``OUT/runs/...`` are kept, so a killed
-run resumes (a finished search is not run again).
+and how many candidates were measured. Work directories ``--runs/...`` (default
+``runs/proxy_prefilter/OUT-NAME``, outside git) are kept, so a killed run resumes (a finished
+search is not run again).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--proxy", default="synflow")
   p.add_argument("--keep", type=float, default=0.5)
   p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/proxy_prefilter/v1")
+  p.add_argument("--runs", type=Path, default=None,
+                 help="work directories (default: runs/proxy_prefilter/<name of --out>)")
   args = p.parse_args(argv)
+  runs = args.runs or ROOT / "runs" / "proxy_prefilter" / args.out.name
   logging.basicConfig(level=logging.WARNING)
   budgets = [float(b) for b in args.budgets.split(",")]
   methods = {"rea": ("rea", "", False), f"rea+{args.proxy}": ("rea", args.proxy, False),
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (strategy, proxy, predictor) in methods.items():
       found = []
       for seed in range(args.seeds):
-        wd = args.out / "runs" / name / f"{budget:g}s" / f"seed_{seed}"
+        wd = runs / name / f"{budget:g}s" / f"seed_{seed}"
         s = _run(args.table.resolve(), strategy, proxy, args.keep, budget, seed, wd, predictor)
         found.append((s["test_acc"], s["table_best_test_acc"], s.get("measured", s["evaluated"]),
                       s["evaluated"]))
@@ -85,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['test_acc_std']:.4f}  regret {r['regret_mean']:.4f}  measured "
             f"{r['measured_mean']:.0f} of {r['asked_mean']:.0f} asked", flush=True)
   args.out.mkdir(parents=True, exist_ok=True)
-  meta = {"table": str(args.table), "proxy": args.proxy, "keep": args.keep,
+  table_name = os.path.relpath(args.table.resolve(), ROOT)
+  meta = {"table": table_name, "proxy": args.proxy, "keep": args.keep,
           "command": "python benchmarks/proxy_prefilter.py " + " ".join(argv or sys.argv[1:])}
   (args.out / "prefilter.json").write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
-  lines = [f"# {args.proxy} as a pre-filter on {args.table.name}", "",
+  lines = [f"# {args.proxy} as a pre-filter, and the predictor estimator, on {table_name}", "",
            f"`{meta['command']}`", "",
            "| budget (s) | method | test acc (mean +- sd) | regret | measured / asked |",
            "|---|---|---|---|---|"]
