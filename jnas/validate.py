@@ -175,11 +175,17 @@ def validate_config(config: Any, command: str = "search", *, strict: bool = True
     _check_retrain(config)
 
 
-def _is_chain(name: Any) -> bool:
-  """Whether the space named ``name`` is a registered chain space (FBNet's family)."""
+def _kit(name: Any):
+  """The registration of the space named ``name``; ``None`` when it is not registered."""
   from jnas.spaces.registry import space_kit, space_names  # noqa: PLC0415
 
-  return name in space_names() and space_kit(name).family == "chain"
+  return space_kit(name) if name in space_names() else None
+
+
+def _is_chain(name: Any) -> bool:
+  """Whether the space named ``name`` is a registered chain space (FBNet's family)."""
+  kit = _kit(name)
+  return kit is not None and kit.family == "chain"
 
 
 def _check_space(config: Any, name: str) -> None:
@@ -236,7 +242,7 @@ def _check_search(config: Any, space: Any) -> None:
                       f"less than search.epochs={epochs}")
   k = _get(config, "search.partial_channels")
   if k is not _MISSING and k != 1:
-    if space is not _MISSING and space != "nb201":
+    if _kit(space) is not None and not _kit(space).partial_channels:
       raise _fail("search.partial_channels", k,
                   f"(PC-DARTS) is implemented for the nb201 space only; the {space} supernet "
                   f"needs 1")
@@ -381,7 +387,7 @@ def _check_mitigations(config: Any, strategy: Any, space: Any) -> None:
   elif strategy in ("spos", "fbnet"):
     raise ConfigError(f"search.mitigations={text!r}: mitigations act on DARTS's architecture "
                       f"parameters; strategy {strategy!r} has none")
-  if "darts_minus" in names and space == "darts":
+  if "darts_minus" in names:
     prims = _get(config, "space.primitives")
     if prims not in (_MISSING, None, ()) and "skip_connect" not in prims:
       raise ConfigError("search.mitigations 'darts_minus' needs skip_connect in "

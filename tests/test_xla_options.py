@@ -10,8 +10,8 @@ from jnas.utils import xla
 
 def test_auto_turns_library_fusions_off_for_darts_on_1d_or_with_native_kernels():
   assert xla.compiler_options("auto", ndim=2, native=False) is None
-  assert xla.compiler_options("auto", ndim=1, space="fbnet") is None
-  assert xla.compiler_options("auto", ndim=2, space="fbnet", native=True) is None
+  assert xla.compiler_options("auto", ndim=1, fusions_slower=False) is None
+  assert xla.compiler_options("auto", ndim=2, fusions_slower=False, native=True) is None
   assert xla.compiler_options("auto", ndim=2, native=True) is not None
   assert xla.compiler_options("on", ndim=1) is None
   off = xla.compiler_options("auto", ndim=1)

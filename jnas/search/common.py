@@ -21,6 +21,7 @@ from flax import nnx
 
 from jnas.spaces.base import SearchSpace
 from jnas.spaces.registry import SpaceKit, space_kit
+from jnas.utils.xla import compiler_options
 
 
 def enable_compilation_cache(path: str | None = None) -> None:
@@ -115,6 +116,13 @@ def resolve_genotype(space: SearchSpace, genotype: str | None, workdir: str | No
   """
   config = ml_collections.ConfigDict({"space": {"name": space.name}})
   return resolve_architecture(config, genotype, workdir, space=space)[1]
+
+
+def config_compiler_options(config, ndim: int) -> dict[str, str] | None:
+  """:func:`jnas.utils.xla.compiler_options` for a config's ``model.cpu_library_fusions``
+  (default ``auto``) and its space's registration."""
+  return compiler_options(config.model.get("cpu_library_fusions", "auto"), ndim=ndim,
+                          fusions_slower=space_kit_of(config).fusions_slower)
 
 
 def data_ndim(ds) -> int:

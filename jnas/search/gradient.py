@@ -23,12 +23,12 @@ import jax
 import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
-from jnas.search.common import build_space, build_supernet, data_ndim
+from jnas.search.common import (build_space, build_supernet, config_compiler_options,
+                                data_ndim)
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s, save_supernet, write_alpha_history
 from jnas.strategies.registry import build_early_stop, build_gradient_strategy
 from jnas.supernet.functional import count_params, split_model
-from jnas.utils.xla import config_compiler_options
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from flax import nnx
 
 from jnas.data import epoch_batches, eval_batches, load_dataset
 from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
-from jnas.search.common import build_space, data_ndim, resolve_architecture, space_kit_of
+from jnas.search.common import (build_space, config_compiler_options, data_ndim,
+                                resolve_architecture, space_kit_of)
 from jnas.search.plan import Plan, UnitEnd
 from jnas.search.workdir import RETRAIN_CKPT_DIR
 from jnas.spaces.base import SearchSpace
 from jnas.supernet.functional import count_params, split_model
-from jnas.utils.xla import config_compiler_options
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,8 @@ import ml_collections
 import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
-from jnas.search.common import build_space, build_supernet, data_ndim
+from jnas.search.common import (build_space, build_supernet, config_compiler_options,
+                                data_ndim)
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s, save_supernet
 from jnas.spaces.base import SearchSpace
@@ -52,7 +53,6 @@ from jnas.strategies.spos import (encoding_pool, few_shot_apply, make_population
                                   pad_population, parse_few_shot, spos)
 from jnas.supernet.functional import count_params, make_apply, split_model
 from jnas.utils.metrics import MetricWriter
-from jnas.utils.xla import config_compiler_options
 
 log = logging.getLogger(__name__)
 

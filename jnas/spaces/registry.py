@@ -75,6 +75,11 @@ class SpaceKit:
       its supernet, discrete network and latency table are built from.
     cost_model: a chain space's parameters and multiply-adds per module
       (:class:`jnas.estimation.flops.ChainCosts`).
+    partial_channels: whether its supernet implements PC-DARTS's partial
+      channels (``search.partial_channels``).
+    fusions_slower: whether XLA:CPU's library fusions were measured to slow its
+      networks (``model.cpu_library_fusions = "auto"`` then turns them off on
+      1-D inputs and with the native kernels; :mod:`jnas.utils.xla`).
 
   Example:
     >>> kit = SpaceKit("mine", space_class="my_pkg:MySpace")  # doctest: +SKIP
@@ -93,6 +98,8 @@ class SpaceKit:
   info: Builder | None = None
   parts: Builder | None = None
   cost_model: Builder | None = None
+  partial_channels: bool = False
+  fusions_slower: bool = False
 
   def __post_init__(self):
     if self.family not in ("cell", "chain"):
@@ -189,7 +196,7 @@ register_space(SpaceKit(
     network="jnas.train.network:network_from_config",
     resolve="jnas.spaces.darts:resolve_named",
     genotype_hint="a published name ({names}) or a path to a genotype .json file",
-    depth=("layers",)))
+    depth=("layers",), fusions_slower=True))
 register_space(SpaceKit(
     "nb201", space_class="jnas.spaces.nb201:NB201Space",
     space="jnas.spaces.nb201:space_from_config",
@@ -198,7 +205,7 @@ register_space(SpaceKit(
     resolve="jnas.spaces.nb201:resolve_string",
     genotype_hint=("a NAS-Bench-201 string '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' or a "
                    "genotype .json file"),
-    depth=("cells_per_stage",)))
+    depth=("cells_per_stage",), partial_channels=True))
 for _name, _cls, _parts in (("fbnet", "FBNetSpace", "FBNET"),
                             ("kernel_chain", "KernelChainSpace", "KERNEL_CHAIN")):
   register_space(SpaceKit(

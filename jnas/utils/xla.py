@@ -44,17 +44,19 @@ def _known_option(name: str, value: str) -> bool:
   return True
 
 
-def compiler_options(library_fusions: str = "auto", *, ndim: int, space: str = "darts",
+def compiler_options(library_fusions: str = "auto", *, ndim: int, fusions_slower: bool = True,
                      native: bool | None = None) -> dict[str, str] | None:
   """The ``compiler_options`` for a jitted step on inputs with ``ndim`` spatial axes.
 
   Args:
-    library_fusions: ``"auto"`` (off for the DARTS space on 1-D inputs, and
-      on 2-D inputs when the native kernels run; XLA's default otherwise),
+    library_fusions: ``"auto"`` (off for a network they were measured to slow,
+      ``fusions_slower``, on 1-D inputs, and on 2-D inputs when the native
+      kernels run; XLA's default otherwise),
       ``"on"`` (XLA's default) or ``"off"`` (no YNNPACK library fusions).
       Only the CPU backend is affected.
     ndim: spatial axes of the network's input (1 for sequences, 2 for images).
-    space: the search space's name (``config.space.name``).
+    fusions_slower: whether library fusions were measured to slow the space's
+      networks (its :class:`~jnas.spaces.registry.SpaceKit`; the DARTS cell space).
     native: whether jnas's native CPU kernels run (default: whether the
       process-wide implementation, see
       :func:`jnas.ops.primitives.set_depthwise_impl`, resolves to them now).
@@ -75,26 +77,8 @@ def compiler_options(library_fusions: str = "auto", *, ndim: int, space: str = "
   if native is None:
     from jnas.ops.primitives import resolve_depthwise_impl  # noqa: PLC0415 (ops import jax only)
     native = resolve_depthwise_impl() == "native"
-  off = library_fusions == "off" or (library_fusions == "auto" and space == "darts"
+  off = library_fusions == "off" or (library_fusions == "auto" and fusions_slower
                                      and (ndim == 1 or native))
   if not off or jax.default_backend() != "cpu" or not _known_option(_YNN_OPTION, ""):
     return None
   return {_YNN_OPTION: ""}
-
-
-def config_compiler_options(config, ndim: int) -> dict[str, str] | None:
-  """:func:`compiler_options` for a config's ``model.cpu_library_fusions`` (default ``auto``)."""
-  return compiler_options(config.model.get("cpu_library_fusions", "auto"), ndim=ndim,
-                          space=config.space.name)
-
-
-def library_fusions_label(options: dict[str, str] | None) -> str:
-  """``"off"`` if ``options`` (from :func:`compiler_options`) turn library fusions off.
-
-  Otherwise ``"default"``: the label the benchmarks print.
-
-  Example:
-    >>> library_fusions_label(None)
-    'default'
-  """
-  return "off" if options and options.get(_YNN_OPTION) == "" else "default"
