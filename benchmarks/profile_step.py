@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     return darts(make_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt, a_opt=a_opt)
 
   strat = build(0)
-  options = compiler_options("auto", ndim=args.ndim, space="darts")
+  options = compiler_options("auto", ndim=args.ndim, fusions_slower=True)
   batch = (jax.random.normal(jax.random.key(1), (args.batch,) + in_shape),
            jnp.arange(args.batch) % 10)
   if args.seeds:

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.utils.xla import compiler_options, library_fusions_label
 
   xla_options = compiler_options(args.library_fusions, ndim=args.ndim,
-                                 space="fbnet" if args.strategy == "fbnet" else "darts")
+                                 fusions_slower=args.strategy != "fbnet")
   if extra_options:
     xla_options = {**(xla_options or {}), **extra_options}
   step = jax.jit(strat.step, donate_argnums=0, compiler_options=xla_options).lower(

@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.spaces.darts import DartsSpace
   from jnas.strategies.darts import arch_optimizer, darts, weight_optimizer
   from jnas.supernet import DartsSupernet, make_apply, split_model
-  from jnas.utils.xla import compiler_options, config_compiler_options, library_fusions_label
+  from jnas.search.common import config_compiler_options
+  from jnas.utils.xla import compiler_options, library_fusions_label
 
   config = load_config(args.config)
   sc = config.search
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
   seeds = [config.seed + i for i in range(args.seeds)]
   ndim = len(ds.input_shape) - 1
   xla_options = (config_compiler_options(config, ndim) if args.library_fusions is None
-                 else compiler_options(args.library_fusions, ndim=ndim, space="darts"))
+                 else compiler_options(args.library_fusions, ndim=ndim, fusions_slower=True))
 
   def build(seed: int):
     """One seed's strategy, as ``jnas search`` builds it for ``config.seed = seed``."""

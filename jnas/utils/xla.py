@@ -82,3 +82,15 @@ def compiler_options(library_fusions: str = "auto", *, ndim: int, fusions_slower
   if not off or jax.default_backend() != "cpu" or not _known_option(_YNN_OPTION, ""):
     return None
   return {_YNN_OPTION: ""}
+
+
+def library_fusions_label(options: dict[str, str] | None) -> str:
+  """``"off"`` if ``options`` (from :func:`compiler_options`) turn library fusions off.
+
+  Otherwise ``"default"``: the label the benchmarks print.
+
+  Example:
+    >>> library_fusions_label(None)
+    'default'
+  """
+  return "off" if options and options.get(_YNN_OPTION) == "" else "default"
