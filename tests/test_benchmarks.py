@@ -54,3 +54,23 @@ def test_latency_columns_measure_resume_and_report(tmp_path):
   res = json.loads((tmp_path / "latency.json").read_text())
   assert res["cells"] == {"edge": 3, "server": 3} and res["between_settings"]["cells"] == 3
   assert all(r["latency_ms"] > 0 for f in res["fronts"].values() for r in f)
+
+
+def test_every_jnas_name_the_scripts_import_exists():
+  """Benchmarks import jnas inside functions, so a renamed API breaks them only when run:
+  every ``from jnas... import name`` in benchmarks/ and experiments/ must resolve."""
+  import ast
+  import importlib
+
+  missing = []
+  for path in sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "experiments").glob("*.py")]):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "jnas":
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+          if not hasattr(module, alias.name):
+            try:
+              importlib.import_module(f"{node.module}.{alias.name}")
+            except ImportError:
+              missing.append(f"{path.name}:{node.lineno} {node.module}.{alias.name}")
+  assert not missing, missing
