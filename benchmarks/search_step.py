@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
     temp_mb = step.memory_analysis().temp_size_in_bytes / 2**20
   except Exception:  # not every backend reports it
     temp_mb = None
+  try:  # XLA's count of the step's work (custom calls, i.e. the native kernels, count nothing)
+    cost = step.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    xla_flops, xla_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+  except Exception:  # not every backend reports it
+    xla_flops = xla_bytes = None
   state, m = step(state, batches[0], batches[1])
   jax.block_until_ready(m)
   times = []
@@ -163,6 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "device_peak_mb": None if device_peak is None else device_peak / 2**20,
       "xla_temp_mb": temp_mb,
+      "xla_flops": xla_flops,
+      "xla_bytes": xla_bytes,
       "supernet_params": count_params(s.params),
       "depthwise_impl": resolve_depthwise_impl(args.impl),
       "library_fusions": library_fusions_label(xla_options),

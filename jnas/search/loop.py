@@ -103,8 +103,9 @@ def run_unit(plan: Plan, carry: Any, unit: int, *, first: int, sums: dict | None
   """
   n, batch_at, desc = plan.steps(unit), plan.batches(unit), plan.label(unit)
   keys = plan.metric_keys
-  # A one-step unit (a round, a scanned epoch) shows no bar of its own.
-  bar = (progress(total=n, desc=desc, unit="step") if n > 1 else
+  # A one-step unit (a round, a scanned epoch) shows no bar of its own, nor does a unit of a
+  # plan with one bar over its units.
+  bar = (progress(total=n, desc=desc, unit="step") if n > 1 and plan.unit_bar is None else
          Progress(None, total=n, desc=desc, unit="step", mode="off"))
   with bar:
     bar.update(first)
@@ -172,7 +173,12 @@ def run_phase(plan: Plan, wd: Path, run_id: str) -> tuple[Any, float]:
     ckpt.save(plan.checkpoint_step(ticks, unit), tree, meta)
     clock.saved()
 
-  with ckpt, MetricWriter(str(wd), tensorboard=plan.phase) as writer, StopOnSignal() as stop:
+  units_bar = (progress(total=plan.total_units(), desc=plan.phase, unit=plan.unit_bar)
+               if plan.unit_bar is not None else
+               Progress(None, total=None, desc=plan.phase, unit="unit", mode="off"))
+  with ckpt, MetricWriter(str(wd), tensorboard=plan.phase) as writer, StopOnSignal() as stop, \
+      units_bar:
+    units_bar.update(unit)
     while not plan.done(unit):
       first, batch = batch, 0
       carry, means = run_unit(
@@ -184,6 +190,10 @@ def run_phase(plan: Plan, wd: Path, run_id: str) -> tuple[Any, float]:
         records.append(writer.write(end.step, phase=plan.phase, **end.line,
                                     elapsed_s=elapsed()))
       unit += 1
+      units_bar.update(1)
+      shown = {k: v for k, v in means.items() if k in ("train_loss", "train_acc")}
+      if shown:
+        units_bar.set_postfix(**shown)
       if clock.due(force=plan.done(unit) or end.stop or bool(stop.requested)):
         save(carry, unit, 0, None, ticks)
       if end.stop:

@@ -62,6 +62,8 @@ class Plan:
     stop_within_unit: whether a SIGINT/SIGTERM stops after the step in flight (with a
       checkpoint of the position in the unit) or only at the unit's end.
     metric_keys: the step metrics summed over a unit (``None``: all).
+    unit_bar: the name of a unit (``"epoch"``) for one progress bar over the
+      phase (its length from :meth:`total_units`) instead of one per unit.
     step: ``step(carry, *batch) -> (carry, metrics)``, jitted by the plan.
   """
 
@@ -72,6 +74,7 @@ class Plan:
   every_s: float = 0.0
   stop_within_unit: bool = True
   metric_keys: tuple[str, ...] | None = None
+  unit_bar: str | None = None
   step: Callable[..., tuple[Any, dict]]
 
   def init(self) -> Any:
@@ -81,6 +84,10 @@ class Plan:
   def done(self, unit: int) -> bool:
     """Whether the phase is over once ``unit`` units ran."""
     raise NotImplementedError
+
+  def total_units(self) -> int | None:
+    """How many units the phase has, when known in advance (for :attr:`unit_bar`)."""
+    return None
 
   def steps(self, unit: int) -> int:
     """Steps in unit ``unit``."""

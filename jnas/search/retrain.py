@@ -99,6 +99,7 @@ class RetrainPlan(Plan):
   ckpt_dir = RETRAIN_CKPT_DIR
   id_key = "retrain_id"
   stop_within_unit = False  # an epoch is short; its end is the checkpoint
+  unit_bar = "epoch"
 
   def __init__(self, config, space: SearchSpace, genotype: Any) -> None:
     rc = self.rc = config.retrain
@@ -169,6 +170,9 @@ class RetrainPlan(Plan):
 
   def done(self, unit: int) -> bool:
     return unit >= self.rc.epochs
+
+  def total_units(self) -> int:
+    return int(self.rc.epochs)
 
   def steps(self, unit: int) -> int:
     return self.steps_per_epoch
