@@ -249,6 +249,28 @@ def test_a_misplaced_objective_is_refused_in_one_line(tmp_path, capsys, extra, w
   assert len(err) == 1 and words in err[0] and not wd.exists()
 
 
+def _killed_then_rerun(wd, at_call: int, evals: int, extra: tuple[str, ...]):
+  """An REA table search killed in its ``at_call``-th table lookup, then rerun to its end."""
+  calls = {"n": 0}
+  real = ask_tell.TableEstimator.estimate
+
+  def dying(self, genotypes):
+    calls["n"] += 1
+    if calls["n"] == at_call:
+      raise Killed
+    return real(self, genotypes)
+
+  mp = pytest.MonkeyPatch()
+  mp.setattr(ask_tell.TableEstimator, "estimate", dying)
+  try:
+    with pytest.raises(Killed):
+      _table_run(wd, "rea", evals, *extra)
+  finally:
+    mp.undo()
+  assert _table_run(wd, "rea", evals, *extra) == 0
+  return wd
+
+
 def test_a_proxy_prefilter_measures_only_what_the_proxy_ranks_high(tmp_path):
   """search.prefilter=params: candidates below the threshold cost nothing and are told a floor;
   the cell found is the best measured one; a resumed run ends as an uninterrupted one."""
@@ -270,24 +292,7 @@ def test_a_proxy_prefilter_measures_only_what_the_proxy_ranks_high(tmp_path):
   assert ev["best"]["measured"] == 1.0
   assert ev["best"]["val_acc"] == max(r["val_acc"] for r in measured)
 
-  calls = {"n": 0}
-  real = ask_tell.TableEstimator.estimate
-
-  def dying(self, genotypes):
-    calls["n"] += 1
-    if calls["n"] == 5:
-      raise Killed
-    return real(self, genotypes)
-
-  wd = tmp_path / "run"
-  mp = pytest.MonkeyPatch()
-  mp.setattr(ask_tell.TableEstimator, "estimate", dying)
-  try:
-    with pytest.raises(Killed):
-      _table_run(wd, "rea", 16, *every)
-  finally:
-    mp.undo()
-  assert _table_run(wd, "rea", 16, *every) == 0
+  wd = _killed_then_rerun(tmp_path / "run", 5, 16, every)
   clock = ("elapsed_s", "search_seconds", "workdir")
   got = json.loads((wd / "summary.json").read_text())
   assert {k: v for k, v in got.items() if k not in clock} == {
@@ -324,24 +329,7 @@ def test_the_predictor_estimator_measures_what_it_finds_promising_and_resumes(tm
   assert summary["measured"] == 40 - len(told)
   assert ev["best"]["measured"] == 1.0
 
-  calls = {"n": 0}
-  real = ask_tell.TableEstimator.estimate
-
-  def dying(self, genotypes):
-    calls["n"] += 1
-    if calls["n"] == 9:
-      raise Killed
-    return real(self, genotypes)
-
-  wd = tmp_path / "run"
-  mp = pytest.MonkeyPatch()
-  mp.setattr(ask_tell.TableEstimator, "estimate", dying)
-  try:
-    with pytest.raises(Killed):
-      _table_run(wd, "rea", 40, *every)
-  finally:
-    mp.undo()
-  assert _table_run(wd, "rea", 40, *every) == 0
+  wd = _killed_then_rerun(tmp_path / "run", 9, 40, every)
   assert json.loads((wd / "evaluations.json").read_text())["history"] == hist
 
 
