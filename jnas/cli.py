@@ -23,14 +23,14 @@ import traceback
 import zipfile
 from typing import Any
 
-from jnas.utils.metrics import _json_default as _metrics_json_default
+from jnas import cli_support as report
+from jnas.cli_support import split_overrides
 
 __all__ = ["main", "build_parser", "split_overrides"]
 
 logger = logging.getLogger("jnas.cli")
 
-PROG = "jnas"
-_OVERRIDE_PREFIX = "--config."
+PROG = report.PROG
 _EXIT_USAGE = 2
 _EXIT_INTERNAL = 1
 _EXIT_INTERRUPTED = 130
@@ -164,67 +164,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, subs
 
 
-def split_overrides(extras: list[str]) -> tuple[list[str], list[str]]:
-    """Split leftover argv into ``KEY=VALUE`` overrides and unrecognised args.
-
-    Accepts ``--config.a.b=v`` and ``--config.a.b v``; the value of the second
-    form may start with a single dash (``--config.optim.lr -0.1``).
-
-    Example:
-        >>> split_overrides(["--config.a.b=1", "--config.c", "x", "--bogus"])
-        (['a.b=1', 'c=x'], ['--bogus'])
-    """
-    overrides: list[str] = []
-    unknown: list[str] = []
-    i = 0
-    while i < len(extras):
-        arg = extras[i]
-        if arg.startswith(_OVERRIDE_PREFIX) and len(arg) > len(_OVERRIDE_PREFIX):
-            body = arg[len(_OVERRIDE_PREFIX):]
-            if "=" in body:
-                overrides.append(body)
-            elif i + 1 < len(extras) and not extras[i + 1].startswith("--"):
-                overrides.append(f"{body}={extras[i + 1]}")
-                i += 1
-            else:
-                unknown.append(f"{arg} (missing value)")
-        else:
-            unknown.append(arg)
-        i += 1
-    return overrides, unknown
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=_json_default)
-    return str(value)
-
-
-def _json_default(obj: Any) -> Any:
-    # Printing must never fail: anything the metrics encoder rejects is shown as text.
-    try:
-        return _metrics_json_default(obj)
-    except TypeError:
-        return str(obj)
-
-
-def _print_items(result: Any) -> None:
-    if result is None:
-        return
-    if not isinstance(result, dict):
-        print(_format_value(result))
-        return
-    if not result:
-        return
-    width = max(len(str(k)) for k in result)
-    for key, value in result.items():
-        print(f"{str(key) + ':':<{width + 1}} {_format_value(value)}")
-
-
 def _load(args: argparse.Namespace, overrides: list[str], command: str | None = None):
     """The config with its overrides; for a run command, completed and validated.
 
@@ -305,7 +244,7 @@ def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
     config = _load(args, overrides, "search")
     check_workdir_path(args.workdir)
     result = _run_module().search(config, args.workdir)
-    _print_items(result)
+    report.print_items(result)
     return 0
 
 
@@ -334,7 +273,7 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     run = _run_module()
     _check_genotype(run, config, args.genotype, args.workdir)
     result = run.train(config, args.workdir, args.genotype)
-    _print_items(result)
+    report.print_items(result)
     return 0
 
 
@@ -342,9 +281,9 @@ def _cmd_info(args: argparse.Namespace, overrides: list[str]) -> int:
     config = _load(args, overrides)
     result = _run_module().info(config, args.genotype)
     if args.json:
-        print(json.dumps(result, indent=2, default=_json_default))
+        print(json.dumps(result, indent=2, default=report.json_default))
     else:
-        _print_items(result)
+        report.print_items(result)
     return 0
 
 
@@ -456,7 +395,7 @@ def _cmd_bench(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ValueError(f"--sample {args.sample} must be >= 0 (0: no rank correlations)")
     result = bench_workdir(args.workdir, args.table, sample=args.sample,
                            yardsticks=not args.no_yardsticks)
-    print(json.dumps(result, indent=2, default=_json_default) if args.json
+    print(json.dumps(result, indent=2, default=report.json_default) if args.json
           else format_bench(result))
     return 0
 
@@ -470,70 +409,6 @@ def _cmd_score(args: argparse.Namespace, overrides: list[str]) -> int:
 _COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot,
              "tabular": _cmd_tabular, "compare": _cmd_compare, "bench": _cmd_bench,
              "score": _cmd_score}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _error(message: str) -> None:
-    sys.stderr.write(f"{PROG}: error: {_one_line(message)}\n")
-    sys.stderr.flush()
-
-
-def _is_missing_config_key(e: AttributeError) -> bool:
-    """Whether ``e`` is a ConfigDict's "no such key" (raised inside ml_collections)."""
-    frames = traceback.extract_tb(e.__traceback__)
-    return bool(frames) and "ml_collections" in frames[-1].filename and bool(
-        getattr(e, "name", None))
-
-
-def _describe(e: BaseException) -> str:
-    """One line for an error: OSErrors name their path(s), as ``str`` of one without does not."""
-    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
-        paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p)
-        return f"{paths}: {e.strerror or type(e).__name__}"
-    if isinstance(e, zipfile.BadZipFile):
-        return f"a file is not a readable .npz/.zip archive (truncated or damaged?): {e}"
-    return str(e) or type(e).__name__
-
-
-def _after_divergence(workdir: str | None, message: str) -> str:
-    """What a diverged run leaves: its last good epoch, and the checkpoint that is kept.
-
-    Read from the work directory (``metrics.jsonl`` holds one record per
-    finished epoch, the checkpoint folders one step per saved epoch), so it
-    holds whichever loop raised.
-    """
-    advice = "lower the learning rate (or the rate that blew up) and use a new --workdir"
-    if not workdir:
-        return advice
-    phase = "retrain" if "retrain" in message.lower() else "search"
-    from jnas.utils.metrics import read_metrics
-
-    try:
-        records = [r for r in read_metrics(workdir) if r.get("phase", "search") == phase]
-    except (OSError, ValueError):
-        records = []
-    last = records[-1].get("epoch", records[-1].get("step")) if records else None
-    ckpt_dir = os.path.join(workdir, "checkpoints", phase)
-    try:
-        steps = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit())
-    except OSError:
-        steps = []
-    if last is None:
-        done = f"no {phase} epoch finished, so nothing is kept"
-    elif steps:
-        done = (f"the last good {phase} epoch is {last} and its checkpoint "
-                f"{os.path.join(ckpt_dir, str(steps[-1]))} is kept (rerunning this command "
-                f"resumes there, with the same settings)")
-    else:
-        done = f"the last good {phase} epoch is {last} (this search keeps no checkpoint)"
-    return f"{done}; {advice}"
-
-
-def _debug() -> bool:
-    return os.environ.get("JNAS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -579,30 +454,30 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name not in ("jnas.run",):
             raise
-        if _debug():
+        if report.debug():
             traceback.print_exc()
-        _error(f"cannot import {e.name}: {e}")
+        report.error(f"cannot import {e.name}: {e}")
         return _EXIT_INTERNAL
     except AttributeError as e:
         # A key the run reads is missing from a hand-made config (validation is not strict
         # about missing keys, see _load); any other AttributeError is a bug: traceback.
-        if not _is_missing_config_key(e):
+        if not report.is_missing_config_key(e):
             raise
-        if _debug():
+        if report.debug():
             traceback.print_exc()
-        _error(f"the config lacks the key {e.name!r}, which `jnas {args.command}` reads "
+        report.error(f"the config lacks the key {e.name!r}, which `jnas {args.command}` reads "
                f"(the configs in experiments/ list every key)")
         return _EXIT_USAGE
     except FloatingPointError as e:
         # Divergence: a NaN/inf loss stopped the run at an epoch boundary; say what is kept.
-        if _debug():
+        if report.debug():
             traceback.print_exc()
-        _error(f"{e}; {_after_divergence(getattr(args, 'workdir', None), str(e))}")
+        report.error(f"{e}; {report.after_divergence(getattr(args, 'workdir', None), str(e))}")
         return _EXIT_USAGE
     except (ValueError, OSError, zipfile.BadZipFile) as e:
-        if _debug():
+        if report.debug():
             traceback.print_exc()
-        _error(_describe(e))
+        report.error(report.describe(e))
         return _EXIT_USAGE
 
 

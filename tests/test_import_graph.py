@@ -74,7 +74,7 @@ LAYERS = (
     ("estimation",),     # how good is a pick: tables, scratch training, proxies, latency, fronts
     ("strategies",),     # pure ask/tell and gradient strategies
     ("search",),         # every search loop, claiming and resuming a work directory
-    ("run", "validate", "plot", "score_cli", "nb201_table"),
+    ("run", "validate", "plot", "score_cli", "nb201_table", "cli_support"),
     ("compare",),
     ("cli",),
     ("__main__",),

@@ -55,23 +55,20 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jnas.config import SEARCH_OPTIONAL_DEFAULTS
 from jnas.estimation.candidates import (Estimator, PredictorEstimator, ProxyFiltered,
-                                        ScratchEstimator, TableEstimator, WithObjective)
-from jnas.estimation.objectives import OBJECTIVES, objective_fn
-from jnas.search.common import build_space, build_supernet, space_kit_of
+                                        TableEstimator, WithObjective)
+from jnas.search.common import build_space, space_kit_of
+from jnas.search.estimators import (proxy_filtered, scratch_estimator, search_option,
+                                   table_columns, table_estimator, with_objective)
 from jnas.search.plan import Found, Plan, UnitEnd
-from jnas.search.retrain import build_discrete
 from jnas.search.tabular import STRATEGIES, make_strategy, settings_from_text
 from jnas.search.workdir import checkpoint_every_s
 from jnas.utils.metrics import write_json_atomic
@@ -101,7 +98,7 @@ def uses_supernet(config) -> bool:
     False
   """
   sc = config.search
-  return sc.strategy in ASK_TELL_STRATEGIES and _opt(sc, "estimator") == "supernet"
+  return sc.strategy in ASK_TELL_STRATEGIES and search_option(sc, "estimator") == "supernet"
 
 
 def check_supernet_plan(config) -> None:
@@ -111,132 +108,6 @@ def check_supernet_plan(config) -> None:
                      f"{config.search.strategy!r} needs a cost per candidate (use one of "
                      f"{', '.join(SUPERNET_STRATEGIES)}, or search.estimator='table')")
 EVALUATIONS_FILE = "evaluations.json"
-
-
-def _opt(sc: Any, name: str) -> Any:
-  """``sc.name``, or its default when the config does not list it."""
-  return sc.get(name, SEARCH_OPTIONAL_DEFAULTS[name])
-
-
-def table_columns(text: str) -> tuple[str, str, str, str | None]:
-  """``"ARCH,SIGNAL,COST[,REPORT]"`` -> ``(arch, signal, cost, report or None)``.
-
-  Example:
-    >>> table_columns("arch_str,val_acc,train_seconds,test_acc")
-    ('arch_str', 'val_acc', 'train_seconds', 'test_acc')
-  """
-  names = [c.strip() for c in str(text).split(",")]
-  if len(names) not in (3, 4) or not all(names):
-    raise ValueError(f"search.table_columns={text!r} must name ARCH,SIGNAL,COST[,REPORT] "
-                     f"columns (e.g. arch_str,val_acc,train_seconds)")
-  return names[0], names[1], names[2], names[3] if len(names) == 4 else None
-
-
-# ---- Estimators (jnas.estimation.candidates) built from a config. ----
-
-def _table_estimator(config, space: SearchSpace) -> TableEstimator:
-  """The NB201 table ``search.table`` with the columns ``search.table_columns`` (and
-  ``search.objective``'s, when the table has a column of that name: what the table measured
-  under its own protocol comes before computing it)."""
-  import csv  # noqa: PLC0415
-
-  from jnas.estimation.tabular import load_table  # noqa: PLC0415 (only table runs read CSVs)
-
-  sc = config.search
-  arch, signal, cost, report = table_columns(_opt(sc, "table_columns"))
-  objective, path = str(_opt(sc, "objective") or ""), str(_opt(sc, "table"))
-  with open(path, newline="") as f:
-    header = [h.strip() for h in next(csv.reader(f), [])]
-  bench = load_table(path, arch_column=arch, signal_column=signal,
-                     report_column=report or signal, cost_column=cost, space=space,
-                     objective_column=objective if objective in header else None)
-  return TableEstimator(bench, space, report_name=report)
-
-
-def _with_objective(config, space: SearchSpace, estimator: Estimator) -> Estimator:
-  """``estimator`` whose second objective is the retraining network's ``search.objective``
-  (params, flops or latency on this machine); unchanged when that is unset or a column."""
-  name = str(_opt(config.search, "objective") or "")
-  if name not in OBJECTIVES or getattr(getattr(estimator, "bench", None), "objective",
-                                       None) is not None:
-    return estimator  # unset, or a column the table estimator reads
-  from flax import nnx  # noqa: PLC0415
-
-  from jnas.data import load_dataset  # noqa: PLC0415
-
-  if "input_shape" in config.data:
-    shape, classes = tuple(config.data.input_shape), int(config.data.num_classes)
-  else:
-    ds = load_dataset(config.data.name, seed=config.data.seed)
-    shape, classes = tuple(ds.input_shape), int(ds.num_classes)
-  cost = objective_fn(
-      name, lambda g: build_discrete(config, g, shape, classes, rngs=nnx.Rngs(0), space=space),
-      shape, key=lambda g: json.dumps(space.genotype_to_json(g), sort_keys=True))
-  return WithObjective(estimator, name, cost, space)
-
-
-def _param_counter(config, space: SearchSpace, ds) -> Callable[[Any], int]:
-  """``genotype -> parameters`` of its discrete network at the search's size (no weights made)."""
-  from flax import nnx  # noqa: PLC0415
-
-  from jnas.supernet.functional import count_params  # noqa: PLC0415
-
-  sized = copy.deepcopy(config)
-  for k in ("channels", *space_kit_of(config).depth):
-    if k in config.search:
-      sized.retrain[k] = config.search[k]
-
-  def count(genotype: Any) -> int:
-    net = nnx.eval_shape(lambda: build_discrete(sized, genotype, ds.input_shape, ds.num_classes,
-                                                space=space))
-    return count_params(nnx.state(net, nnx.Param))
-  return count
-
-
-def _scratch_estimator(config, space: SearchSpace) -> ScratchEstimator:
-  """Single paths of the space's supernet trained for ``search.scratch_epochs`` epochs."""
-  from jnas.data import load_dataset  # noqa: PLC0415
-  from jnas.estimation.scratch import PathScratchScorer  # noqa: PLC0415
-
-  sc = config.search
-  ds = load_dataset(config.data.name, seed=config.data.seed)
-  scorer = PathScratchScorer(
-      ds, space=space, supernet=build_supernet(config, space, ds),
-      count_params=_param_counter(config, space, ds),
-      channels=int(sc.channels), layers=int(sc.get("layers", 3)),
-      epochs=int(_opt(sc, "scratch_epochs")), batch_size=int(sc.batch_size),
-      learning_rate=float(sc.w_lr), momentum=float(sc.momentum),
-      weight_decay=float(sc.weight_decay), grad_clip=float(sc.grad_clip), seed=int(config.seed))
-  return ScratchEstimator(scorer, space)
-
-
-def _proxy_filtered(config, space: SearchSpace, estimator: Estimator) -> ProxyFiltered:
-  """``estimator`` behind ``search.prefilter``'s proxy: the threshold is the proxy's
-  ``1 - search.prefilter_keep`` quantile over ``search.prefilter_pool`` random cells, all
-  scored at the search's supernet size with weights from the config's seed."""
-  from jnas.data import load_dataset  # noqa: PLC0415
-  from jnas.estimation.zero_cost import (DATA_PROXIES, NB201Skeleton, ZeroCost,  # noqa: PLC0415
-                                         default_batch)
-
-  sc = config.search
-  name, keep, pool = str(sc.prefilter), float(_opt(sc, "prefilter_keep")), int(
-      _opt(sc, "prefilter_pool"))
-  ds = load_dataset(config.data.name, seed=config.data.seed)
-  zc = ZeroCost(NB201Skeleton(tuple(ds.input_shape), int(ds.num_classes),
-                              channels=int(sc.channels), cells_per_stage=int(sc.cells_per_stage)),
-                space=space, seed=int(config.seed))
-  x = y = None
-  if name in DATA_PROXIES:
-    rng = np.random.default_rng(int(config.seed))
-    pick = rng.choice(len(ds.x_train), size=default_batch(name), replace=False)
-    x, y = ds.x_train[pick], ds.y_train[pick]
-  rng = np.random.default_rng(int(config.seed) + 17)
-  reference = zc.score(name, [space.random_genotype(rng) for _ in range(pool)], x, y)
-  threshold = float(np.quantile(reference, 1.0 - keep))
-  log.info("prefilter: %s >= %.4g (the top %.0f%% of %d random cells) is measured", name,
-           threshold, 100 * keep, pool)
-  return ProxyFiltered(estimator, lambda genotypes: zc.score(name, genotypes, x, y), threshold,
-                       name, space)
 
 
 # ---- The plan: space, estimator, strategy. ----
@@ -273,7 +144,7 @@ def _check_plan(config) -> None:
   if sc.strategy not in ASK_TELL_STRATEGIES:
     raise ValueError(f"search.strategy={sc.strategy!r} is not a sample-based strategy "
                      f"(known: {', '.join(ASK_TELL_STRATEGIES)})")
-  est = _opt(sc, "estimator")
+  est = search_option(sc, "estimator")
   if est not in ESTIMATORS:
     raise ValueError(f"search.estimator={est!r}: search.strategy={sc.strategy!r} needs one of "
                      f"{', '.join(ESTIMATORS)}")
@@ -281,7 +152,7 @@ def _check_plan(config) -> None:
     if sc.strategy in ("nsga2", "dpp_net"):
       raise ValueError(f"search.estimator='predictor' predicts one objective; search.strategy="
                        f"{sc.strategy!r} needs two")
-    est = _opt(sc, "predictor_base")
+    est = search_option(sc, "predictor_base")
     if est not in ("table", "scratch"):
       raise ValueError(f"search.predictor_base={est!r}: the predictor learns from 'table' or "
                        f"'scratch' measurements")
@@ -292,11 +163,11 @@ def _check_plan(config) -> None:
   if est == "scratch" and (kit.supernet is None or kit.network is None):
     raise ValueError(f"search.estimator='scratch' trains single paths of a supernet; the "
                      f"{config.space.name} space registers no supernet or network")
-  if _opt(sc, "prefilter") and (est == "supernet" or sc.strategy in ("nsga2", "dpp_net")
+  if search_option(sc, "prefilter") and (est == "supernet" or sc.strategy in ("nsga2", "dpp_net")
                                  or config.space.name != "nb201"):
     raise ValueError(f"search.prefilter={sc.prefilter!r} filters what a table or scratch "
                      f"estimator measures for a one-objective strategy on nb201 cells")
-  if int(_opt(sc, "evals")) < 1 and not float(_opt(sc, "budget_s")) > 0:
+  if int(search_option(sc, "evals")) < 1 and not float(search_option(sc, "budget_s")) > 0:
     raise ValueError("a sample-based search needs search.evals >= 1 or search.budget_s > 0 "
                      "to end")
 
@@ -369,30 +240,30 @@ class AskTellPlan(Plan):
     self.what = f"{sc.strategy} search"
     self.every_s = checkpoint_every_s(sc)
     space = self.space = build_space(config)
-    self.est_name = _opt(sc, "estimator")
+    self.est_name = search_option(sc, "estimator")
     # What measures a candidate: the estimator, or the one a predictor learns from.
-    self.base = _opt(sc, "predictor_base") if self.est_name == "predictor" else self.est_name
-    settings = settings_from_text(_opt(sc, "strategy_settings"))
+    self.base = search_option(sc, "predictor_base") if self.est_name == "predictor" else self.est_name
+    settings = settings_from_text(search_option(sc, "strategy_settings"))
     if self.base == "table":
-      self.estimator: Estimator = _with_objective(config, space, _table_estimator(config, space))
+      self.estimator: Estimator = with_objective(config, space, table_estimator(config, space))
       self.strategy, self.num_objectives = _build_strategy(sc.strategy, space, self.estimator,
                                                            settings)
     else:
       # The strategy first: a bad setting is refused before the data is loaded (DPP-Net's cost
       # does not need the trained estimator, only the objective).
-      costed = _with_objective(config, space, Estimator())
+      costed = with_objective(config, space, Estimator())
       self.strategy, self.num_objectives = _build_strategy(sc.strategy, space, costed, settings)
-      self.estimator = _scratch_estimator(config, space)
+      self.estimator = scratch_estimator(config, space)
       if isinstance(costed, WithObjective):
         self.estimator = WithObjective(self.estimator, costed.objective2_name, costed.cost, space)
     if self.est_name == "predictor":
       self.estimator = PredictorEstimator(
-          self.estimator, space, warmup=int(_opt(sc, "predictor_warmup")),
-          kappa=float(_opt(sc, "predictor_kappa")), seed=int(config.seed))
-    if _opt(sc, "prefilter"):
-      self.estimator = _proxy_filtered(config, space, self.estimator)
-    self.max_evals = int(_opt(sc, "evals")) or None
-    self.budget = float(_opt(sc, "budget_s")) or None
+          self.estimator, space, warmup=int(search_option(sc, "predictor_warmup")),
+          kappa=float(search_option(sc, "predictor_kappa")), seed=int(config.seed))
+    if search_option(sc, "prefilter"):
+      self.estimator = proxy_filtered(config, space, self.estimator)
+    self.max_evals = int(search_option(sc, "evals")) or None
+    self.budget = float(search_option(sc, "budget_s")) or None
     self.key = jax.random.key(int(config.seed))
     self.sig = self.estimator.signal_name
     self.archive: list[dict] = []
