@@ -42,11 +42,9 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _NONE = frozenset({"none", "null"})
 
-# Optional ``search`` keys and their defaults: DARTS collapse mitigations
-# (jnas/strategies/registry.py reads them). Configs need not list them, and an
-# override such as ``search.mitigations=fairdarts`` adds the key to a config
-# that lacks it, so existing configs keep their hash. Other unknown keys are
-# still refused.
+# Optional ``search`` keys and their defaults. Configs need not list them; an override such as
+# ``search.mitigations=fairdarts`` adds the key to a config that lacks it, so existing configs
+# keep their hash. Other unknown keys are still refused.
 SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "mitigations": "",  # comma list: fairdarts, drnas, darts_minus, beta_decay, sdarts_rs, pruning
     "fairdarts_w01": 10.0,  # weight of FairDARTS's zero-one loss
@@ -61,26 +59,18 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "checkpoint_every_s": 60.0,  # seconds between search checkpoints at epoch ends (0: every epoch)
     # Sample-based strategies (random, rea, topk, nsga2, reinforce, pnas, dpp_net; jnas/search/ask_tell.py)
     "estimator": "",  # what scores their candidates: table, scratch, supernet or predictor
-    # The predictor estimator: the estimator it learns from (table or scratch), the candidates
-    # measured before it predicts, and its optimism (measure if mean + kappa * spread >= best)
-    "predictor_base": "table",
-    "predictor_warmup": 20,
-    "predictor_kappa": 1.0,
+    "predictor_base": "table",  # the predictor's measuring estimator (table or scratch),
+    "predictor_warmup": 20,  # what it measures first, and its optimism:
+    "predictor_kappa": 1.0,  # it measures when mean + kappa * spread >= the best so far
     "table": "",  # the benchmark CSV of the table estimator
     "table_columns": "arch_str,val_acc,train_seconds",  # ARCH,SIGNAL,COST[,REPORT] columns
     "evals": 0,  # stop after this many evaluations (0: no limit)
     "budget_s": 0.0,  # stop once this many seconds are charged (0: no limit)
     "scratch_epochs": 3,  # epochs each candidate trains with the scratch estimator
-    # nsga2's second objective / dpp_net's cost: params, flops, latency (of the retraining network,
-    # on this machine) or a table column; "" = the table's COST column, or params with scratch
-    "objective": "",
+    "objective": "",  # nsga2's / dpp_net's cost: params, flops, latency, a table column ("": COST)
     "strategy_settings": "",  # the strategy's own settings, e.g. population_size=20,sample_size=5
-    # A zero-cost proxy (synflow, naswot, snip, grad_norm, params, flops; nb201 cells) that decides
-    # which candidates the table/scratch estimator measures: those scoring in the proxy's top
-    # prefilter_keep fraction of prefilter_pool random cells ("" = measure every candidate)
-    "prefilter": "",
-    "prefilter_keep": 0.5,
-    "prefilter_pool": 1000,
+    "prefilter": "",  # a zero-cost proxy (nb201): only candidates in its top prefilter_keep
+    "prefilter_keep": 0.5, "prefilter_pool": 1000,  # fraction of prefilter_pool random cells run
     "few_shot": "",  # SPOS: split the supernet on encoding edge KEY:EDGE (e.g. cell:0); "" = one-shot
     "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split
 }
