@@ -39,14 +39,15 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 
 from jnas.data import epoch_batches, eval_batches, load_dataset, split_train_val
 from jnas.data.augment import random_shift_1d
-from jnas.spaces.darts import DartsSpace, Genotype
-from jnas.supernet.darts import DartsSupernet
+from jnas.spaces.darts import DartsSpace, Genotype  # noqa: F401 (DartsSpace: doctests)
+from jnas.spaces.registry import space_kit
 from jnas.supernet.functional import count_params, cross_entropy, make_apply, split_model
 from jnas.train.network import DiscreteNetwork
 
@@ -204,18 +205,13 @@ class PathScratchScorer(ScratchScorer):
 
   def __init__(self, dataset: Any = "mnist1d", *, space: Any, supernet: nnx.Module | None = None,
                count_params: Callable[[Any], int] | None = None, **kwargs: Any):
-    if supernet is None and not isinstance(space, DartsSpace):
-      raise TypeError(f"PathScratchScorer builds DARTS search networks; pass the supernet of a "
-                      f"{type(space).__name__}")
     if "latency_batch" in kwargs:
       raise TypeError("PathScratchScorer measures no latency (latency_batch); "
                       "ScratchScorer times the discrete network")
     super().__init__(dataset, **kwargs)
     self.space = space
     if supernet is None:
-      supernet = DartsSupernet(space, self.ds.input_shape[-1], self.ds.num_classes,
-                               ndim=self.ndim, channels=self.channels, layers=self.layers,
-                               rngs=nnx.Rngs(self.seed))
+      supernet = self._registered_supernet(space)
     self._count_params = count_params or self._darts_params
     self._key = lambda g: json.dumps(space.genotype_to_json(g), sort_keys=True)
     self._init = split_model(supernet)
@@ -239,6 +235,18 @@ class PathScratchScorer(ScratchScorer):
     self.trained += 1
     return {"val_accuracy": val_acc, "num_params": int(self._count_params(genotype)),
             "train_seconds": round(train_s, 2), "final_loss": loss}
+
+  def _registered_supernet(self, space: Any) -> nnx.Module:
+    """The space's registered supernet, sized by ``channels`` and ``layers`` as DARTS's is."""
+    config = ml_collections.ConfigDict({"seed": self.seed, "space": {"name": space.name},
+                                        "search": {"channels": self.channels,
+                                                   "layers": self.layers}})
+    try:
+      return space_kit(space.name).builder("supernet")(config, space, self.ds)
+    except (AttributeError, KeyError, ValueError) as e:
+      raise TypeError(f"PathScratchScorer sizes a default supernet by channels and layers, as "
+                      f"DARTS's; the {space.name} space's needs more ({e}): pass supernet=") \
+          from None
 
   def _darts_params(self, genotype: Genotype) -> int:
     shapes = nnx.eval_shape(lambda: DiscreteNetwork(
