@@ -20,6 +20,12 @@ goes (a crash keeps the rows already measured). Presets:
   resolution with batch 192 over 8 GPUs, i.e. 24 per GPU);
 * ``quick``: a tiny smoke run (seconds) that checks the harness itself.
 
+``--resume-check`` runs every row twice as a search would compile it
+(``search_step.py --saved-step``: the traced step saved, the persistent
+compilation cache on, in a fresh directory per row): the first run is cold,
+the second is a resumed search's start; the table then gives both compile
+times and the seconds from the imports to a finished first step.
+
 ``--strategies`` restricts the rows; ``--extras`` also runs
 ``benchmarks/population_eval.py`` and ``benchmarks/seeds.py``. A row that
 fails or passes ``--timeout`` is reported as such and the table goes on.
@@ -32,6 +38,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,6 +96,12 @@ def markdown(rows: list[dict]) -> str:
     out.append(f"| {r['strategy']} | {shape} | {net} | {r['batch']} | {r['median_s']:.3f} s | "
                f"{r['images_per_s']:.0f} | {r['compile_s']:.0f} s | "
                f"{_gb(r['peak_rss_mb'])} | {_gb(r.get('device_peak_mb'))} |")
+  if any("resumed_compile_s" in r for r in rows):
+    out += ["", "| strategy | batch | cold: compile | cold: start to first step | "
+                "resumed: compile | resumed: start to first step |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['strategy']} | {r['batch']} | {r['compile_s']:.1f} s | {r['startup_s']:.1f} s | "
+            f"{r['resumed_compile_s']:.1f} s | {r['resumed_startup_s']:.1f} s |"
+            for r in rows if "resumed_compile_s" in r]
   return "\n".join(out)
 
 
@@ -101,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--timeout", type=float, default=1800, help="seconds per row")
   p.add_argument("--extras", action="store_true",
                  help="also run population_eval.py and seeds.py (their default settings)")
+  p.add_argument("--resume-check", action="store_true",
+                 help="each row cold, then resumed (saved step + persistent compilation cache)")
   p.add_argument("--out", default=None, help="JSON file for every row (written as rows finish)")
   args = p.parse_args(argv)
   wanted = [s for s in args.strategies.split(",") if s]
@@ -124,7 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
       cmd += ["--steps", str(args.steps)]
     print(f"[table] {strategy} {' '.join(extra)} ...", file=sys.stderr, flush=True)
-    row = _run_json(cmd, args.timeout)
+    if args.resume_check:
+      with tempfile.TemporaryDirectory(prefix="jnas-resume-check-") as tmp:
+        row = _run_json(cmd + ["--saved-step", tmp], args.timeout)
+        again = _run_json(cmd + ["--saved-step", tmp], args.timeout) if "error" not in row else {}
+      if "error" in again:
+        row = {**row, "error": "resumed: " + again["error"]}
+      elif again:
+        row.update({"resumed_compile_s": again["compile_s"],
+                    "resumed_startup_s": again["startup_s"]})
+    else:
+      row = _run_json(cmd, args.timeout)
     row.setdefault("strategy", strategy)
     row["args"] = extra
     rows.append(row)

@@ -24,7 +24,7 @@ import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import (build_space, build_supernet, config_compiler_options,
-                                data_ndim)
+                                data_ndim, saved_step)
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s, save_supernet, write_alpha_history
 from jnas.strategies.registry import build_early_stop, build_gradient_strategy
@@ -92,8 +92,8 @@ class GradientPlan(Plan):
                        f"devices of search.data_parallel")
     xla_options = config_compiler_options(self.config, ndim)
     if not n_dev:
-      return (lambda st: st), jax.jit(self.strategy.step, donate_argnums=0,
-                                      compiler_options=xla_options)
+      return (lambda st: st), saved_step(self.strategy.step, self.config, self.wd, "search_step",
+                                         compiler_options=xla_options)
     from jnas import parallel  # noqa: PLC0415 (only data-parallel runs need meshes)
 
     mesh = parallel.make_mesh(n_dev)

@@ -42,7 +42,7 @@ import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import (build_space, build_supernet, config_compiler_options,
-                                data_ndim)
+                                data_ndim, saved_step)
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s, save_supernet
 from jnas.spaces.base import SearchSpace
@@ -207,7 +207,8 @@ class SposPlan(Plan):
       # Each candidate is trained and scored in the sub-supernet of its op on the split edge.
       self.score_apply = few_shot_apply(self.score_apply, few_shot)
     self.xla_options = config_compiler_options(config, data_ndim(ds))
-    self.step = jax.jit(self.strategy.step, donate_argnums=0, compiler_options=self.xla_options)
+    self.step = saved_step(self.strategy.step, config, wd, "search_step",
+                           compiler_options=self.xla_options)
     log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
              count_params(split.params), total_steps, sc.epochs, sc.pool_size)
 
