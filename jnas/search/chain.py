@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from jnas.config import config_hash
 from jnas.data import load_dataset, split_train_val
+from jnas.search.common import TRACED_DIR
 from jnas.search.fbnet import FBNetRun
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s
@@ -83,7 +85,8 @@ class ChainPlan(Plan):
         warmup_epochs=int(sc.warmup_epochs), w_lr=float(sc.w_lr), momentum=float(sc.momentum),
         weight_decay=float(sc.weight_decay), a_lr=float(sc.a_lr), a=float(fc.alpha),
         b=float(fc.beta), tau0=float(fc.temperature), tau_decay=float(fc.temperature_decay),
-        target_ms=target, enforce_target=target is not None, log=log.info)
+        target_ms=target, enforce_target=target is not None, log=log.info,
+        saved_steps=(wd / TRACED_DIR, config_hash(config)))
     self.step = self.run.train_epoch
     self.space = space
     self.history: list[dict] = []

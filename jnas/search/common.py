@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -31,19 +30,16 @@ def enable_compilation_cache(path: str | None = None) -> None:
   Every program is cached, however quick to compile: building a paper-size
   supernet runs about 150 small eager ops (parameter initialisers), each a
   compilation of 0.1-0.3 s on the development CPU, which together took longer
-  than compiling the search step itself. The cache is capped at
-  ``JNAS_XLA_CACHE_MB`` (default 4096 MiB), least recently used entries going
-  first (jax needs the ``filelock`` package for that; without it the cache is
-  not capped).
+  than compiling the search step itself. The cache (``~/.cache/jnas/xla``,
+  ``$JNAS_XLA_CACHE`` or ``$JNAS_CACHE_DIR/xla``) is not capped, as JAX's is
+  not by default: jax's size cap rescans the whole directory on every write.
+  Deleting it at any time is safe.
   """
   path = path or os.environ.get("JNAS_XLA_CACHE") or str(
       Path(os.environ.get("JNAS_CACHE_DIR", Path.home() / ".cache" / "jnas")) / "xla")
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  if importlib.util.find_spec("filelock") is not None:  # jax reads no entry without it
-    jax.config.update("jax_compilation_cache_max_size",
-                      int(float(os.environ.get("JNAS_XLA_CACHE_MB", 4096)) * 2**20))
 
 
 def saved_step(fn: Callable[..., Any], config, wd: Path, name: str, *,

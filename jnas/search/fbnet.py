@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
@@ -32,6 +34,7 @@ from jnas.estimation.latency import LatencyTable, check_table, expected_latency,
 from jnas.spaces.chain import ChainGenotype, ChainSpace
 from jnas.supernet.chain import ChainSupernet, blocks_of, make_supernet_apply
 from jnas.supernet.functional import cross_entropy, split_model
+from jnas.utils.step_cache import cached_jit
 
 
 def latency_target_loss(ce: jax.Array, latency: jax.Array, *, target: float,
@@ -165,12 +168,20 @@ def recalibrate_batch_norm(apply_fn: Callable, params: Any, stats: Any, encoding
   return stats
 
 
+def _table_digest(table: LatencyTable) -> str:
+  h = hashlib.sha256(np.ascontiguousarray(table.ops_ms, np.float64).tobytes())
+  h.update(repr((table.stem_ms, table.head_ms, table.overhead_ms, table.fingerprint)).encode())
+  return h.hexdigest()[:16]
+
+
 class FBNetRun:
   """FBNet's pieces on a chain space: the state, one compiled epoch, its metrics, the result.
 
   :func:`search_fbnet` runs them in memory; :class:`jnas.search.chain.ChainPlan`
   runs them through the one loop (work directory, checkpoints, resume). The
-  arguments are :func:`search_fbnet`'s.
+  arguments are :func:`search_fbnet`'s, and ``saved_steps``: ``(directory,
+  tag)`` to keep the two compiled epochs' traces there for a resumed run
+  (:func:`jnas.utils.step_cache.cached_jit`; ``tag`` names the config).
 
   Example:
     >>> run = FBNetRun(space, table, data, epochs=8)  # doctest: +SKIP
@@ -183,7 +194,8 @@ class FBNetRun:
                a_lr: float = 0.01, a: float = 0.2, b: float = 0.6, tau0: float = 5.0,
                tau_decay: float = 0.956, target_ms: float | None = None,
                penalty: float = 10.0, enforce_target: bool = False,
-               log: Callable[[str], None] | None = None) -> None:
+               log: Callable[[str], None] | None = None,
+               saved_steps: tuple[Path, str] | None = None) -> None:
     from jnas.strategies.gumbel import fbnet_loss, gumbel, sample_encoding  # noqa: PLC0415
 
     check_table(table, space)
@@ -241,7 +253,6 @@ class FBNetRun:
       return st._replace(params=optax.apply_updates(st.params, upd), batch_stats=stats,
                          w_opt_state=w_opt_state, step=st.step + 1, key=key_next), metrics
 
-    @functools.partial(jax.jit, static_argnames=("arch",), donate_argnums=(0,))
     def scan_epoch(state, xw, yw, xa, ya, arch: bool):
       def body(st, batch):
         if arch:
@@ -250,7 +261,20 @@ class FBNetRun:
       state, ms = jax.lax.scan(body, state, (xw, yw, xa, ya))
       return state, jax.tree.map(jnp.mean, ms)
 
-    self._scan_epoch = scan_epoch
+    # Two programs (warm-up epochs, architecture epochs). With ``saved_steps``
+    # (directory, tag) their traces are kept there (jnas.utils.step_cache), so a
+    # resumed search neither traces nor compiles them; the tag must cover what
+    # the config does not: the latency table, which is measured at run time.
+    self._scan_epoch = {}
+    for arch in (False, True):
+      fn = functools.partial(scan_epoch, arch=arch)
+      if saved_steps is None:
+        self._scan_epoch[arch] = jax.jit(fn, donate_argnums=(0,))
+      else:
+        directory, tag = saved_steps
+        self._scan_epoch[arch] = cached_jit(
+            fn, Path(directory) / f"{'arch' if arch else 'warmup'}_epoch.jaxexport",
+            tag=f"{tag}:{_table_digest(table)}", donate_argnums=(0,))
 
   def init(self) -> Any:
     """The search state before the first epoch."""
@@ -267,9 +291,8 @@ class FBNetRun:
     xw, yw = epoch_batches(x_w, y_w, self.batch_size, seed=self.seed, epoch=epoch)
     xa, ya = epoch_batches(x_a, y_a, self.batch_size, seed=self.seed + 7919, epoch=epoch)
     n = self.steps_per_epoch
-    return self._scan_epoch(state, jnp.asarray(xw[:n]), jnp.asarray(yw[:n]),
-                            jnp.asarray(xa[:n]), jnp.asarray(ya[:n]),
-                            arch=epoch >= self.warmup_epochs)
+    return self._scan_epoch[epoch >= self.warmup_epochs](
+        state, jnp.asarray(xw[:n]), jnp.asarray(yw[:n]), jnp.asarray(xa[:n]), jnp.asarray(ya[:n]))
 
   def describe(self, state: Any, epoch: int, means: Mapping[str, Any]) -> dict:
     """Epoch ``epoch``'s history record: its mean metrics, temperature, expected latency and
