@@ -46,6 +46,20 @@ def test_saved_step_is_reused_without_tracing_and_matches_jit(tmp_path):
   c2, second = run(cached_jit(step, path, tag="a", donate_argnums=(0,)))
   assert traces == []
   assert first == ref and second == ref
+  # Fresh (uncommitted) arguments on the first call, a step's committed outputs after: the saved
+  # program is lowered (and compiled) once, not once for each placement.
+  lowered = []
+
+  def listen(event, seconds, **kw):
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration" and "call" in kw.get("fun_name", ""):
+      lowered.append(kw["fun_name"])
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    run(cached_jit(step, path, tag="a", donate_argnums=(0,)))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert len(lowered) == 1, lowered
   for c in (c1, c2):
     np.testing.assert_array_equal(c["w"], ref_c["w"])
     np.testing.assert_array_equal(jax.random.key_data(c["key"]), jax.random.key_data(ref_c["key"]))

@@ -133,24 +133,39 @@ def cached_jit(fn: Callable[..., Any], path: str | os.PathLike | None, *, tag: s
         warnings.warn(f"{path.name}: the step cannot be saved ({type(e).__name__}: "
                       f"{str(e).splitlines()[0][:200]}); it is traced on every run",
                       RuntimeWarning, stacklevel=3)
-        return {"in_tree": None, "avals": None}
+        return {"in_tree": None}
       _save(path, saved)
     exported = export.deserialize(saved["exported"])
-    return {"in_tree": in_tree, "avals": _avals(leaves), "fp": fp, "out_tree": saved["out_tree"],
-            "out_keys": saved["out_keys"], "in_keys": [_key_impl(x) for x in leaves],
+    device = jax.devices()[0]
+    return {"in_tree": in_tree, "fp": fp, "out_tree": saved["out_tree"],
+            "in_keys": [i for i, x in enumerate(leaves) if _is_key(x)],
+            "out_keys": [(i, impl) for i, impl in enumerate(saved["out_keys"]) if impl],
+            "device": device,
+            # One device, named: arguments fresh from an initialiser are uncommitted, a step's
+            # outputs are committed, and the saved program would compile once for each.
             "call": jax.jit(exported.call, donate_argnums=flat_donate,
+                            in_shardings=jax.sharding.SingleDeviceSharding(device),
                             compiler_options=compiler_options)}
 
   def step(*args: Any) -> Any:
+    # Per call only what jax.jit itself would do (flatten, unflatten) plus the typed keys'
+    # conversion: the step is called thousands of times.
     leaves, in_tree = jax.tree.flatten(args)
     if not runner:
       runner.update(load_or_export(args))
-    if runner["in_tree"] is None or in_tree != runner["in_tree"] or \
-        _avals(leaves) != runner["avals"]:
-      # Other shapes (or a step that could not be saved): the plain jit, which traces.
+    if runner["in_tree"] is None or in_tree != runner["in_tree"]:
+      return plain(*args)  # the step could not be saved, or another structure: trace it
+    for i in runner["in_keys"]:
+      leaves[i] = jax.random.key_data(leaves[i])
+    try:
+      out = runner["call"](*leaves)
+    except ValueError as e:  # the saved program checks shapes when its wrapper is traced
+      if "shape" not in str(e) and "dtype" not in str(e):
+        raise
       return plain(*args)
-    out = runner["call"](*_to_raw(leaves))
-    return jax.tree.unflatten(runner["out_tree"], _from_raw(out, runner["out_keys"]))
+    for i, impl in runner["out_keys"]:
+      out[i] = jax.random.wrap_key_data(out[i], impl=impl)
+    return jax.tree.unflatten(runner["out_tree"], out)
 
   step.plain = plain  # type: ignore[attr-defined]
   return step
