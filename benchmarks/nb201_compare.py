@@ -3,6 +3,11 @@
   python benchmarks/nb201_compare.py run --budget 40 --seeds 5      # the searches (resumable)
   python benchmarks/nb201_compare.py report                         # bench every run: Markdown, JSON, PNG
 
+  # issue 27 item 6: the v2 table's task, several budgets (one sub-directory each), one figure
+  python benchmarks/nb201_compare.py run --table benchmarks/results/nb201_mnist1d_v2/table.csv \
+      --budgets 150,300,600 --out runs/compare_v2
+  python benchmarks/nb201_compare.py report --table ... --budgets 150,300,600 --out runs/compare_v2
+
 ``run`` searches the NAS-Bench-201 cell space on MNIST-1D with every
 weight-sharing method (DARTS first and second order, GDAS, SNAS, SPOS, and
 DARTS with each collapse mitigation) for ``--seeds`` seeds, each run in its own
@@ -18,6 +23,12 @@ correlation with the table on a fixed sample of cells) and adds random search
 and regularised evolution replayed on the table itself with the same time
 budget (each query costs the table's measured training time of that cell), for
 the same seeds and for 500 runs. Writes ``OUT/compare.{json,md,png}``.
+
+The searches run on the table's task: the dataset and skeleton of the ``protocol.json`` beside
+``--table`` (v1's are the experiment's defaults). ``--budgets B1,B2,...`` runs and reports each
+budget in ``OUT/bB`` and adds ``OUT/budgets.{json,md,png}``: the found cell's table accuracy
+against the budget per method, mean and standard deviation over seeds, beside random search
+and REA replayed at each budget.
 
 The table must be complete for ``report`` (``benchmarks/nb201_mnist1d_table.py``).
 Pinned to one core (``--cores``) so that timings match the table's costs.
@@ -47,6 +58,9 @@ METHODS: dict[str, dict[str, object]] = {
     "gdas": {"search.strategy": "gdas"},
     "snas": {"search.strategy": "snas"},
     "spos": {"search.strategy": "spos"},
+    # Few-shot (Zhao et al. 2021): split on the cell's edge 0 after half the steps.
+    "spos_few_shot": {"search.strategy": "spos", "search.few_shot": "cell:0",
+                      "search.few_shot_warmup": 0.5},
     "fairdarts": {"search.mitigations": "fairdarts"},
     "drnas": {"search.mitigations": "drnas"},
     "darts_minus": {"search.mitigations": "darts_minus"},
@@ -68,12 +82,41 @@ def _pin(cores: int) -> None:
     os.sched_setaffinity(0, allowed[:cores])
 
 
-def method_config(method: str, seed: int, epochs: int):
-  """The config of one run: the experiment, the method's overrides, seed and epochs."""
+def task_overrides(table: Path | None) -> dict[str, object]:
+  """The table's task (dataset and skeleton from the ``protocol.json`` beside it), as overrides."""
+  proto_path = None if table is None else Path(table).parent / "protocol.json"
+  if proto_path is None or not proto_path.exists():
+    return {}
+  proto = json.loads(proto_path.read_text())
+  return {"data.name": proto["dataset"], "search.channels": proto["channels"],
+          "search.cells_per_stage": proto["cells_per_stage"]}
+
+
+def method_config(method: str, seed: int, epochs: int, task: dict | None = None):
+  """The config of one run: the experiment, the table's task, the method's overrides, seed and
+  epochs."""
   from jnas.config import apply_overrides, load_config
 
-  over = {**METHODS[method], "seed": seed, "search.epochs": epochs}
+  over = {**(task or {}), **METHODS[method], "seed": seed, "search.epochs": epochs}
   return apply_overrides(load_config(str(CONFIG)), [f"{k}={v}" for k, v in over.items()])
+
+
+def budget_dirs(out: Path, budgets: list[float]) -> list[tuple[float, Path]]:
+  """``(budget, directory)``: ``out`` itself for one budget, ``out/bB`` for several."""
+  if len(budgets) == 1:
+    return [(budgets[0], out)]
+  return [(b, out / f"b{b:g}") for b in budgets]
+
+
+def parse_budgets(text: str) -> list[float]:
+  """``"150,300"`` -> ``[150.0, 300.0]``; positive and distinct, or ``SystemExit``."""
+  try:
+    budgets = [float(b) for b in text.split(",") if b.strip()]
+  except ValueError:
+    raise SystemExit(f"--budgets wants comma-separated seconds, got {text!r}") from None
+  if not budgets or min(budgets) <= 0 or len(set(budgets)) != len(budgets):
+    raise SystemExit(f"--budgets must be distinct positive seconds, got {text!r}")
+  return sorted(budgets)
 
 
 def _records(wd: Path) -> list[dict]:
@@ -81,12 +124,12 @@ def _records(wd: Path) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def calibrate(method: str, out: Path) -> dict[str, float]:
+def calibrate(method: str, out: Path, task: dict | None = None) -> dict[str, float]:
   """Seconds per steady epoch (and SPOS's evolution seconds) from a two-epoch run."""
   from jnas.run import search
 
   wd = out / "calib" / method
-  summary = search(method_config(method, seed=100, epochs=2), str(wd))
+  summary = search(method_config(method, seed=100, epochs=2, task=task), str(wd))
   elapsed = [r["elapsed_s"] for r in _records(wd) if r.get("phase") == "search"]
   epoch_s = elapsed[1] - elapsed[0] if len(elapsed) >= 2 else elapsed[0]
   return {"epoch_seconds": round(epoch_s, 3),
@@ -95,33 +138,47 @@ def calibrate(method: str, out: Path) -> dict[str, float]:
 
 
 def cmd_run(args) -> None:
-  from jnas.run import search
-
-  out = Path(args.out)
-  plan_path = out / "plan.json"
-  plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
-  if plan and plan.get("budget") != args.budget:
-    raise SystemExit(f"{plan_path} was made for a budget of {plan['budget']} s, not "
-                     f"{args.budget}; use another --out")
-  plan["budget"] = args.budget
-  plan.setdefault("methods", {})
   methods = [m for m in args.methods.split(",") if m]
   for m in methods:
     if m not in METHODS:
       raise SystemExit(f"unknown method {m!r} (known: {', '.join(METHODS)})")
+  budgets = parse_budgets(args.budgets) if args.budgets else [args.budget]
+  task = task_overrides(Path(args.table) if args.table else None)
+  out = Path(args.out)
+  # Calibration is per method, shared by the budgets; the smallest budget's runs come first so
+  # that a comparison stopped early has every budget below the one it stopped in.
+  for budget, bdir in budget_dirs(out, budgets):
+    run_budget(bdir, budget, methods, args.seeds, task, calib_dir=out)
+
+
+def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: dict,
+               calib_dir: Path) -> None:
+  """Runs (or resumes) every method's searches at one budget in ``out``."""
+  from jnas.run import search
+
+  plan_path = out / "plan.json"
+  plan = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+  if plan and plan.get("budget") != budget:
+    raise SystemExit(f"{plan_path} was made for a budget of {plan['budget']} s, not "
+                     f"{budget}; use another --out")
+  if plan and plan.get("task", {}) != task:
+    raise SystemExit(f"{plan_path} was made for the task {plan.get('task', {})}, not {task}; "
+                     f"use another --out")
+  plan["budget"], plan["task"] = budget, task
+  plan.setdefault("methods", {})
   for m in methods:
     if m not in plan["methods"]:
-      cal = calibrate(m, out)
-      spare = args.budget - cal["evolution_seconds"]
+      cal = calibrate(m, calib_dir, task)
+      spare = budget - cal["evolution_seconds"]
       cal["epochs"] = max(2, round(spare / cal["epoch_seconds"]))
       plan["methods"][m] = cal
       out.mkdir(parents=True, exist_ok=True)
       plan_path.write_text(json.dumps(plan, indent=2) + "\n")
       log.info("%s: %.2f s per epoch -> %d epochs", m, cal["epoch_seconds"], cal["epochs"])
-    for seed in range(args.seeds):
+    for seed in range(seeds):
       t = time.time()
       wd = out / "runs" / m / f"seed_{seed}"
-      s = search(method_config(m, seed, plan["methods"][m]["epochs"]), str(wd))
+      s = search(method_config(m, seed, plan["methods"][m]["epochs"], task), str(wd))
       log.info("%s seed %d: %s in %.0f s (search %.1f s)", m, seed, s["genotype"]["arch"],
                time.time() - t, s["search_seconds"])
 
@@ -277,8 +334,89 @@ def plot(res: dict, path: Path) -> None:
 
 
 def cmd_report(args) -> None:
-  res = report(Path(args.out), Path(args.table), seeds=args.seeds, sample=args.sample)
+  budgets = parse_budgets(args.budgets) if args.budgets else None
+  if budgets is None or len(budgets) == 1:
+    res = report(Path(args.out), Path(args.table), seeds=args.seeds, sample=args.sample)
+    print(res["markdown"])
+    return
+  per_budget = {b: report(d, Path(args.table), seeds=args.seeds, sample=args.sample)
+                for b, d in budget_dirs(Path(args.out), budgets)}
+  res = combine_budgets(per_budget)
+  from jnas.utils.metrics import write_json_atomic
+
+  out = Path(args.out)
+  write_json_atomic(str(out / "budgets.json"), res)
+  (out / "budgets.md").write_text(res["markdown"] + "\n")
+  plot_budgets(res, out / "budgets.png")
   print(res["markdown"])
+
+
+def _family(label: str) -> str:
+  """A replay's label without its budget: ``"rea (300 s)"`` -> ``"rea (replayed)"``."""
+  return label.split(" (")[0] + " (replayed)" if label.split(" (")[0] in TABLE_METHODS else label
+
+
+def combine_budgets(per_budget: dict[float, dict]) -> dict:
+  """Per method and budget: the found cell's table test accuracy over seeds (mean, sd, n), and
+  for the replays over 500 runs. The replays charged the nominal budget are kept."""
+  methods: dict[str, dict[str, dict]] = {}
+  for b, res in sorted(per_budget.items()):
+    for m, st in res["summary"].items():
+      if m.split(" (")[0] in TABLE_METHODS and not m.endswith(f"({b:g} s)"):
+        continue  # the replay at the runs' median measured time, not the nominal budget
+      methods.setdefault(_family(m), {})[f"{b:g}"] = st["test_acc"]
+    for label, r in res["replays"].items():
+      if label.endswith(f"({b:g} s)"):
+        methods.setdefault(label.split(" (")[0] + " (500 replays)", {})[f"{b:g}"] = {
+            "n": 500, "mean": r["runs_500"]["mean"], "std": r["runs_500"]["std"]}
+  budgets = sorted(per_budget)
+  lines = ["Found cell's table test accuracy (%) by search budget: mean ± sd over seeds "
+           "(replays: over 500 runs).", "",
+           "| method | " + " | ".join(f"{b:g} s" for b in budgets) + " |",
+           "|---|" + "---|" * len(budgets)]
+  for m, by in methods.items():
+    cells = []
+    for b in budgets:
+      st = by.get(f"{b:g}", {})
+      cells.append(f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f} (n={st['n']})"
+                   if st.get("n") else "-")
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  first = per_budget[budgets[0]]
+  return {"budgets": budgets, "methods": methods, "table": first["table"],
+          "table_id": first["table_id"], "table_best_test_acc": first["table_best_test_acc"],
+          "table_median_test_acc": first["table_median_test_acc"],
+          "markdown": "\n".join(lines),
+          "command": "python benchmarks/nb201_compare.py report --budgets "
+                     + ",".join(f"{b:g}" for b in budgets)}
+
+
+def plot_budgets(res: dict, path: Path) -> None:
+  """The found cell's table accuracy against the budget, one line per method, sd as error bars."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(8, 5), dpi=110)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for i, (m, by) in enumerate(res["methods"].items()):
+    pts = [(float(b), st) for b, st in by.items() if st.get("n")]
+    if not pts:
+      continue
+    xs = [b * (1 + 0.01 * (i - len(res["methods"]) / 2)) for b, _ in pts]  # dodge the bars
+    ax.errorbar(xs, [100 * st["mean"] for _, st in pts], yerr=[100 * st["std"] for _, st in pts],
+                marker="o", ms=3, capsize=2, lw=1, label=m,
+                ls="--" if "replay" in m else "-")
+  ax.axhline(100 * res["table_best_test_acc"], color="tab:green", ls=":", lw=1, label="table best")
+  ax.set_xscale("log")
+  ax.set_xticks(res["budgets"], [f"{b:g}" for b in res["budgets"]])
+  ax.minorticks_off()
+  ax.set_xlabel("search budget (s; table queries charged their training time)")
+  ax.set_ylabel("table test accuracy of the found cell (%)")
+  ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  tmp = path.with_name(f".{path.stem}.tmp.png")
+  fig.savefig(tmp)
+  os.replace(tmp, path)
 
 
 def main() -> None:
@@ -288,7 +426,12 @@ def main() -> None:
   r.add_argument("--budget", type=float, default=40.0, help="search seconds per run (40)")
   r.add_argument("--methods", default=",".join(METHODS))
   rp = sub.add_parser("report", help="bench every finished run against the table")
-  rp.add_argument("--table", default=str(TABLE))
+  for q in (r, rp):
+    q.add_argument("--table", default=None if q is r else str(TABLE),
+                   help="the table whose task the searches run on (its protocol.json) and "
+                        "that judges them")
+    q.add_argument("--budgets", default=None,
+                   help="comma-separated seconds: one comparison per budget in OUT/bB")
   rp.add_argument("--sample", type=int, default=200,
                   help="cells scored with the shared weights for the rank correlation (200)")
   for q in (r, rp):

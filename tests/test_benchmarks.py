@@ -74,3 +74,47 @@ def test_every_jnas_name_the_scripts_import_exists():
             except ImportError:
               missing.append(f"{path.name}:{node.lineno} {node.module}.{alias.name}")
   assert not missing, missing
+
+
+def _script(name: str):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_compare_budgets_task_and_figure(tmp_path):
+  """nb201_compare.py --budgets (issue 27 item 6): parsing, the table's task, the combined table."""
+  cmp = _script("nb201_compare")
+  assert cmp.parse_budgets("600,150") == [150.0, 600.0]
+  for bad in ("", "0,10", "10,10", "ten"):
+    with pytest.raises(SystemExit):
+      cmp.parse_budgets(bad)
+  assert cmp.budget_dirs(tmp_path, [5.0]) == [(5.0, tmp_path)]
+  assert cmp.budget_dirs(tmp_path, [5.0, 10.0])[1] == (10.0, tmp_path / "b10")
+  (tmp_path / "protocol.json").write_text(json.dumps(
+      {"dataset": "mnist1d_40k_noisy", "channels": 8, "cells_per_stage": 1}))
+  assert cmp.task_overrides(tmp_path / "table.csv") == {
+      "data.name": "mnist1d_40k_noisy", "search.channels": 8, "search.cells_per_stage": 1}
+  assert cmp.task_overrides(tmp_path / "elsewhere" / "table.csv") == {}
+
+  def one(b, acc):
+    st = {"n": 2, "mean": acc, "std": 0.01, "min": acc - 0.01, "max": acc + 0.01}
+    return {"summary": {"spos": {"test_acc": st}, f"random ({b:g} s)": {"test_acc": st},
+                        "random (999 s)": {"test_acc": {"n": 2, "mean": 0.0, "std": 0.0}}},
+            "replays": {f"random ({b:g} s)": {"runs_500": {"mean": acc + 0.02, "std": 0.02}},
+                        "random (999 s)": {"runs_500": {"mean": 0.0, "std": 0.0}}},
+            "table": "t.csv", "table_id": "x", "table_best_test_acc": 0.95,
+            "table_median_test_acc": 0.9}
+
+  res = cmp.combine_budgets({150.0: one(150.0, 0.90), 600.0: one(600.0, 0.92)})
+  assert res["budgets"] == [150.0, 600.0]
+  assert res["methods"]["spos"]["600"]["mean"] == 0.92
+  # Replays charged the nominal budget are kept; those at the runs' measured time are not.
+  assert set(res["methods"]["random (replayed)"]) == {"150", "600"}
+  assert res["methods"]["random (500 replays)"]["150"] == {"n": 500, "mean": 0.92, "std": 0.02}
+  assert "| spos | 90.00 ± 1.00 (n=2) | 92.00 ± 1.00 (n=2) |" in res["markdown"]
+  cmp.plot_budgets(res, tmp_path / "budgets.png")
+  assert (tmp_path / "budgets.png").read_bytes()[:4] == b"\x89PNG"
