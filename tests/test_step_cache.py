@@ -82,6 +82,14 @@ def test_another_tag_or_a_torn_file_traces_again_and_replaces_it(tmp_path):
   assert traces == []
 
 
+def test_an_unwritable_place_warns_and_still_runs(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.warns(RuntimeWarning, match="could not be saved"):
+    _, out = run(cached_jit(step, blocker / "step.jaxexport"))
+  assert out == run(jax.jit(step))[1]
+
+
 def test_other_shapes_fall_back_to_a_plain_jit(tmp_path):
   fn = cached_jit(step, tmp_path / "step.jaxexport")
   run(fn)

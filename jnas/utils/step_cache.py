@@ -134,7 +134,11 @@ def cached_jit(fn: Callable[..., Any], path: str | os.PathLike | None, *, tag: s
                       f"{str(e).splitlines()[0][:200]}); it is traced on every run",
                       RuntimeWarning, stacklevel=3)
         return {"in_tree": None}
-      _save(path, saved)
+      try:
+        _save(path, saved)
+      except OSError as e:  # a read-only or full disk costs the next run its trace, nothing else
+        warnings.warn(f"{path}: the traced step could not be saved ({e}); a resumed run "
+                      f"traces it again", RuntimeWarning, stacklevel=3)
     exported = export.deserialize(saved["exported"])
     device = jax.devices()[0]
     return {"in_tree": in_tree, "fp": fp, "out_tree": saved["out_tree"],
