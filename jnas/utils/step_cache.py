@@ -140,15 +140,13 @@ def cached_jit(fn: Callable[..., Any], path: str | os.PathLike | None, *, tag: s
         warnings.warn(f"{path}: the traced step could not be saved ({e}); a resumed run "
                       f"traces it again", RuntimeWarning, stacklevel=3)
     exported = export.deserialize(saved["exported"])
-    device = jax.devices()[0]
-    return {"in_tree": in_tree, "fp": fp, "out_tree": saved["out_tree"],
+    return {"in_tree": in_tree, "out_tree": saved["out_tree"],
             "in_keys": [i for i, x in enumerate(leaves) if _is_key(x)],
             "out_keys": [(i, impl) for i, impl in enumerate(saved["out_keys"]) if impl],
-            "device": device,
             # One device, named: arguments fresh from an initialiser are uncommitted, a step's
             # outputs are committed, and the saved program would compile once for each.
             "call": jax.jit(exported.call, donate_argnums=flat_donate,
-                            in_shardings=jax.sharding.SingleDeviceSharding(device),
+                            in_shardings=jax.sharding.SingleDeviceSharding(jax.devices()[0]),
                             compiler_options=compiler_options)}
 
   def step(*args: Any) -> Any:
@@ -171,7 +169,6 @@ def cached_jit(fn: Callable[..., Any], path: str | os.PathLike | None, *, tag: s
       out[i] = jax.random.wrap_key_data(out[i], impl=impl)
     return jax.tree.unflatten(runner["out_tree"], out)
 
-  step.plain = plain  # type: ignore[attr-defined]
   return step
 
 
