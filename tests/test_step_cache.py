@@ -33,7 +33,7 @@ def run(fn, steps=3):
   return c, out
 
 
-def test_saved_step_is_reused_without_tracing_and_matches_jit(tmp_path):
+def test_saved_step_is_reused_without_tracing_and_matches_jit(tmp_path, caplog):
   path = tmp_path / "traced" / "step.jaxexport"
   traces.clear()
   ref_c, ref = run(jax.jit(step))
@@ -43,8 +43,10 @@ def test_saved_step_is_reused_without_tracing_and_matches_jit(tmp_path):
   assert path.exists() and len(traces) == 1
   traces.clear()
   # A new process would build a new cached_jit: it finds the file and does not trace.
-  c2, second = run(cached_jit(step, path, tag="a", donate_argnums=(0,)))
+  with caplog.at_level("INFO", logger="jnas.utils.step_cache"):
+    c2, second = run(cached_jit(step, path, tag="a", donate_argnums=(0,)))
   assert traces == []
+  assert "running the saved step" in caplog.text
   assert first == ref and second == ref
   # Fresh (uncommitted) arguments on the first call, a step's committed outputs after: the saved
   # program is lowered (and compiled) once, not once for each placement.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import pickle
 import warnings
@@ -34,6 +35,7 @@ import jax.numpy as jnp  # noqa: F401 (the doctest's namespace)
 from jax import export
 
 _FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
@@ -126,7 +128,9 @@ def cached_jit(fn: Callable[..., Any], path: str | os.PathLike | None, *, tag: s
     flat_donate = tuple(j for i in donate for j in range(starts[i], starts[i] + counts[i]))
     fp = _fingerprint(tag, leaves, in_tree, flat_donate, compiler_options)
     saved = _load(path, fp)
-    if saved is None:
+    if saved is not None:
+      log.info("running the saved step %s (not traced again)", path)
+    else:
       try:
         saved = _export(fn, leaves, in_tree, fp)
       except Exception as e:  # a primitive jax.export cannot save (e.g. a host callback)
@@ -136,6 +140,7 @@ def cached_jit(fn: Callable[..., Any], path: str | os.PathLike | None, *, tag: s
         return {"in_tree": None}
       try:
         _save(path, saved)
+        log.info("traced the step and saved it to %s", path)
       except OSError as e:  # a read-only or full disk costs the next run its trace, nothing else
         warnings.warn(f"{path}: the traced step could not be saved ({e}); a resumed run "
                       f"traces it again", RuntimeWarning, stacklevel=3)
