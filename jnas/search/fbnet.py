@@ -265,16 +265,14 @@ class FBNetRun:
     # (directory, tag) their traces are kept there (jnas.utils.step_cache), so a
     # resumed search neither traces nor compiles them; the tag must cover what
     # the config does not: the latency table, which is measured at run time.
-    self._scan_epoch = {}
-    for arch in (False, True):
-      fn = functools.partial(scan_epoch, arch=arch)
-      if saved_steps is None:
-        self._scan_epoch[arch] = jax.jit(fn, donate_argnums=(0,))
-      else:
-        directory, tag = saved_steps
-        self._scan_epoch[arch] = cached_jit(
-            fn, Path(directory) / f"{'arch' if arch else 'warmup'}_epoch.jaxexport",
-            tag=f"{tag}:{_table_digest(table)}", donate_argnums=(0,))
+    directory, tag = saved_steps or (None, "")
+
+    def place(arch: bool) -> Path | None:  # no place: cached_jit is a plain jax.jit
+      return directory and Path(directory) / f"{'arch' if arch else 'warmup'}_epoch.jaxexport"
+
+    self._scan_epoch = {arch: cached_jit(functools.partial(scan_epoch, arch=arch), place(arch),
+                                         tag=f"{tag}:{_table_digest(table)}", donate_argnums=(0,))
+                        for arch in (False, True)}
 
   def init(self) -> Any:
     """The search state before the first epoch."""
