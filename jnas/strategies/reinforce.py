@@ -59,7 +59,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jnas.spaces.base import SearchSpace
 from jnas.strategies.base import AskTellStrategy
 
 __all__ = ["Controller", "ReinforceState", "reinforce", "controller_policy", "mnasnet_reward",
@@ -77,9 +76,10 @@ def distinct_pairs(space_or_sizes: Any) -> tuple[tuple[int, int], ...]:
     >>> distinct_pairs(DartsSpace(num_nodes=1))
     ((3, 1), (7, 5))
   """
-  if not isinstance(space_or_sizes, SearchSpace):
-    return ()
-  return space_or_sizes.distinct_index_pairs()
+  # A space states its rules (SearchSpace.distinct_index_pairs); a bare tuple of sizes has none,
+  # as sizes_of tells the two forms apart by index_sizes.
+  pairs = getattr(space_or_sizes, "distinct_index_pairs", None)
+  return tuple(pairs()) if pairs is not None else ()
 
 
 def sizes_of(space_or_sizes: Any) -> tuple[int, ...]:
