@@ -55,6 +55,33 @@ def test_multi_depthwise_matches_taps_with_gradients_and_vmap(ndim, stride, shar
 
 
 @needs_native
+@pytest.mark.parametrize("ndim, stride, shared, repeat, relu", [
+    (2, 1, True, 1, True), (2, 2, True, 2, False), (1, 1, False, 1, True)])
+def test_multi_depthwise_second_order_matches_taps(ndim, stride, shared, repeat, relu):
+  # A gradient of a gradient (DARTS's reverse-over-reverse Hessian-vector product) runs on the
+  # native kernels, whose backward kernels differentiate into one another.
+  kernels, dilations = (3, 5), (1, 2)
+  e, k = 2, 2
+  key = jax.random.key(0)
+  x = jax.random.normal(key, ((e // repeat if shared else k * e), 2) + (6,) * ndim + (3,))
+  ws = [jax.random.normal(jax.random.fold_in(key, q), (e, kk**ndim, 3))
+        for q, kk in enumerate(kernels)]
+  v = [jax.random.normal(jax.random.fold_in(key, 9 + q), t.shape) for q, t in enumerate([x, *ws])]
+  kw = dict(kernels=kernels, dilations=dilations, stride=stride, shared=shared, relu=relu,
+            repeat=repeat)
+
+  def second(impl):
+    def directional(x, a, b):
+      g = jax.grad(lambda *z: _loss(z[0], list(z[1:]), impl, **kw)[0], argnums=(0, 1, 2))(x, a, b)
+      return sum(jnp.vdot(p, q) for p, q in zip(g, v))
+    return jax.jit(jax.grad(directional, argnums=(0, 1, 2)))(x, *ws)
+
+  for got, want in zip(second("native"), second("taps")):
+    assert float(jnp.max(jnp.abs(want))) > 1e-2
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(want))))
+
+
+@needs_native
 def test_single_depthwise_conv_native_odd_channels():
   # 12 channels take the kernels' generic (not channel-specialised) loops.
   x = jax.random.normal(jax.random.key(0), (2, 3, 7, 6, 12))

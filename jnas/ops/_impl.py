@@ -82,9 +82,39 @@ def forward_mode_compatible():
     _CUSTOM_VJPS[0] = previous
 
 
-def _native_ok(x: jax.Array) -> bool:
-  # The kernels are float32 only and have no forward-mode rule (see forward_mode_compatible).
-  return x.dtype == jnp.float32 and _CUSTOM_VJPS[0]
+_TWICE_DIFFERENTIABLE: list[bool] = [False]
+
+
+@contextlib.contextmanager
+def twice_differentiable():
+  """Traces ops in forms that reverse-mode autodiff can differentiate twice.
+
+  The native depthwise kernels' backward passes are differentiable (each
+  derivative is another of the three kernels), but the native pooling and
+  batch-norm backward passes are opaque custom calls. Inside this context
+  those two run in their pure-JAX forms, whose hand-written backward passes
+  autodiff can differentiate like any JAX code; average pooling runs as a
+  native depthwise convolution. DARTS's second-order step takes its
+  Hessian-vector product here, as a gradient of a gradient.
+
+  Example:
+    >>> from jnas.ops.primitives import pool
+    >>> with twice_differentiable():
+    ...   y = pool(jnp.ones((1, 1, 4, 2)), "max")
+  """
+  previous = _TWICE_DIFFERENTIABLE[0]
+  _TWICE_DIFFERENTIABLE[0] = True
+  try:
+    yield
+  finally:
+    _TWICE_DIFFERENTIABLE[0] = previous
+
+
+def _native_ok(x: jax.Array, *, twice_differentiable: bool = False) -> bool:
+  # The kernels are float32 only and have no forward-mode rule (see forward_mode_compatible);
+  # only the depthwise ones (twice_differentiable=True) can be differentiated twice.
+  return x.dtype == jnp.float32 and _CUSTOM_VJPS[0] and (twice_differentiable or
+                                                         not _TWICE_DIFFERENTIABLE[0])
 
 
 def spatial_ndim(x: jax.Array) -> int:
@@ -160,8 +190,9 @@ def sum_many(terms: Sequence[jax.Array], axes: tuple[int, ...]) -> list[jax.Arra
   When the sum keeps the last (channel) axis, the most major reduced axis is
   summed out first and the small remainder second (two passes, the first
   over long contiguous runs): 5x faster for batch-norm statistics.
-  Not differentiable: use it inside hand-written backward passes, or when
-  custom VJPs are on (see :func:`forward_mode_compatible`).
+  Autodiff of a variadic reduce expands into a tree of slices and pads, so
+  under :func:`forward_mode_compatible` and :func:`twice_differentiable` (where
+  the sums get differentiated) these are plain sums, one per term.
 
   Example:
     >>> a, b = sum_many([jnp.ones((2, 3)), 2 * jnp.ones((2, 3))], (1,))
@@ -170,6 +201,8 @@ def sum_many(terms: Sequence[jax.Array], axes: tuple[int, ...]) -> list[jax.Arra
   """
   terms = tuple(terms)
   axes = tuple(sorted(a % terms[0].ndim for a in axes))
+  if _TWICE_DIFFERENTIABLE[0] or not _CUSTOM_VJPS[0]:
+    return [jnp.sum(t, axis=axes) for t in terms]
   if (len(axes) > 1 and terms[0].ndim - 1 not in axes
       and len(terms) <= _TWO_STAGE_MAX_TERMS):
     # Kept-channel reductions run at about 2 GB/s on XLA:CPU (see docstring).

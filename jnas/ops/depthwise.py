@@ -62,7 +62,7 @@ def depthwise_conv(
   resolved = resolve_depthwise_impl(impl)
   if resolved == "xla":
     return _depthwise_xla(x, w, kernel=kernel, dilation=dilation, stride=stride)
-  if resolved == "native" and _native_ok(x):
+  if resolved == "native" and _native_ok(x, twice_differentiable=True):
     return _depthwise_native(x, w, (kernel,), (dilation,), stride, True, False, 1)
   if _CUSTOM_VJPS[0]:
     return _depthwise_taps(x, w, kernel, dilation, stride)
@@ -185,7 +185,7 @@ def depthwise_multi(
   for w, k in zip(ws, kernels):
     if w.shape != (e, k**nd, x.shape[-1]):
       raise ValueError(f"depthwise weights have shape {w.shape}, expected {(e, k**nd, x.shape[-1])}")
-  if resolve_depthwise_impl(impl) == "native" and _native_ok(x):
+  if resolve_depthwise_impl(impl) == "native" and _native_ok(x, twice_differentiable=True):
     w_all = ws[0] if k_count == 1 else jnp.concatenate(ws, axis=1)
     return _depthwise_native(x, w_all.astype(x.dtype), kernels, dilations, stride, shared, relu,
                              repeat)
@@ -229,15 +229,65 @@ def _depthwise_native_fwd(x, w_all, kernels, dilations, stride, shared, relu, re
 
 def _depthwise_native_bwd(kernels, dilations, stride, shared, relu, repeat, res, g):
   x, w_all = res
-  kw = dict(nd=spatial_ndim(x), stride=stride, shared=shared, relu=relu, repeat=repeat,
-            kernels=kernels, dilations=dilations)
+  attrs = (kernels, dilations, stride, shared, relu, repeat)
+  return _depthwise_native_dx(g, w_all, x, *attrs), _depthwise_native_dw(g, x, *attrs)
+
+
+# The two backward kernels are themselves differentiable, so a gradient of a gradient (DARTS's
+# second-order Hessian-vector product) runs on the native kernels too. The convolution is
+# bilinear in (relu(x), w), so every derivative of its backward kernels is another of the three
+# kernels: for y = B(x, w), dx(g, w) = d<g, B(x, w)>/dx and dw(g, x) = d<g, B(x, w)>/dw, and then
+# d<c, dx(g, w)>/dg = B(c, w), d<c, dx(g, w)>/dw = dw(g, c), d<c, dw(g, x)>/dg = B(x, c),
+# d<c, dw(g, x)>/dx = dx(g, c). With the ReLU folded in, x's ReLU mask gates c where it enters
+# as an input, and the mask itself has a zero derivative.
+def _native_kw(x, kernels, dilations, stride, shared, relu, repeat):
+  return dict(nd=spatial_ndim(x), stride=stride, shared=shared, relu=relu, repeat=repeat,
+              kernels=kernels, dilations=dilations)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7, 8))
+def _depthwise_native_dx(g, w_all, x, kernels, dilations, stride, shared, relu, repeat):
   with jax.named_scope("depthwise_dx"):
-    dx = native.call("jnas_depthwise_dx", jax.ShapeDtypeStruct(x.shape, x.dtype), g, w_all, x,
-                     **kw)
+    return native.call("jnas_depthwise_dx", jax.ShapeDtypeStruct(x.shape, x.dtype), g, w_all, x,
+                       **_native_kw(x, kernels, dilations, stride, shared, relu, repeat))
+
+
+def _depthwise_native_dx_fwd(g, w_all, x, *attrs):
+  return _depthwise_native_dx(g, w_all, x, *attrs), (g, w_all, x)
+
+
+def _depthwise_native_dx_bwd(kernels, dilations, stride, shared, relu, repeat, res, c):
+  g, w_all, x = res
+  if relu:
+    c = jnp.where(x > 0, c, jnp.zeros((), c.dtype))
+  plain = (kernels, dilations, stride, shared, False, repeat)
+  return (_depthwise_native(c, w_all, *plain), _depthwise_native_dw(g, c, *plain),
+          jnp.zeros_like(x))
+
+
+_depthwise_native_dx.defvjp(_depthwise_native_dx_fwd, _depthwise_native_dx_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _depthwise_native_dw(g, x, kernels, dilations, stride, shared, relu, repeat):
+  # g holds K blocks of E edges; w is [E, taps of all K kernels, C].
+  w_shape = (g.shape[0] // len(kernels), sum(k**spatial_ndim(x) for k in kernels), x.shape[-1])
   with jax.named_scope("depthwise_dw"):
-    dw = native.call("jnas_depthwise_dw", jax.ShapeDtypeStruct(w_all.shape, w_all.dtype), g, x,
-                     **kw)
-  return dx, dw
+    return native.call("jnas_depthwise_dw", jax.ShapeDtypeStruct(w_shape, x.dtype), g, x,
+                       **_native_kw(x, kernels, dilations, stride, shared, relu, repeat))
+
+
+def _depthwise_native_dw_fwd(g, x, *attrs):
+  return _depthwise_native_dw(g, x, *attrs), (g, x)
+
+
+def _depthwise_native_dw_bwd(kernels, dilations, stride, shared, relu, repeat, res, c):
+  g, x = res
+  attrs = (kernels, dilations, stride, shared, relu, repeat)
+  return _depthwise_native(x, c, *attrs), _depthwise_native_dx(g, c, x, *attrs)
+
+
+_depthwise_native_dw.defvjp(_depthwise_native_dw_fwd, _depthwise_native_dw_bwd)
 
 
 _depthwise_native.defvjp(_depthwise_native_fwd, _depthwise_native_bwd)

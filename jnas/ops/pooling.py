@@ -51,7 +51,9 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1,
     # fused correlation) replaces autodiff's one padded scatter per tap.
     nd = spatial_ndim(x)
     unit = jnp.ones((x.shape[0], kernel**nd, x.shape[-1]), x.dtype)
-    total = depthwise_conv(x, unit, kernel=kernel, stride=stride, impl="taps")
+    # Native where pooling's own kernels are off only to be differentiated twice.
+    dw_impl = "native" if resolve_depthwise_impl(impl) == "native" else "taps"
+    total = depthwise_conv(x, unit, kernel=kernel, stride=stride, impl=dw_impl)
     ones = jnp.ones((1, 1) + x.shape[2:-1] + (1,), x.dtype)
     count_views, _ = _shifted_views(ones, kernel, 1, stride)
     count = count_views[0]

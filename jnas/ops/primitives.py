@@ -41,6 +41,7 @@ from jnas.ops._impl import out_size
 from jnas.ops._impl import resolve_depthwise_impl
 from jnas.ops._impl import set_depthwise_impl
 from jnas.ops._impl import spatial_ndim
+from jnas.ops._impl import twice_differentiable
 from jnas.ops._impl import sum_many
 from jnas.ops.batchnorm import batch_norm
 from jnas.ops.batchnorm import recalibrating_batch_norm
