@@ -74,12 +74,8 @@ def forward_mode_compatible():
     >>> with forward_mode_compatible():
     ...   y = pool(jnp.ones((1, 1, 4, 2)), "max")
   """
-  previous = _CUSTOM_VJPS[0]
-  _CUSTOM_VJPS[0] = False
-  try:
+  with _switched(_CUSTOM_VJPS, False):
     yield
-  finally:
-    _CUSTOM_VJPS[0] = previous
 
 
 _TWICE_DIFFERENTIABLE: list[bool] = [False]
@@ -102,12 +98,18 @@ def twice_differentiable():
     >>> with twice_differentiable():
     ...   y = pool(jnp.ones((1, 1, 4, 2)), "max")
   """
-  previous = _TWICE_DIFFERENTIABLE[0]
-  _TWICE_DIFFERENTIABLE[0] = True
+  with _switched(_TWICE_DIFFERENTIABLE, True):
+    yield
+
+
+@contextlib.contextmanager
+def _switched(flag: list[bool], value: bool):
+  previous = flag[0]
+  flag[0] = value
   try:
     yield
   finally:
-    _TWICE_DIFFERENTIABLE[0] = previous
+    flag[0] = previous
 
 
 def _native_ok(x: jax.Array, *, twice_differentiable: bool = False) -> bool:
