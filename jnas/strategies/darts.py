@@ -261,7 +261,7 @@ def mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, v: Any, *,
   ``mode="reverse_over_reverse"``: ``grad_a <grad_w f(w, a), v>``, traced
   under :func:`~jnas.ops.primitives.twice_differentiable`, so the depthwise
   convolutions stay on the native CPU kernels in both passes. Both are exact;
-  on the paper's search network (5 cells, batch 8, one CPU core) the second
+  on the paper's search network cut to 5 cells (batch 8, one CPU core) the second
   compiled in 162 s against 130 s and ran in 3.0 s against 1.6 s, so it is not
   the default (benchmarks/results/README.md).
 
