@@ -218,8 +218,8 @@ def _depthwise_native(x, w_all, kernels, dilations, stride, shared, relu, repeat
   with jax.named_scope("depthwise"):
     return native.call("jnas_depthwise_fwd", _native_out_shape(x, len(kernels), w_all.shape[0],
                                                                  stride),
-                       x, w_all, nd=spatial_ndim(x), stride=stride, shared=shared, relu=relu,
-                       repeat=repeat, kernels=kernels, dilations=dilations)
+                       x, w_all, **_native_kw(x, kernels, dilations, stride, shared, relu,
+                                              repeat))
 
 
 def _depthwise_native_fwd(x, w_all, kernels, dilations, stride, shared, relu, repeat):
