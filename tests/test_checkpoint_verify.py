@@ -37,28 +37,30 @@ def _flip(step_dir: Path, n: int = 64) -> Path:
 
 
 def _flip_until_caught(step_dir: Path, n: int = 64) -> Path:
-  """Flips ``n`` bytes at the first offset whose change a restore notices; the size stays.
+  """Flips ``n`` bytes at the first place whose change a restore notices; sizes stay.
 
-  Which bytes of an OCDBT file a restore reads depends on the file's layout (unused regions are
-  never read), so a fixed offset can miss: try offsets until a direct restore raises, undoing
-  each miss. A real change to the saved data is what the search must then survive.
+  Which bytes of an OCDBT file a restore reads depends on the files' layout (unused regions are
+  never read, and which data file holds the arrays varies between runs), so a fixed offset in a
+  fixed file can miss: try offsets in every data file, largest first, until a direct restore
+  raises, undoing each miss. A real change to the saved data is what the search must survive.
   """
   files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
-  big = max(files, key=lambda p: p.stat().st_size)
-  original = big.read_bytes()
   step = int(step_dir.name)
-  for frac in (0.25, 0.1, 0.4, 0.05, 0.5, 0.15, 0.3, 0.6, 0.2, 0.7, 0.35, 0.8):
-    data = bytearray(original)
-    at = int(len(data) * frac)
-    for i in range(at, min(at + n, len(data))):
-      data[i] ^= 0xFF
-    big.write_bytes(bytes(data))
-    try:
-      checkpoint.restore(step_dir.parent, step)
-    except Exception:  # noqa: BLE001 (a checksum or a decoding error: either is a caught change)
-      return big
-    big.write_bytes(original)
-  raise AssertionError(f"no flip of {big} changed what a restore reads")
+  for big in sorted(files, key=lambda p: p.stat().st_size, reverse=True):
+    original = big.read_bytes()
+    for frac in (0.25, 0.1, 0.4, 0.05, 0.5, 0.15, 0.3, 0.6, 0.2, 0.7, 0.35, 0.8, 0.0, 0.9):
+      data = bytearray(original)
+      at = int(len(data) * frac)
+      for i in range(at, min(at + n, len(data))):
+        data[i] ^= 0xFF
+      big.write_bytes(bytes(data))
+      try:
+        checkpoint.restore(step_dir.parent, step)
+      except Exception:  # noqa: BLE001 (a checksum or a decoding error: either is a caught change)
+        return big
+      big.write_bytes(original)
+  raise AssertionError(f"no flip in any of {len(files)} data files of {step_dir} changed what a "
+                       "restore reads")
 
 
 def _noise(n: int) -> jax.Array:
