@@ -10,7 +10,8 @@ from flax import nnx
 
 from jnas.ops.primitives import forward_mode_compatible
 from jnas.spaces.darts import PRIMITIVES, DartsSpace
-from jnas.strategies.darts import arch_optimizer, darts, mixed_hvp, weight_optimizer
+from jnas.strategies.darts import arch_optimizer, darts, grad_and_mixed_hvp, mixed_hvp
+from jnas.strategies.darts import weight_optimizer
 from jnas.supernet import DartsSupernet, make_apply, split_model
 
 
@@ -85,6 +86,41 @@ def test_mixed_hvp_matches_finite_differences():
       np.testing.assert_allclose(exact[k], approx, atol=2e-3 * float(jnp.max(jnp.abs(approx))))
   finally:
     jax.config.update("jax_enable_x64", False)
+
+
+def test_grad_and_mixed_hvp_match_jax_hessian():
+  # The default (reverse over reverse, native kernels, float32) against jax.hessian's mixed
+  # block in plain autodiff, on a one-cell, one-node supernet with every DARTS op.
+  space = DartsSpace(num_nodes=1)
+  net = DartsSupernet(space, 1, 10, ndim=1, channels=2, layers=1, rngs=nnx.Rngs(0))
+  s = split_model(net)
+  apply = make_apply(s.graphdef)
+  a = space.init_alpha(jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (6, 8, 1))
+  y = jnp.arange(6) % 10
+
+  def loss(p, a):
+    logits, _ = apply(p, s.state, jax.tree.map(jax.nn.softmax, a), x, True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  v = jax.tree.map(lambda t: jax.random.normal(jax.random.key(3), t.shape), s.params)
+  g, hvp = jax.jit(lambda p, a, v: (lambda gh: (gh[0], gh[1](v)))(
+      grad_and_mixed_hvp(loss, p, a)))(s.params, a, v)
+  # jax.hessian's mixed block alone (jax.hessian is jacfwd of jacrev): mixed[k] is a tree like
+  # the weights whose leaves are d2 loss / d alpha[k] d w, shaped alpha[k].shape + w.shape.
+  with forward_mode_compatible():
+    mixed = jax.jit(jax.jacfwd(jax.jacrev(loss, argnums=1), argnums=0))(s.params, a)
+  want = {k: sum(jnp.tensordot(block, vw, axes=vw.ndim) for block, vw in
+                 zip(jax.tree.leaves(mixed[k]), jax.tree.leaves(v)))
+          for k in a}
+  assert set(hvp) == set(a)
+  scale = float(jnp.max(jnp.abs(want["reduce"])))
+  assert scale > 1e-3  # a one-cell network has no normal cell: that block is zero
+  for k in a:
+    np.testing.assert_allclose(hvp[k], want[k], atol=1e-4 * scale)
+  chex.assert_trees_all_close(g, jax.grad(loss)(s.params, a), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="hvp_mode must be"):
+    darts(None, {}, {}, {}, w_opt=optax.sgd(0.1), a_opt=optax.sgd(0.1), hvp_mode="fd")
 
 
 @pytest.mark.slow

@@ -145,6 +145,63 @@ def test_batch_norm_native_matches_jax_with_gradients_and_vmap(shape):
   np.testing.assert_allclose(batched[1], jax.jit(one)(-2.0 * x), rtol=1e-6, atol=1e-6)
 
 
+def _second_order(f, args, impl):
+  """grad of <grad f(args), v>: a gradient of a gradient (an HVP), traced as DARTS's is."""
+  v = [jax.random.normal(jax.random.fold_in(jax.random.key(7), i), a.shape)
+       for i, a in enumerate(args)]
+  argnums = tuple(range(len(args)))
+
+  def directional(*z):
+    g = jax.grad(f, argnums=argnums)(*z)
+    return sum(jnp.vdot(p, q) for p, q in zip(g, v))
+
+  before = P._DEFAULT_IMPL[0]
+  try:
+    P.set_depthwise_impl(impl)  # pooling and batch norm follow the process-wide choice
+    with P.twice_differentiable():
+      return jax.jit(jax.grad(directional, argnums=argnums))(*args)
+  finally:
+    P.set_depthwise_impl(before)
+
+
+@needs_native
+@pytest.mark.parametrize("ndim, stride, repeat", [(1, 2, 1), (2, 1, 1), (2, 2, 3)])
+def test_pool_multi_second_order_matches_pure_jax(ndim, stride, repeat):
+  # The input gradient's VJP is a gather at the winning taps (max) or a window mean (avg).
+  x = jax.random.normal(jax.random.key(0), (2, 2) + (7,) * ndim + (16,))
+  scale = jnp.arange(1.0, 1 + 2 * 2 * repeat).reshape((-1,) + (1,) * (ndim + 2))
+  f = lambda x: jnp.sum(scale * jnp.sin(  # noqa: E731
+      P.pool_multi(x, ("max", "avg"), stride=stride, repeat=repeat)))
+  got, = _second_order(f, [x], "native")
+  want, = _second_order(f, [x], "taps")
+  assert float(jnp.max(jnp.abs(want))) > 1e-2
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(3, 4, 7, 6, 8), (2, 5, 11, 12)])
+def test_batch_norm_second_order_matches_pure_jax(shape):
+  # The native backward kernel's VJP: its own kernel for the cotangent plus closed-form terms,
+  # x's statistics included.
+  key = jax.random.key(0)
+  x = 1.0 + 2.0 * jax.random.normal(key, shape)
+  e, c = shape[0], shape[-1]
+  scale = 1.0 + jax.random.normal(jax.random.fold_in(key, 1), (e, c))
+  bias = jax.random.normal(jax.random.fold_in(key, 2), (e, c))
+  probe = jax.random.normal(jax.random.fold_in(key, 3), shape)
+
+  def f(x, scale, bias):
+    y, _ = P.batch_norm(x, jnp.zeros((e, c)), jnp.ones((e, c)), train=True, scale=scale,
+                        bias=bias)
+    return jnp.sum(probe * jnp.sin(y))
+
+  got = _second_order(f, [x, scale, bias], "native")
+  want = _second_order(f, [x, scale, bias], "taps")
+  for a, b in zip(got, want):
+    assert float(jnp.max(jnp.abs(b))) > 1e-2
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(b))))
+
+
 def test_auto_picks_native_on_cpu():
   # The supernet tests (tests/test_supernet.py) then check the native path's gradients against
   # plain autodiff, which forward_mode_compatible() traces through the pure-JAX forms.

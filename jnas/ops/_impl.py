@@ -67,7 +67,8 @@ def forward_mode_compatible():
   hand-written backward passes that XLA:CPU runs and compiles much faster than
   autodiff's. JAX cannot apply forward-mode autodiff to ``custom_vjp``
   functions, so code that takes a JVP of a gradient (DARTS's second-order
-  Hessian-vector product) traces inside this context and gets plain autodiff.
+  Hessian-vector product in its ``forward_over_reverse`` mode) traces inside
+  this context and gets plain autodiff.
 
   Example:
     >>> from jnas.ops.primitives import pool
@@ -85,13 +86,13 @@ _TWICE_DIFFERENTIABLE: list[bool] = [False]
 def twice_differentiable():
   """Traces ops in forms that reverse-mode autodiff can differentiate twice.
 
-  The native depthwise kernels' backward passes are differentiable (each
-  derivative is another of the three kernels), but the native pooling and
-  batch-norm backward passes are opaque custom calls. Inside this context
-  those two run in their pure-JAX forms, whose hand-written backward passes
-  autodiff can differentiate like any JAX code; average pooling runs as a
-  native depthwise convolution. DARTS's second-order step takes its
-  Hessian-vector product here, as a gradient of a gradient.
+  Every native kernel's backward pass has a VJP of its own (depthwise: the
+  other kernels; pooling: a gather at the winning taps; batch norm: its
+  backward kernel and a few elementwise terms), so a gradient of a gradient
+  runs on the native kernels. What changes inside this context is
+  :func:`sum_many`: its one-pass variadic reductions, whose autodiff expands
+  into trees of slices and pads, become plain sums. DARTS's second-order step
+  takes its Hessian-vector product here, as a gradient of a gradient.
 
   Example:
     >>> from jnas.ops.primitives import pool
@@ -112,11 +113,9 @@ def _switched(flag: list[bool], value: bool):
     flag[0] = previous
 
 
-def _native_ok(x: jax.Array, *, twice_differentiable: bool = False) -> bool:
-  # The kernels are float32 only and have no forward-mode rule (see forward_mode_compatible);
-  # only the depthwise ones (twice_differentiable=True) can be differentiated twice.
-  return x.dtype == jnp.float32 and _CUSTOM_VJPS[0] and (twice_differentiable or
-                                                         not _TWICE_DIFFERENTIABLE[0])
+def _native_ok(x: jax.Array) -> bool:
+  # The kernels are float32 only and have no forward-mode rule (see forward_mode_compatible).
+  return x.dtype == jnp.float32 and _CUSTOM_VJPS[0]
 
 
 def spatial_ndim(x: jax.Array) -> int:

@@ -137,13 +137,13 @@ def _bn_recalibrating(x, k, b, *, eps, scale, bias):
     raise ValueError(f"recalibrating batch norm: {x.shape[1]} examples, fewer than the "
                      f"{k} x {b} calibration examples")
   spatial = x.shape[2:-1]
-  xf = x.astype(jnp.float32)
+  xf = x.astype(_stat_dtype(x))
   xc = xf[:, :k * b].reshape((e, k, b) + spatial + (c,))
   n = b * math.prod(spatial)
   bmean, bvar = _one_pass_moments(xc, tuple(range(2, xc.ndim - 1)))  # [E, K, C]
   mean = jnp.mean(bmean, axis=1)
   var = jnp.mean(bvar, axis=1) * (n / max(n - 1, 1))
-  s = jnp.ones((e, c), jnp.float32) if scale is None else scale.astype(jnp.float32)
+  s = jnp.ones((e, c), _stat_dtype(x)) if scale is None else scale.astype(_stat_dtype(x))
   inv_c = lax.rsqrt(bvar + eps) * s[:, None]
   inv_v = lax.rsqrt(var + eps) * s
   vshape = (e, 1) + (1,) * len(spatial) + (c,)
@@ -163,8 +163,12 @@ def _bn_recalibrating(x, k, b, *, eps, scale, bias):
     yv = (xf[:, k * b:] - mean.reshape(vshape)) * inv_v.reshape(vshape)
     y = jnp.concatenate([yc.reshape((e, k * b) + spatial + (c,)), yv], axis=1)
   if bias is not None:
-    y = y + bias.astype(jnp.float32).reshape(vshape)
+    y = y + bias.astype(_stat_dtype(x)).reshape(vshape)
   return y.astype(x.dtype), (mean, var)
+
+
+def _stat_dtype(x: jax.Array) -> jnp.dtype:
+  return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _one_pass_moments(xf: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -179,8 +183,8 @@ def _one_pass_moments(xf: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, 
 def _bn_train_fwd_only(x, scale, bias, eps):
   axes = tuple(range(1, x.ndim - 1))
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
-  # Statistics in float32 even for low-precision activations.
-  xf = x.astype(jnp.float32)
+  # Statistics in float32 even for low-precision activations (float64 stays float64).
+  xf = x.astype(_stat_dtype(x))
   if _CUSTOM_VJPS[0]:
     bmean, bvar = _one_pass_moments(xf, axes)
   else:
@@ -207,11 +211,11 @@ def _bn_train_vjp_bwd(eps, res, cts):
   # XLA:CPU do several more full passes. Cotangents of the batch statistics
   # are ignored: callers only use them under stop_gradient.
   x, scale, bmean, bvar = res
-  g = cts[0].astype(jnp.float32)
+  g = cts[0].astype(_stat_dtype(x))
   axes = tuple(range(1, x.ndim - 1))
   bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
   inv = lax.rsqrt(bvar + eps)
-  xhat = (x.astype(jnp.float32) - bmean.reshape(bshape)) * inv.reshape(bshape)
+  xhat = (x.astype(_stat_dtype(x)) - bmean.reshape(bshape)) * inv.reshape(bshape)
   dbias, dscale = sum_many([g, g * xhat], axes)
   n = x.size // (x.shape[0] * x.shape[-1])
   k = (scale * inv).reshape(bshape)
@@ -243,11 +247,58 @@ def _bn_train_native_bwd(eps, res, cts):
   # As _bn_train_vjp_bwd: the statistics' cotangents are ignored (they are used under
   # stop_gradient only).
   x, scale, bmean, bvar = res
+  return _bn_dx_native(cts[0], x, scale, bmean, bvar, eps)
+
+
+_bn_train_native.defvjp(_bn_train_native_fwd, _bn_train_native_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _bn_dx_native(g, x, scale, bmean, bvar, eps):
   with jax.named_scope("batch_norm_dx"):
     return native.call("jnas_batch_norm_dx", (jax.ShapeDtypeStruct(x.shape, x.dtype),
                                               jax.ShapeDtypeStruct(scale.shape, scale.dtype),
                                               jax.ShapeDtypeStruct(scale.shape, scale.dtype)),
-                       cts[0], x, scale, bmean, bvar, nd=spatial_ndim(x), eps=float(eps))
+                       g, x, scale, bmean, bvar, nd=spatial_ndim(x), eps=float(eps))
 
 
-_bn_train_native.defvjp(_bn_train_native_fwd, _bn_train_native_bwd)
+def _bn_dx_native_fwd(g, x, scale, bmean, bvar, eps):
+  dx, dscale, dbias = _bn_dx_native(g, x, scale, bmean, bvar, eps)
+  return (dx, dscale, dbias), (g, x, scale, bmean, bvar, dscale, dbias)
+
+
+def _bn_dx_native_bwd(eps, res, cts):
+  """The backward pass's own VJP, so that a gradient of a gradient keeps batch norm native.
+
+  With r = g - mean(g) - xhat * mean(g * xhat) (per channel), inv = rsqrt(var + eps) and
+  s = scale, the backward pass gives dx = s * inv * r, dscale = sum(g * xhat), dbias = sum(g).
+  r = P(g) for P the projection that removes each channel's span of (1, xhat), self-adjoint.
+  For cotangents (a, p, q) of (dx, dscale, dbias):
+    d/dg = s * inv * P(a) + p * xhat + q                      (the backward pass of a, natively)
+    d/ds = inv * sum(a * r)
+    d/dx = -s * inv^2 * (sum(a * r) / n * xhat + sum(a * xhat) / n * r) - inv * m * s * inv * P(a)
+           + p * inv * r,   m = mean(g * xhat),
+  where the x terms include x's batch statistics (mean and var move with x), so the statistics'
+  own cotangents are zero: they are x's statistics, as the forward pass made them.
+  """
+  g, x, scale, bmean, bvar, dscale, dbias = res
+  a, p, q = (c.astype(jnp.float32) for c in cts)
+  axes = tuple(range(1, x.ndim - 1))
+  bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  n = x.size // (x.shape[0] * x.shape[-1])
+  inv = lax.rsqrt(bvar + eps)
+  xhat = (x.astype(jnp.float32) - bmean.reshape(bshape)) * inv.reshape(bshape)
+  m = dscale / n
+  r = g.astype(jnp.float32) - (dbias / n).reshape(bshape) - xhat * m.reshape(bshape)
+  s_pa, a_xhat, _ = _bn_dx_native(a, x, scale, bmean, bvar, eps)
+  a_r, = sum_many([a * r], axes)
+  sinv2 = scale * jnp.square(inv)
+  d_g = s_pa + (p.reshape(bshape) * xhat + q.reshape(bshape))
+  d_scale = inv * a_r
+  d_x = (-(sinv2 * a_r / n).reshape(bshape) * xhat - (sinv2 * a_xhat / n).reshape(bshape) * r
+         - (inv * m).reshape(bshape) * s_pa + (p * inv).reshape(bshape) * r)
+  return (d_g.astype(g.dtype), d_x.astype(x.dtype), d_scale.astype(scale.dtype),
+          jnp.zeros_like(bmean), jnp.zeros_like(bvar))
+
+
+_bn_dx_native.defvjp(_bn_dx_native_fwd, _bn_dx_native_bwd)

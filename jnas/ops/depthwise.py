@@ -62,7 +62,7 @@ def depthwise_conv(
   resolved = resolve_depthwise_impl(impl)
   if resolved == "xla":
     return _depthwise_xla(x, w, kernel=kernel, dilation=dilation, stride=stride)
-  if resolved == "native" and _native_ok(x, twice_differentiable=True):
+  if resolved == "native" and _native_ok(x):
     return _depthwise_native(x, w, (kernel,), (dilation,), stride, True, False, 1)
   if _CUSTOM_VJPS[0]:
     return _depthwise_taps(x, w, kernel, dilation, stride)
@@ -185,7 +185,7 @@ def depthwise_multi(
   for w, k in zip(ws, kernels):
     if w.shape != (e, k**nd, x.shape[-1]):
       raise ValueError(f"depthwise weights have shape {w.shape}, expected {(e, k**nd, x.shape[-1])}")
-  if resolve_depthwise_impl(impl) == "native" and _native_ok(x, twice_differentiable=True):
+  if resolve_depthwise_impl(impl) == "native" and _native_ok(x):
     w_all = ws[0] if k_count == 1 else jnp.concatenate(ws, axis=1)
     return _depthwise_native(x, w_all.astype(x.dtype), kernels, dilations, stride, shared, relu,
                              repeat)

@@ -51,9 +51,7 @@ def pool(x: jax.Array, kind: str, *, kernel: int = 3, stride: int = 1,
     # fused correlation) replaces autodiff's one padded scatter per tap.
     nd = spatial_ndim(x)
     unit = jnp.ones((x.shape[0], kernel**nd, x.shape[-1]), x.dtype)
-    # Native where pooling's own kernels are off only to be differentiated twice.
-    dw_impl = "native" if resolve_depthwise_impl(impl) == "native" else "taps"
-    total = depthwise_conv(x, unit, kernel=kernel, stride=stride, impl=dw_impl)
+    total = depthwise_conv(x, unit, kernel=kernel, stride=stride, impl=impl)
     ones = jnp.ones((1, 1) + x.shape[2:-1] + (1,), x.dtype)
     count_views, _ = _shifted_views(ones, kernel, 1, stride)
     count = count_views[0]
@@ -100,8 +98,7 @@ def _pool_native(x, codes, kernel, stride, repeat):
   with jax.named_scope("pool"):
     return native.call("jnas_pool_fwd",
                        _native_out_shape(x, len(codes), x.shape[0] * repeat, stride), x,
-                       nd=spatial_ndim(x), stride=stride, kernel=kernel, repeat=repeat,
-                       kinds=codes)
+                       **_pool_native_kw(x, codes, kernel, stride, repeat))
 
 
 def _pool_native_fwd(x, codes, kernel, stride, repeat):
@@ -109,10 +106,52 @@ def _pool_native_fwd(x, codes, kernel, stride, repeat):
 
 
 def _pool_native_bwd(codes, kernel, stride, repeat, x, g):
+  return (_pool_native_dx(g, x, codes, kernel, stride, repeat),)
+
+
+# The input gradient is linear in g with a mask that depends on x only through which tap wins
+# (a zero derivative almost everywhere): dx = M(x)^T g. So its derivative in g is M(x), the
+# gather kernel (max: the value at x's first maximal tap; average: the window mean), and the
+# gather's is M(x)^T again. A gradient of a gradient stays on the native kernels.
+def _pool_native_kw(x, codes, kernel, stride, repeat):
+  return dict(nd=spatial_ndim(x), stride=stride, kernel=kernel, repeat=repeat, kinds=codes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _pool_native_dx(g, x, codes, kernel, stride, repeat):
   with jax.named_scope("pool_dx"):
-    return (native.call("jnas_pool_dx", jax.ShapeDtypeStruct(x.shape, x.dtype), g, x,
-                        nd=spatial_ndim(x), stride=stride, kernel=kernel, repeat=repeat,
-                        kinds=codes),)
+    return native.call("jnas_pool_dx", jax.ShapeDtypeStruct(x.shape, x.dtype), g, x,
+                       **_pool_native_kw(x, codes, kernel, stride, repeat))
+
+
+def _pool_native_dx_fwd(g, x, *attrs):
+  return _pool_native_dx(g, x, *attrs), x
+
+
+def _pool_native_dx_bwd(codes, kernel, stride, repeat, x, c):
+  return _pool_gather(x, c, codes, kernel, stride, repeat), jnp.zeros_like(x)
+
+
+_pool_native_dx.defvjp(_pool_native_dx_fwd, _pool_native_dx_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _pool_gather(x, v, codes, kernel, stride, repeat):
+  with jax.named_scope("pool_gather"):
+    return native.call("jnas_pool_gather",
+                       _native_out_shape(x, len(codes), x.shape[0] * repeat, stride), x, v,
+                       **_pool_native_kw(x, codes, kernel, stride, repeat))
+
+
+def _pool_gather_fwd(x, v, *attrs):
+  return _pool_gather(x, v, *attrs), x
+
+
+def _pool_gather_bwd(codes, kernel, stride, repeat, x, c):
+  return jnp.zeros_like(x), _pool_native_dx(c, x, codes, kernel, stride, repeat)
+
+
+_pool_gather.defvjp(_pool_gather_fwd, _pool_gather_bwd)
 
 
 _pool_native.defvjp(_pool_native_fwd, _pool_native_bwd)

@@ -6,6 +6,7 @@ from jnas.strategies.darts import DartsState
 from jnas.strategies.darts import MitigatedDartsState
 from jnas.strategies.darts import arch_optimizer
 from jnas.strategies.darts import darts
+from jnas.strategies.darts import grad_and_mixed_hvp
 from jnas.strategies.darts import mixed_hvp
 from jnas.strategies.darts import softmax_encoding
 from jnas.strategies.darts import weight_optimizer

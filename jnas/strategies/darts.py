@@ -8,9 +8,9 @@ each with its own Optax optimizer. A step is two updates:
    the second-order (unrolled) gradient through one virtual weight step
    ``w' = w - xi * (momentum * m + dL_train/dw + wd * w)``:
    ``dL_val(w', a)/da - xi * d2L_train(w, a)/da dw . dL_val(w', a)/dw'``,
-   whose mixed second derivative is computed exactly as a Jacobian-vector
-   product of a gradient (``jax.jvp`` of ``jax.grad``), not by finite
-   differences;
+   whose mixed second derivative is computed exactly as a gradient of a
+   gradient (``jax.vjp`` of ``jax.grad``, which also gives the training
+   gradient that the virtual step needs), not by finite differences;
 2. the weight step on a training batch (SGD with momentum, cosine schedule,
    gradient clipping and weight decay), with the encoding ``softmax(alpha)``.
 
@@ -21,7 +21,7 @@ progressive pruning) plug into this step as hooks; see
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,10 @@ from jnas.ops.primitives import twice_differentiable
 import jnas.strategies.mitigations as mit
 from jnas.strategies.base import Batch, GradientStrategy
 from jnas.supernet.functional import cross_entropy
+
+
+HvpMode = Literal["reverse_over_reverse", "forward_over_reverse"]
+_HVP_MODES = ("reverse_over_reverse", "forward_over_reverse")
 
 
 class DartsState(NamedTuple):
@@ -119,6 +123,7 @@ def darts(
     unrolled_weight_decay: float = 3e-4,
     relax: Callable[[Any], Any] = softmax_encoding,
     mitigation: mit.Mitigation | None = None,
+    hvp_mode: HvpMode = "reverse_over_reverse",
 ) -> GradientStrategy:
   """Builds a DARTS strategy over a supernet's pure ``apply_fn``.
 
@@ -139,6 +144,8 @@ def darts(
       architecture loss, its adjustment and perturbation change the
       encodings, and its ``prune_steps`` mask ops in the state. ``None``
       (default) is plain DARTS.
+    hvp_mode: how second order takes its exact Hessian-vector product (see
+      :func:`grad_and_mixed_hvp`).
 
   Returns:
     A :class:`GradientStrategy`. Its ``step`` is pure; wrap it in ``jax.jit``.
@@ -151,6 +158,9 @@ def darts(
   """
   if order not in (1, 2):
     raise ValueError(f"DARTS order must be 1 or 2, got {order}")
+  if hvp_mode not in _HVP_MODES:
+    raise ValueError(f"hvp_mode must be 'forward_over_reverse' or 'reverse_over_reverse', "
+                     f"got {hvp_mode!r}")
   xi = 0.025 if unrolled_lr is None else unrolled_lr
 
   m = mitigation
@@ -196,14 +206,15 @@ def darts(
     p, stats, a = state.params, state.batch_stats, state.alpha
     buf = _momentum_of(state.w_opt_state, p)
     lf = lambda p_, s_, a_, b_: loss(p_, s_, a_, b_, enc)
-    train_grad_w = lambda p_, a_: jax.grad(lf, has_aux=True)(p_, stats, a_, batch_train)[0]
-    g_train = train_grad_w(p, a)
+    # The training gradient at (w, alpha) is the inner gradient of the Hessian product too.
+    g_train, hvp_along = grad_and_mixed_hvp(lambda p_, a_: lf(p_, stats, a_, batch_train)[0],
+                                            p, a, mode=hvp_mode)
     p_virtual = jax.tree.map(
         lambda w, m, g: w - xi * (unrolled_momentum * m + g + unrolled_weight_decay * w),
         p, buf, g_train)
     (l, (new_stats, _)), (g_wv, g_av) = jax.value_and_grad(lf, argnums=(0, 2), has_aux=True)(
         p_virtual, stats, a, batch_val)
-    hvp = mixed_hvp(lambda p_, a_: lf(p_, stats, a_, batch_train)[0], p, a, g_wv)
+    hvp = hvp_along(g_wv)
     g = jax.tree.map(lambda ga, h: ga - xi * h, g_av, hvp)
     return l, new_stats, g
 
@@ -251,32 +262,63 @@ def darts(
   return GradientStrategy(init=init, step=step, encoding=encoding, arch_params=arch_params)
 
 
+def grad_and_mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, *,
+                       mode: HvpMode = "reverse_over_reverse"
+                       ) -> tuple[Any, Callable[[Any], Any]]:
+  """``(grad_w f(w, a), v -> d/da (grad_w f(w, a) . v))``: a gradient and its mixed Hessian.
+
+  DARTS's second-order step needs both at the same point: the training
+  gradient for the virtual weight step, and later the product of the mixed
+  Hessian with a vector that depends on that step. ``mode`` picks how the
+  product is taken; both are exact:
+
+  * ``"reverse_over_reverse"`` (default): ``jax.vjp`` of ``a -> grad_w f(w,
+    a)``, traced under :func:`~jnas.ops.primitives.twice_differentiable`. The
+    gradient is the VJP's primal output, so it is computed once for both
+    uses, and every op stays on its hand-written or native CPU kernels,
+    whose backward passes have VJPs of their own. On the paper's search
+    network cut to 5 cells (batch 8, one CPU core) the product alone
+    compiled in 30 s against 130 s and ran in 1.1 s against 1.6 s
+    (benchmarks/results/README.md).
+  * ``"forward_over_reverse"``: the JVP along ``v`` of the gradient with
+    respect to ``a``, traced in the ops' plain-autodiff forms (JAX cannot take
+    a JVP through custom VJPs); the gradient is computed separately.
+
+  Example:
+    >>> f = lambda w, a: jnp.sum(w * a) ** 2
+    >>> g, hvp = grad_and_mixed_hvp(f, jnp.ones(2), jnp.ones(2))
+    >>> g, hvp(jnp.array([1.0, 0.0]))
+    (Array([4., 4.], dtype=float32), Array([6., 2.], dtype=float32))
+  """
+  if mode not in _HVP_MODES:
+    raise ValueError(f"mixed_hvp mode must be 'forward_over_reverse' or 'reverse_over_reverse', "
+                     f"got {mode!r}")
+  if mode == "reverse_over_reverse":
+    with twice_differentiable():
+      g, vjp = jax.vjp(lambda a_: jax.grad(f, argnums=0)(w, a_), a)
+
+    def hvp(v: Any) -> Any:
+      # The transposition traces the backward passes' own VJPs: same context as the forward.
+      with twice_differentiable():
+        return vjp(v)[0]
+    return g, hvp
+
+  def hvp_forward(v: Any) -> Any:
+    with forward_mode_compatible():
+      _, out = jax.jvp(lambda w_: jax.grad(f, argnums=1)(w_, a), (w,), (v,))
+    return out
+  return jax.grad(f, argnums=0)(w, a), hvp_forward
+
+
 def mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, v: Any, *,
-              mode: str = "forward_over_reverse") -> Any:
+              mode: HvpMode = "reverse_over_reverse") -> Any:
   """Exact ``d/da (d f(w, a)/dw . v)``: the mixed Hessian times ``v``.
 
-  ``mode="forward_over_reverse"`` (DARTS's default): the JVP along ``v`` of the
-  gradient with respect to ``a``, traced in the ops' plain-autodiff forms,
-  since JAX cannot take a JVP through custom VJPs.
-  ``mode="reverse_over_reverse"``: ``grad_a <grad_w f(w, a), v>``, traced
-  under :func:`~jnas.ops.primitives.twice_differentiable`, so the depthwise
-  convolutions stay on the native CPU kernels in both passes. Both are exact;
-  on the paper's search network cut to 5 cells (batch 8, one CPU core) the second
-  compiled in 162 s against 130 s and ran in 3.0 s against 1.6 s, so it is not
-  the default (benchmarks/results/README.md).
+  The product half of :func:`grad_and_mixed_hvp` (see there for ``mode``).
 
   Example:
     >>> f = lambda w, a: jnp.sum(w * a) ** 2
     >>> mixed_hvp(f, jnp.ones(2), jnp.ones(2), jnp.array([1.0, 0.0]))
     Array([6., 2.], dtype=float32)
   """
-  if mode == "reverse_over_reverse":
-    with twice_differentiable():
-      return jax.grad(lambda a_: optax.tree.vdot(jax.grad(f, argnums=0)(w, a_), v))(a)
-  if mode != "forward_over_reverse":
-    raise ValueError(f"mixed_hvp mode must be 'forward_over_reverse' or 'reverse_over_reverse', "
-                     f"got {mode!r}")
-  grad_a = lambda w_: jax.grad(f, argnums=1)(w_, a)
-  with forward_mode_compatible():
-    _, out = jax.jvp(grad_a, (w,), (v,))
-  return out
+  return grad_and_mixed_hvp(f, w, a, mode=mode)[1](v)

@@ -11,7 +11,11 @@ with their input gradient (:func:`jnas.ops.primitives.pool_multi`), and
 training-mode batch norm forward and backward
 (:func:`jnas.ops.primitives.batch_norm`). The convolution and pool kernels
 let several edges read one input block (``repeat``), as a DARTS cell feeds
-each input to several edges. Each concern has its own file: ``depthwise.cc``,
+each input to several edges. Every backward kernel has a VJP of its own
+(the depthwise ones are each other's, the pool gradient's is a gather at the
+winning taps, batch norm's is its backward kernel plus a few elementwise
+terms), so a gradient of a gradient, as DARTS's second-order step takes, runs
+on these kernels too. Each concern has its own file: ``depthwise.cc``,
 ``pooling.cc`` and ``batch_norm.cc``, sharing the thread-pool loop and FFI
 helpers of ``common.h``.
 
@@ -51,7 +55,8 @@ _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 #: FFI target names, by the C++ handler symbol they are bound to.
 TARGETS = {"jnas_depthwise_fwd": "JnasDepthwiseFwd", "jnas_depthwise_dx": "JnasDepthwiseDx",
            "jnas_depthwise_dw": "JnasDepthwiseDw", "jnas_pool_fwd": "JnasPoolFwd",
-           "jnas_pool_dx": "JnasPoolDx", "jnas_batch_norm_fwd": "JnasBatchNormFwd",
+           "jnas_pool_dx": "JnasPoolDx", "jnas_pool_gather": "JnasPoolGather",
+           "jnas_batch_norm_fwd": "JnasBatchNormFwd",
            "jnas_batch_norm_dx": "JnasBatchNormDx"}
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}

@@ -7,7 +7,9 @@
 // copies, and the input gradient sums theirs.
 // Max ignores padding and routes each window's gradient to its first maximal
 // input (row-major tap order); average divides by the number of real inputs
-// under the window (count_include_pad=False), as DARTS does.
+// under the window (count_include_pad=False), as DARTS does. A third kernel, the input
+// gradient's transpose (pool v over x's windows, max at x's first maximal tap), makes the input
+// gradient differentiable: a gradient of a gradient runs on these kernels too.
 
 #include "common.h"
 
@@ -68,13 +70,19 @@ void ForEachWindow(const PoolGeometry& g, const F& f) {
   }
 }
 
-template <int64_t CC, typename Pool>
-void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
+// Pools v over x's windows: with kGather false (and v == x) the forward pass; with kGather true,
+// max picks v at x's first maximal tap (the transpose of the input gradient below, which a
+// gradient of a gradient needs) and average averages v.
+template <int64_t CC, bool kGather, typename Pool>
+void PoolWindows(const PoolGeometry& g, const float* x, const float* v, float* y, Pool& pool) {
   const int64_t c = g.c, cn = CC > 0 ? CC : c, np = g.kinds.size();
   const int64_t out_slice = g.ho * g.wo * c;
   ParallelFor(pool, g.lead_n * g.ein * g.b, [&](int64_t u) {
     const int64_t bi = u % g.b, eb = (u / g.b) % g.ein, n = u / (g.b * g.ein);
-    const float* xs = x + ((n * g.ein + eb) * g.b + bi) * g.h * g.w * c;
+    const int64_t in_at = ((n * g.ein + eb) * g.b + bi) * g.h * g.w * c;
+    const float* xs = x + in_at;
+    const float* vs = v + in_at;
+    std::vector<float> best(kGather ? cn : 0);
     for (int64_t q = 0; q < np; ++q) {
       // Edge eb*R's output; the other R-1 edges reading this block get copies.
       auto out_of = [&](int64_t r) {
@@ -84,15 +92,25 @@ void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
       const bool is_max = g.kinds[q] == 0;
       ForEachWindow(g, [&](int64_t o, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         float* out = ys + o;
-        for (int64_t ch = 0; ch < cn; ++ch)
-          out[ch] = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+        for (int64_t ch = 0; ch < cn; ++ch) {
+          out[ch] = is_max && !kGather ? -std::numeric_limits<float>::infinity() : 0.0f;
+          if (kGather) best[ch] = -std::numeric_limits<float>::infinity();
+        }
         for (int64_t r = r0; r < r1; ++r) {
           for (int64_t col = c0; col < c1; ++col) {
-            const float* v = xs + (r * g.w + col) * c;
-            if (is_max) {
-              for (int64_t ch = 0; ch < cn; ++ch) out[ch] = v[ch] > out[ch] ? v[ch] : out[ch];
+            const int64_t pos = (r * g.w + col) * c;
+            const float* xv = xs + pos;
+            const float* vv = vs + pos;
+            if (is_max && kGather) {
+              for (int64_t ch = 0; ch < cn; ++ch) {
+                const bool better = xv[ch] > best[ch];
+                best[ch] = better ? xv[ch] : best[ch];
+                out[ch] = better ? vv[ch] : out[ch];
+              }
+            } else if (is_max) {
+              for (int64_t ch = 0; ch < cn; ++ch) out[ch] = xv[ch] > out[ch] ? xv[ch] : out[ch];
             } else {
-              for (int64_t ch = 0; ch < cn; ++ch) out[ch] += v[ch];
+              for (int64_t ch = 0; ch < cn; ++ch) out[ch] += vv[ch];
             }
           }
         }
@@ -104,6 +122,16 @@ void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
       for (int64_t r = 1; r < g.repeat; ++r) std::memcpy(out_of(r), ys, sizeof(float) * out_slice);
     }
   });
+}
+
+template <int64_t CC, typename Pool>
+void PoolForward(const PoolGeometry& g, const float* x, float* y, Pool& pool) {
+  PoolWindows<CC, false>(g, x, x, y, pool);
+}
+
+template <int64_t CC, typename Pool>
+void PoolGather(const PoolGeometry& g, const float* x, const float* v, float* y, Pool& pool) {
+  PoolWindows<CC, true>(g, x, v, y, pool);
 }
 
 template <int64_t CC, typename Pool>
@@ -183,6 +211,16 @@ ffi::Error PoolDxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffe
   return ffi::Error::Success();
 }
 
+ffi::Error PoolGatherImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> v,
+                          ffi::ResultBuffer<ffi::F32> y, int64_t nd, int64_t stride,
+                          int64_t kernel, int64_t repeat, ffi::Span<const int64_t> kinds) {
+  PoolGeometry g;
+  ffi::Error err = MakePoolGeometry(x.dimensions(), nd, stride, kernel, repeat, kinds, &g);
+  if (err.failure()) return err;
+  JNAS_DISPATCH(PoolGather, g.c, g, x.typed_data(), v.typed_data(), y->typed_data(), pool);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define JNAS_POOL_ATTRS                                                              \
@@ -192,4 +230,6 @@ ffi::Error PoolDxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffe
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolFwd, PoolFwdImpl,
                               JNAS_BIND.Arg<F32Arg>().Ret<F32Arg>() JNAS_POOL_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolDx, PoolDxImpl,
+                              JNAS_BIND.Arg<F32Arg>().Arg<F32Arg>().Ret<F32Arg>() JNAS_POOL_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JnasPoolGather, PoolGatherImpl,
                               JNAS_BIND.Arg<F32Arg>().Arg<F32Arg>().Ret<F32Arg>() JNAS_POOL_ATTRS);
