@@ -88,28 +88,34 @@ def test_mixed_hvp_matches_finite_differences():
     jax.config.update("jax_enable_x64", False)
 
 
-def test_grad_and_mixed_hvp_match_jax_hessian():
-  # The default (reverse over reverse, native kernels, float32) against jax.hessian's mixed
-  # block in plain autodiff, on a one-cell, one-node supernet with every DARTS op.
-  space = DartsSpace(num_nodes=1)
-  net = DartsSupernet(space, 1, 10, ndim=1, channels=2, layers=1, rngs=nnx.Rngs(0))
+def tiny_loss(num_nodes, channels, layers, batch, length):
+  """A small DARTS supernet's cross-entropy ``loss(params, alpha)``, its weights and alpha."""
+  space = DartsSpace(num_nodes=num_nodes)
+  net = DartsSupernet(space, 1, 10, ndim=1, channels=channels, layers=layers, rngs=nnx.Rngs(0))
   s = split_model(net)
   apply = make_apply(s.graphdef)
   a = space.init_alpha(jax.random.key(0))
-  x = jax.random.normal(jax.random.key(1), (6, 8, 1))
-  y = jnp.arange(6) % 10
+  x = jax.random.normal(jax.random.key(1), (batch, length, 1))
+  y = jnp.arange(batch) % 10
 
   def loss(p, a):
     logits, _ = apply(p, s.state, jax.tree.map(jax.nn.softmax, a), x, True)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   v = jax.tree.map(lambda t: jax.random.normal(jax.random.key(3), t.shape), s.params)
+  return loss, s.params, a, v
+
+
+def test_grad_and_mixed_hvp_match_jax_hessian():
+  # The default (reverse over reverse, native kernels, float32) against jax.hessian's mixed
+  # block in plain autodiff, on a one-cell, one-node supernet with every DARTS op.
+  loss, params, a, v = tiny_loss(num_nodes=1, channels=2, layers=1, batch=6, length=8)
   g, hvp = jax.jit(lambda p, a, v: (lambda gh: (gh[0], gh[1](v)))(
-      grad_and_mixed_hvp(loss, p, a)))(s.params, a, v)
+      grad_and_mixed_hvp(loss, p, a)))(params, a, v)
   # jax.hessian's mixed block alone (jax.hessian is jacfwd of jacrev): mixed[k] is a tree like
   # the weights whose leaves are d2 loss / d alpha[k] d w, shaped alpha[k].shape + w.shape.
   with forward_mode_compatible():
-    mixed = jax.jit(jax.jacfwd(jax.jacrev(loss, argnums=1), argnums=0))(s.params, a)
+    mixed = jax.jit(jax.jacfwd(jax.jacrev(loss, argnums=1), argnums=0))(params, a)
   want = {k: sum(jnp.tensordot(block, vw, axes=vw.ndim) for block, vw in
                  zip(jax.tree.leaves(mixed[k]), jax.tree.leaves(v)))
           for k in a}
@@ -118,7 +124,7 @@ def test_grad_and_mixed_hvp_match_jax_hessian():
   assert scale > 1e-3  # a one-cell network has no normal cell: that block is zero
   for k in a:
     np.testing.assert_allclose(hvp[k], want[k], atol=1e-4 * scale)
-  chex.assert_trees_all_close(g, jax.grad(loss)(s.params, a), rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(g, jax.grad(loss)(params, a), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="hvp_mode must be"):
     darts(None, {}, {}, {}, w_opt=optax.sgd(0.1), a_opt=optax.sgd(0.1), hvp_mode="fd")
 
@@ -127,27 +133,15 @@ def test_grad_and_mixed_hvp_match_jax_hessian():
 def test_mixed_hvp_reverse_over_reverse_matches_forward_over_reverse():
   # Float32 on the native kernels (reverse over reverse) against plain autodiff (forward over
   # reverse), on a network with every DARTS op, a normal and a reduction cell.
-  space = DartsSpace(num_nodes=2)
-  net = DartsSupernet(space, 1, 10, ndim=1, channels=4, layers=3, rngs=nnx.Rngs(0))
-  s = split_model(net)
-  apply = make_apply(s.graphdef)
-  a = space.init_alpha(jax.random.key(0))
-  x = jax.random.normal(jax.random.key(1), (8, 12, 1))
-  y = jnp.arange(8) % 10
-
-  def loss(p, a):
-    logits, _ = apply(p, s.state, jax.tree.map(jax.nn.softmax, a), x, True)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  v = jax.tree.map(lambda t: jax.random.normal(jax.random.key(3), t.shape), s.params)
-  hvp = lambda mode: jax.jit(lambda p, a, v: mixed_hvp(loss, p, a, v, mode=mode))(s.params, a, v)
+  loss, params, a, v = tiny_loss(num_nodes=2, channels=4, layers=3, batch=8, length=12)
+  hvp = lambda mode: jax.jit(lambda p, a, v: mixed_hvp(loss, p, a, v, mode=mode))(params, a, v)
   fr, rr = hvp("forward_over_reverse"), hvp("reverse_over_reverse")
   for k in ("normal", "reduce"):
     scale = float(jnp.max(jnp.abs(fr[k])))
     assert scale > 1e-3
     np.testing.assert_allclose(rr[k], fr[k], atol=1e-3 * scale)
   with pytest.raises(ValueError, match="mode must be"):
-    mixed_hvp(loss, s.params, a, v, mode="finite_differences")
+    mixed_hvp(loss, params, a, v, mode="finite_differences")
 
 
 def test_second_order_step_differs_from_first_order():

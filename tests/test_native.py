@@ -114,11 +114,14 @@ def test_pool_multi_matches_pool_with_ties(ndim, stride, repeat):
     P.pool_multi(x, ("min",))
 
 
-@needs_native
-@pytest.mark.parametrize("shape", [(3, 4, 7, 6, 8), (2, 5, 11, 12), (1, 64, 9, 9, 16)])
-def test_batch_norm_native_matches_jax_with_gradients_and_vmap(shape):
+def _bn_problem(shape, offset):
+  """Batch-norm checks' inputs (x of mean ``offset``, scale, bias) and a loss of them.
+
+  The loss, ``f(x, scale, bias) -> (sum(probe * sin(y)), (y, new_stats))``, follows the
+  process-wide implementation choice.
+  """
   key = jax.random.key(0)
-  x = 3.0 + 2.0 * jax.random.normal(key, shape)  # an offset mean tests the variance's precision
+  x = offset + 2.0 * jax.random.normal(key, shape)
   e, c = shape[0], shape[-1]
   scale = 1.0 + jax.random.normal(jax.random.fold_in(key, 1), (e, c))
   bias = jax.random.normal(jax.random.fold_in(key, 2), (e, c))
@@ -128,6 +131,15 @@ def test_batch_norm_native_matches_jax_with_gradients_and_vmap(shape):
     y, stats = P.batch_norm(x, jnp.zeros((e, c)), jnp.ones((e, c)), train=True, scale=scale,
                             bias=bias)
     return jnp.sum(probe * jnp.sin(y)), (y, stats)
+
+  return (x, scale, bias), f
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(3, 4, 7, 6, 8), (2, 5, 11, 12), (1, 64, 9, 9, 16)])
+def test_batch_norm_native_matches_jax_with_gradients_and_vmap(shape):
+  # An offset mean tests the variance's precision.
+  (x, scale, bias), f = _bn_problem(shape, offset=3.0)
 
   grad = lambda: jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))  # noqa: E731
   before = P._DEFAULT_IMPL[0]
@@ -183,20 +195,10 @@ def test_pool_multi_second_order_matches_pure_jax(ndim, stride, repeat):
 def test_batch_norm_second_order_matches_pure_jax(shape):
   # The native backward kernel's VJP: its own kernel for the cotangent plus closed-form terms,
   # x's statistics included.
-  key = jax.random.key(0)
-  x = 1.0 + 2.0 * jax.random.normal(key, shape)
-  e, c = shape[0], shape[-1]
-  scale = 1.0 + jax.random.normal(jax.random.fold_in(key, 1), (e, c))
-  bias = jax.random.normal(jax.random.fold_in(key, 2), (e, c))
-  probe = jax.random.normal(jax.random.fold_in(key, 3), shape)
-
-  def f(x, scale, bias):
-    y, _ = P.batch_norm(x, jnp.zeros((e, c)), jnp.ones((e, c)), train=True, scale=scale,
-                        bias=bias)
-    return jnp.sum(probe * jnp.sin(y))
-
-  got = _second_order(f, [x, scale, bias], "native")
-  want = _second_order(f, [x, scale, bias], "taps")
+  (x, scale, bias), f = _bn_problem(shape, offset=1.0)
+  loss = lambda *z: f(*z)[0]  # noqa: E731
+  got = _second_order(loss, [x, scale, bias], "native")
+  want = _second_order(loss, [x, scale, bias], "taps")
   for a, b in zip(got, want):
     assert float(jnp.max(jnp.abs(b))) > 1e-2
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(b))))
