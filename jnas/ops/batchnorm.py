@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 
 import jax
@@ -82,9 +83,13 @@ def batch_norm(
 class _Recalibration:
   """The active :func:`recalibrating_batch_norm` setting, and a count of the BNs it traced."""
 
+  _serials = itertools.count()
+
   def __init__(self, calib_batches: int, batch_size: int):
     self.calib_batches, self.batch_size = calib_batches, batch_size
     self.traced = 0
+    # Names this context in trace caches (an id() could be reused by a later context).
+    self.serial = next(self._serials)
 
 
 _RECALIBRATION: list[_Recalibration | None] = [None]
@@ -131,19 +136,26 @@ def recalibrating_batch_norm(calib_batches: int, batch_size: int):
     _RECALIBRATION[0] = previous
 
 
+def recalibration_serial() -> int | None:
+  """The active :func:`recalibrating_batch_norm` context's serial number (None outside one)."""
+  recal = _RECALIBRATION[0]
+  return None if recal is None else recal.serial
+
+
 def _bn_recalibrating(x, k, b, *, eps, scale, bias):
   e, c = x.shape[0], x.shape[-1]
   if x.shape[1] < k * b:
     raise ValueError(f"recalibrating batch norm: {x.shape[1]} examples, fewer than the "
                      f"{k} x {b} calibration examples")
   spatial = x.shape[2:-1]
-  xf = x.astype(_stat_dtype(x))
+  sd = _stat_dtype(x)
+  xf = x.astype(sd)
   xc = xf[:, :k * b].reshape((e, k, b) + spatial + (c,))
   n = b * math.prod(spatial)
   bmean, bvar = _one_pass_moments(xc, tuple(range(2, xc.ndim - 1)))  # [E, K, C]
   mean = jnp.mean(bmean, axis=1)
   var = jnp.mean(bvar, axis=1) * (n / max(n - 1, 1))
-  s = jnp.ones((e, c), _stat_dtype(x)) if scale is None else scale.astype(_stat_dtype(x))
+  s = jnp.ones((e, c), sd) if scale is None else scale.astype(sd)
   inv_c = lax.rsqrt(bvar + eps) * s[:, None]
   inv_v = lax.rsqrt(var + eps) * s
   vshape = (e, 1) + (1,) * len(spatial) + (c,)
@@ -163,7 +175,7 @@ def _bn_recalibrating(x, k, b, *, eps, scale, bias):
     yv = (xf[:, k * b:] - mean.reshape(vshape)) * inv_v.reshape(vshape)
     y = jnp.concatenate([yc.reshape((e, k * b) + spatial + (c,)), yv], axis=1)
   if bias is not None:
-    y = y + bias.astype(_stat_dtype(x)).reshape(vshape)
+    y = y + bias.astype(sd).reshape(vshape)
   return y.astype(x.dtype), (mean, var)
 
 

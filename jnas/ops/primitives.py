@@ -45,6 +45,7 @@ from jnas.ops._impl import twice_differentiable
 from jnas.ops._impl import sum_many
 from jnas.ops.batchnorm import batch_norm
 from jnas.ops.batchnorm import recalibrating_batch_norm
+from jnas.ops.batchnorm import recalibration_serial
 from jnas.ops.depthwise import dense_conv
 from jnas.ops.depthwise import depthwise_conv
 from jnas.ops.depthwise import depthwise_multi
@@ -60,3 +61,22 @@ from jnas.ops._impl import _DEFAULT_IMPL
 from jnas.ops._impl import _native_ok
 from jnas.ops.mixing import _mix_fwd_only
 from jnas.ops.pooling import _max_pool_autodiff
+
+
+def trace_settings() -> tuple:
+  """Every process-wide setting that changes how the primitives trace, as a hashable key.
+
+  The implementation choice, :func:`forward_mode_compatible`,
+  :func:`twice_differentiable` and the active
+  :func:`recalibrating_batch_norm` context. A function that caches traces
+  of code built from these primitives (a ``jax.jit`` with static arguments)
+  passes this key as one, so that a trace made under other settings is
+  never replayed.
+
+  Example:
+    >>> trace_settings() == trace_settings()
+    True
+  """
+  from jnas.ops._impl import _CUSTOM_VJPS, _TWICE_DIFFERENTIABLE
+  return (resolve_depthwise_impl(), _CUSTOM_VJPS[0], _TWICE_DIFFERENTIABLE[0],
+          recalibration_serial())

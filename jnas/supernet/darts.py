@@ -16,6 +16,7 @@ and the work per kernel large.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,59 @@ def _depthwise_group(dws, x: jax.Array, *, shared: bool, stride: int, repeat: in
   return P.depthwise_multi(x, [dw.w.get_value().astype(x.dtype) for dw in dws],
                            kernels=[dw.kernel for dw in dws], dilations=[dw.dilation for dw in dws],
                            stride=stride, shared=shared, relu=True, repeat=repeat, impl=impl)
+
+
+class _CandidateSpec(NamedTuple):
+  """What one single-path candidate's computation depends on besides its arrays (hashable)."""
+
+  stride: int
+  conv_ops: tuple[str, ...]
+  sep_ops: tuple[str, ...]
+  pool_ops: tuple[str, ...]
+  impl: str | None
+  skip_reduces: bool
+  bns: tuple[tuple[str, float, float], ...]  # (name, momentum, eps) of each stacked BN
+
+
+# Jitted with static arguments so that its trace (and the traces of its JVP and transpose) is
+# cached: the GDAS and SPOS steps run a candidate in every edge's switch, and the 8-cell network's
+# edges repeat a few shapes. Without the cache, tracing the GDAS step (batch 32) took 24 s.
+# `settings` (P.trace_settings()) keeps traces made under other primitive settings apart.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _run_candidate(spec: _CandidateSpec, name: str, train: bool, settings: tuple,
+                   x: jax.Array, p: dict, s: dict) -> tuple[jax.Array, dict]:
+  del settings
+  bn_config = {k: (momentum, eps) for k, momentum, eps in spec.bns}
+
+  def bn(key, k, h):
+    momentum, eps = bn_config[key]
+    mean, var = s[key]
+    y, (m, v) = P.batch_norm(h, mean[k][None], var[k][None], train=train, momentum=momentum,
+                             eps=eps)
+    return y, {**s, key: (mean.at[k].set(m[0]), var.at[k].set(v[0]))}
+
+  if name == "none":
+    strided = (slice(None), slice(None)) + (slice(None, None, spec.stride),) * P.spatial_ndim(x)
+    return jnp.zeros_like(x[strided]), s
+  if name == "skip_connect":
+    if not spec.skip_reduces:
+      return x, s
+    h = factorized_reduce(x, p["fr"][0][None], p["fr"][1][None])
+    return bn("skip_bn", 0, h)
+  if name in POOL_KINDS:
+    k = spec.pool_ops.index(name)
+    return bn("pool_bn", k, P.pool(x, POOL_KINDS[name], stride=spec.stride))
+  kernel, dilation, stages = CONV_SPECS[name]
+  k = spec.conv_ops.index(name)
+  h = P.depthwise_conv(jax.nn.relu(x), p["dw1"][k][None].astype(x.dtype), kernel=kernel,
+                       dilation=dilation, stride=spec.stride, impl=spec.impl)
+  h, s = bn("bn1", k, P.pointwise_conv(h, p["pw1"][k][None].astype(x.dtype)))
+  if stages == 2:
+    k = spec.sep_ops.index(name)
+    h = P.depthwise_conv(jax.nn.relu(h), p["dw2"][k][None].astype(x.dtype), kernel=kernel,
+                         dilation=dilation, impl=spec.impl)
+    h, s = bn("bn2", k, P.pointwise_conv(h, p["pw2"][k][None].astype(x.dtype)))
+  return h, s
 
 
 class MixedEdges(nnx.Module):
@@ -164,37 +218,10 @@ class MixedEdges(nnx.Module):
 
   def _run_one(self, name: str, x: jax.Array, p: dict, s: dict, *, train: bool):
     """Candidate ``name`` on one edge: ``x: [1, B, *S, C]``, one edge's weights/stats."""
-    bns = self._bns()
-
-    def bn(key, k, h):
-      mod = bns[key]
-      mean, var = s[key]
-      y, (m, v) = P.batch_norm(h, mean[k][None], var[k][None], train=train,
-                               momentum=mod.momentum, eps=mod.eps)
-      return y, {**s, key: (mean.at[k].set(m[0]), var.at[k].set(v[0]))}
-
-    if name == "none":
-      nd = P.spatial_ndim(x)
-      return jnp.zeros_like(x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * nd]), s
-    if name == "skip_connect":
-      if not isinstance(self.skip, FactorizedReduce):
-        return x, s
-      h = factorized_reduce(x, p["fr"][0][None], p["fr"][1][None])
-      return bn("skip_bn", 0, h)
-    if name in POOL_KINDS:
-      k = self.pool_ops.index(name)
-      return bn("pool_bn", k, P.pool(x, POOL_KINDS[name], stride=self.stride))
-    kernel, dilation, stages = CONV_SPECS[name]
-    k = self.conv_ops.index(name)
-    h = P.depthwise_conv(jax.nn.relu(x), p["dw1"][k][None].astype(x.dtype), kernel=kernel,
-                         dilation=dilation, stride=self.stride, impl=self.impl)
-    h, s = bn("bn1", k, P.pointwise_conv(h, p["pw1"][k][None].astype(x.dtype)))
-    if stages == 2:
-      k = self.sep_ops.index(name)
-      h = P.depthwise_conv(jax.nn.relu(h), p["dw2"][k][None].astype(x.dtype), kernel=kernel,
-                           dilation=dilation, impl=self.impl)
-      h, s = bn("bn2", k, P.pointwise_conv(h, p["pw2"][k][None].astype(x.dtype)))
-    return h, s
+    bns = tuple((k, m.momentum, m.eps) for k, m in self._bns().items())
+    spec = _CandidateSpec(self.stride, self.conv_ops, self.sep_ops, self.pool_ops, self.impl,
+                          isinstance(self.skip, FactorizedReduce), bns)
+    return _run_candidate(spec, name, train, P.trace_settings(), x, p, s)
 
   def single_path(self, x: jax.Array, weights: jax.Array, *, train: bool,
                   unroll: bool = False, repeat: int = 1) -> jax.Array:
