@@ -9,6 +9,8 @@ then runs it ``--steps`` times on random data and reports the median seconds
 per step, images per second, the compile time, the process's peak resident
 memory, XLA's scratch memory for one step (``xla_temp_mb``: the working set
 beyond the inputs) and, on an accelerator, the device's peak memory.
+``--compile-only`` stops after compiling (trace and compile seconds, XLA's
+scratch memory): a batch size that would not fit in memory can be sized first.
 
 ``--strategy fbnet`` times FBNet's step on its chain supernet instead: FBNet's
 ImageNet macro-architecture (22 blocks of 9 candidates) at ``--size`` x
@@ -56,8 +58,13 @@ def main(argv: list[str] | None = None) -> dict:
                       "step saved in DIR, the persistent compilation cache in DIR/xla; run twice "
                       "with the same DIR to time a resumed search's start (compile_s: the first "
                       "call less one step)")
+  p.add_argument("--compile-only", action="store_true",
+                 help="stop after compiling: report trace and compile seconds and XLA's scratch "
+                      "memory, run no step (a batch size that may not fit runs no risk)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
+  if args.compile_only and args.saved_step:
+    p.error("--compile-only times a cold compilation; it cannot be combined with --saved-step")
   extra_options = {}
   for item in args.xla_option:
     key, sep, value = item.partition("=")
@@ -165,6 +172,15 @@ def main(argv: list[str] | None = None) -> dict:
       xla_flops, xla_bytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
     except Exception:  # not every backend reports it
       xla_flops = xla_bytes = None
+    if args.compile_only:
+      result = {"strategy": args.strategy, "batch": args.batch, "C": args.C,
+                "layers": args.layers, "compile_only": True, "compile_s": compile_s,
+                "trace_s": trace_s, "xla_temp_mb": temp_mb, "xla_flops": xla_flops,
+                "xla_bytes": xla_bytes, "jax": jax.__version__}
+      print(json.dumps(result) if args.json else
+            f"{args.strategy}: traced in {trace_s:.1f} s, compiled in {compile_s:.1f} s, "
+            f"XLA scratch {temp_mb or 0:.0f} MB")
+      return result
   state, m = step(state, batches[0], batches[1])
   jax.block_until_ready(m)
   # From the imports to a finished first step: what a user waits for before a search moves.

@@ -118,3 +118,20 @@ def test_compare_budgets_task_and_figure(tmp_path):
   assert "| spos | 90.00 ± 1.00 (n=2) | 92.00 ± 1.00 (n=2) |" in res["markdown"]
   cmp.plot_budgets(res, tmp_path / "budgets.png")
   assert (tmp_path / "budgets.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_search_step_compile_only_reports_without_stepping():
+  # A tiny 1-D network: the point is the flag's contract (no step timed, compile figures given).
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("search_step", ROOT / "benchmarks" /
+                                                "search_step.py")
+  search_step = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(search_step)
+  r = search_step.main(["--strategy", "darts", "--ndim", "1", "--size", "8", "--C", "2",
+                        "--layers", "1", "--nodes", "1", "--batch", "2", "--compile-only",
+                        "--json"])
+  assert r["compile_only"] and "median_s" not in r
+  assert r["compile_s"] >= r["trace_s"] > 0 and r["xla_temp_mb"] > 0
+  with pytest.raises(SystemExit):
+    search_step.main(["--compile-only", "--saved-step", "/tmp/x"])

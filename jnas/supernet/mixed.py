@@ -10,7 +10,7 @@ through :func:`jnas.ops.primitives.switch_recompute`.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -77,13 +77,9 @@ class MixedCandidates(nnx.Module):
     stats = tuple(s for _, _, s in parts)
 
     def branch(k: int, x, params, stats):
-      # Fresh Variables in this trace (the backward pass re-runs the branch
-      # under jax.vjp, where NNX refuses to update Variables made outside).
-      p, s = jax.tree.map(lambda a: a, (params[k], stats[k]))
-      mod = nnx.merge(graphdefs[k], p, s)
-      y = mod(x, train=train)
+      y, s_k = _run_module(graphdefs[k], train, P.trace_settings(), x, params[k], stats[k])
       new = list(stats)
-      new[k] = nnx.state(mod, nnx.BatchStat)
+      new[k] = s_k
       return y, tuple(new)
 
     branches = [functools.partial(branch, k) for k in range(len(parts))]
@@ -92,3 +88,18 @@ class MixedCandidates(nnx.Module):
       for cand, s in zip(self.candidates, new_stats):
         nnx.update(cand, s)
     return y * weights[idx].astype(y.dtype)
+
+
+# Jitted with static arguments so that a candidate's trace (and those of its JVP and transpose)
+# is reused by every choice point with the same module structure and shapes: FBNet's 22 blocks
+# repeat a few. `settings` (P.trace_settings()) keeps traces made under other primitive settings
+# apart. Merging inside the jitted function also gives the branch fresh Variables in its trace
+# (the backward pass re-runs it under jax.vjp, where NNX refuses to update Variables made
+# outside).
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _run_module(graphdef: Any, train: bool, settings: tuple, x: jax.Array, params: Any,
+                stats: Any) -> tuple[jax.Array, Any]:
+  del settings
+  mod = nnx.merge(graphdef, params, stats)
+  y = mod(x, train=train)
+  return y, nnx.state(mod, nnx.BatchStat)
