@@ -38,6 +38,12 @@ HvpMode = Literal["reverse_over_reverse", "forward_over_reverse"]
 _HVP_MODES = ("reverse_over_reverse", "forward_over_reverse")
 
 
+def _check_hvp_mode(mode: str, what: str) -> None:
+  if mode not in _HVP_MODES:
+    raise ValueError(f"{what} must be 'forward_over_reverse' or 'reverse_over_reverse', "
+                     f"got {mode!r}")
+
+
 class DartsState(NamedTuple):
   """Everything a DARTS search carries from step to step (a pytree)."""
 
@@ -158,9 +164,7 @@ def darts(
   """
   if order not in (1, 2):
     raise ValueError(f"DARTS order must be 1 or 2, got {order}")
-  if hvp_mode not in _HVP_MODES:
-    raise ValueError(f"hvp_mode must be 'forward_over_reverse' or 'reverse_over_reverse', "
-                     f"got {hvp_mode!r}")
+  _check_hvp_mode(hvp_mode, "hvp_mode")
   xi = 0.025 if unrolled_lr is None else unrolled_lr
 
   m = mitigation
@@ -291,9 +295,7 @@ def grad_and_mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, *,
     >>> g, hvp(jnp.array([1.0, 0.0]))
     (Array([4., 4.], dtype=float32), Array([6., 2.], dtype=float32))
   """
-  if mode not in _HVP_MODES:
-    raise ValueError(f"mixed_hvp mode must be 'forward_over_reverse' or 'reverse_over_reverse', "
-                     f"got {mode!r}")
+  _check_hvp_mode(mode, "mixed_hvp mode")
   if mode == "reverse_over_reverse":
     with twice_differentiable():
       g, vjp = jax.vjp(lambda a_: jax.grad(f, argnums=0)(w, a_), a)
