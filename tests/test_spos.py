@@ -10,7 +10,8 @@ from flax import nnx
 
 from jnas.spaces.darts import PRIMITIVES, DartsSpace
 from jnas.strategies.sampling import ConstraintError
-from jnas.strategies.spos import (encoding_pool, make_recalibrated_evaluator,
+from jnas.strategies.spos import (encoding_pool, make_population_evaluator,
+                                  make_recalibrated_evaluator,
                                   pad_population, spos)
 from jnas.supernet import DartsSupernet, make_apply, split_model
 
@@ -115,6 +116,23 @@ def test_recalibrated_evaluator_population_equals_loop_and_compiles_once():
     one = full(s.params, s.state, {k: v[i] for k, v in encs.items()}, calib_x, val_x, val_y)
     np.testing.assert_allclose(got["accuracy"][i], one["accuracy"], atol=1e-6)
     np.testing.assert_allclose(got["loss"][i], one["loss"], rtol=1e-3)
+
+
+def test_population_evaluator_split_over_a_mesh_equals_unsplit():
+  # One device here; the split's padding path runs when the mesh does not divide the population
+  # (checked with a 2-device mesh by benchmarks/population_eval.py).
+  from jnas.parallel import seed_mesh
+  space, s = tiny()
+  calib_x = jax.random.normal(jax.random.key(2), (2, 8, 12, 1))
+  val_x = jax.random.normal(jax.random.key(3), (2, 8, 12, 1))
+  val_y = jnp.arange(16).reshape(2, 8) % 10
+  encs = {k: jnp.asarray(v) for k, v in encoding_pool(space, 5, seed=1).items()}
+  apply = make_apply(s.graphdef, single_path=True, unroll=True)
+  plain = jax.jit(make_population_evaluator(apply))(s.params, s.state, encs, calib_x, val_x, val_y)
+  split = jax.jit(make_population_evaluator(apply, mesh=seed_mesh(1)))(
+      s.params, s.state, encs, calib_x, val_x, val_y)
+  assert split["accuracy"].shape == (5,)
+  chex.assert_trees_all_close(split, plain, atol=1e-6)
 
 
 def _nb201():
