@@ -375,8 +375,8 @@ def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
   ``jax.config.update("jax_num_cpu_devices", 2)`` before JAX starts,
   :func:`jnas.parallel.seed_mesh`), each device runs its architectures on a
   core of its own: the single-path kernels are too small to keep two threads
-  busy: 256 MNIST-1D architectures took 1.60 s on two devices against 2.30 s
-  on one (``benchmarks/population_eval.py``).
+  busy (256 MNIST-1D architectures took 1.60 s on two devices against 2.30 s
+  on one, ``benchmarks/population_eval.py``).
 
   Example:
     >>> pop = jax.jit(make_population_evaluator(single_apply))  # doctest: +SKIP
