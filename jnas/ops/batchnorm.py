@@ -218,18 +218,24 @@ def _bn_train_vjp_fwd(x, scale, bias, eps):
 
 
 @jax.named_scope("batch_norm_dx")
+def _normalized(x, bmean, bvar, eps):
+  """What the backward passes share: reduced axes, statistics' broadcast shape, rows per
+  channel, ``rsqrt(var + eps)`` and the normalised input ``xhat``."""
+  axes = tuple(range(1, x.ndim - 1))
+  bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  inv = lax.rsqrt(bvar + eps)
+  xhat = (x.astype(_stat_dtype(x)) - bmean.reshape(bshape)) * inv.reshape(bshape)
+  return axes, bshape, x.size // (x.shape[0] * x.shape[-1]), inv, xhat
+
+
 def _bn_train_vjp_bwd(eps, res, cts):
   # The closed form needs two reductions; autodiff of the forward pass makes
   # XLA:CPU do several more full passes. Cotangents of the batch statistics
   # are ignored: callers only use them under stop_gradient.
   x, scale, bmean, bvar = res
   g = cts[0].astype(_stat_dtype(x))
-  axes = tuple(range(1, x.ndim - 1))
-  bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
-  inv = lax.rsqrt(bvar + eps)
-  xhat = (x.astype(_stat_dtype(x)) - bmean.reshape(bshape)) * inv.reshape(bshape)
+  axes, bshape, n, inv, xhat = _normalized(x, bmean, bvar, eps)
   dbias, dscale = sum_many([g, g * xhat], axes)
-  n = x.size // (x.shape[0] * x.shape[-1])
   k = (scale * inv).reshape(bshape)
   dx = k * (g - (dbias / n).reshape(bshape) - xhat * (dscale / n).reshape(bshape))
   return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype)
@@ -295,11 +301,7 @@ def _bn_dx_native_bwd(eps, res, cts):
   """
   g, x, scale, bmean, bvar, dscale, dbias = res
   a, p, q = (c.astype(jnp.float32) for c in cts)
-  axes = tuple(range(1, x.ndim - 1))
-  bshape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
-  n = x.size // (x.shape[0] * x.shape[-1])
-  inv = lax.rsqrt(bvar + eps)
-  xhat = (x.astype(jnp.float32) - bmean.reshape(bshape)) * inv.reshape(bshape)
+  axes, bshape, n, inv, xhat = _normalized(x, bmean, bvar, eps)
   m = dscale / n
   r = g.astype(jnp.float32) - (dbias / n).reshape(bshape) - xhat * m.reshape(bshape)
   s_pa, a_xhat, _ = _bn_dx_native(a, x, scale, bmean, bvar, eps)

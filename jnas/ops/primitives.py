@@ -57,6 +57,8 @@ from jnas.ops.pooling import pool
 from jnas.ops.pooling import pool_multi
 
 # Internals the tests reach (read, never rebound: the state lives in ``_impl``).
+from jnas.ops._impl import _CUSTOM_VJPS
+from jnas.ops._impl import _TWICE_DIFFERENTIABLE
 from jnas.ops._impl import _DEFAULT_IMPL
 from jnas.ops._impl import _native_ok
 from jnas.ops.mixing import _mix_fwd_only
@@ -77,6 +79,5 @@ def trace_settings() -> tuple:
     >>> trace_settings() == trace_settings()
     True
   """
-  from jnas.ops._impl import _CUSTOM_VJPS, _TWICE_DIFFERENTIABLE
   return (resolve_depthwise_impl(), _CUSTOM_VJPS[0], _TWICE_DIFFERENTIABLE[0],
           recalibration_serial())
