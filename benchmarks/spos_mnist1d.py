@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
   from jnas.strategies.driver import run_ask_tell
   from jnas.strategies.evolution import topk_evolution
   from jnas.strategies.spos import encoding_pool, make_population_evaluator, pad_population, spos
-  from jnas.supernet import DartsSupernet, make_apply, split_model
+  from jnas.supernet import DartsSupernet, make_apply, make_prefix, split_model
   from jnas.utils.metrics import write_json_atomic
 
   command = "python benchmarks/spos_mnist1d.py " + " ".join(
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
   params, stats = state.params, state.batch_stats
   # The population evaluator jnas search uses: one compiled call per generation.
   evaluate = jax.jit(make_population_evaluator(
-      make_apply(split.graphdef, single_path=True, unroll=True)))
+      make_apply(split.graphdef, single_path=True, unroll=True),
+      prefix_fn=make_prefix(split.graphdef)))
 
   def scorer(encodings, genotypes):
     del genotypes

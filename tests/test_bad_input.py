@@ -497,7 +497,7 @@ def _failing_run(monkeypatch, search):
   fake = types.ModuleType("jnas.run")
   fake.search = fake.train = search
   monkeypatch.setitem(sys.modules, "jnas.run", fake)
-  monkeypatch.setattr(jnas, "run", fake)
+  monkeypatch.setattr(jnas, "run", fake, raising=False)  # unset until jnas.run is imported
 
 
 def test_divergence_names_the_last_good_epoch_and_its_checkpoint(tmp_path, capsys, monkeypatch):

@@ -13,7 +13,7 @@ from jnas.strategies.sampling import ConstraintError
 from jnas.strategies.spos import (encoding_pool, make_population_evaluator,
                                   make_recalibrated_evaluator,
                                   pad_population, spos)
-from jnas.supernet import DartsSupernet, make_apply, split_model
+from jnas.supernet import DartsSupernet, make_apply, make_prefix, split_model
 
 
 # Four ops (one of each kind, max pooling included) keep compilation short.
@@ -133,6 +133,36 @@ def test_population_evaluator_split_over_a_mesh_equals_unsplit():
       s.params, s.state, encs, calib_x, val_x, val_y)
   assert split["accuracy"].shape == (5,)
   chex.assert_trees_all_close(split, plain, atol=1e-6)
+
+
+def test_population_evaluator_with_the_shared_prefix_equals_without():
+  # The stem and the 2 + 1 input rows of cells 0 and 1 run once for the population; the reduction
+  # cell's shared edges are strided (skip is a factorized reduce there), so every kind of
+  # candidate is picked from the prefix somewhere.
+  from jnas.parallel import seed_mesh
+  space, s = tiny()
+  calib_x = jax.random.normal(jax.random.key(2), (2, 8, 12, 1))
+  val_x = jax.random.normal(jax.random.key(3), (2, 8, 12, 1))
+  val_y = jnp.arange(16).reshape(2, 8) % 10
+  encs = {k: jnp.asarray(v) for k, v in encoding_pool(space, 6, seed=2).items()}
+  apply = make_apply(s.graphdef, single_path=True, unroll=True)
+  prefix = make_prefix(s.graphdef)
+  plain = jax.jit(make_population_evaluator(apply))(s.params, s.state, encs, calib_x, val_x, val_y)
+  # Through a (one-device) mesh: the prefix is traced inside shard_map's per-device program.
+  shared = jax.jit(make_population_evaluator(apply, prefix_fn=prefix, mesh=seed_mesh(1)))(
+      s.params, s.state, encs, calib_x, val_x, val_y)
+  chex.assert_trees_all_close(shared, plain, atol=1e-6)
+  with pytest.raises(ValueError, match="prefix_fn needs"):
+    make_population_evaluator(apply, prefix_fn=prefix, fuse_calibration=False)
+
+
+def test_shared_prefix_needs_the_unrolled_single_path():
+  space, s = tiny()
+  net = nnx.merge(s.graphdef, s.params, s.state)
+  x = jnp.ones((4, 12, 1))
+  enc = {k: jnp.asarray(v[0]) for k, v in encoding_pool(space, 1, seed=0).items()}
+  with pytest.raises(ValueError, match="needs single_path=True and unroll=True"):
+    net(x, enc, train=False, single_path=True, shared=net.shared_prefix(x, train=False))
 
 
 def _nb201():

@@ -51,7 +51,7 @@ from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import topk_evolution
 from jnas.strategies.spos import (encoding_pool, few_shot_apply, make_population_evaluator,
                                   pad_population, parse_few_shot, spos)
-from jnas.supernet.functional import count_params, make_apply, split_model
+from jnas.supernet.functional import count_params, make_apply, make_prefix, split_model
 from jnas.utils.metrics import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,10 @@ class SposPlan(Plan):
                               int(round(float(sc.get("few_shot_warmup", 0.5)) * total_steps)))
     self.strategy = spos(single, split.params, split.state, pool, w_opt=w_opt,
                          few_shot=few_shot)
+    # The part no architecture changes (the stem and every candidate on the edges it feeds) is
+    # computed once per scored population; a few-shot split's sub-supernets differ there.
+    self.score_prefix = (make_prefix(split.graphdef) if few_shot is None and getattr(
+        supernet, "accepts_unroll", False) and hasattr(supernet, "shared_prefix") else None)
     if few_shot is not None:
       # Each candidate is trained and scored in the sub-supernet of its op on the split edge.
       self.score_apply = few_shot_apply(self.score_apply, few_shot)
@@ -266,9 +270,10 @@ class SposPlan(Plan):
     """Phase 2: the after-strategy over the trained supernet, every generation scored by one
     compiled population evaluator (``lax.map`` over the encodings)."""
     config, ev = self.config, self.config.evolution
+    merged = bool(ev.get("merge_val_batches", True))
     evaluate = jax.jit(make_population_evaluator(
-        self.score_apply, merge_val_batches=bool(ev.get("merge_val_batches", True))),
-        compiler_options=self.xla_options)
+        self.score_apply, merge_val_batches=merged,
+        prefix_fn=self.score_prefix if merged else None), compiler_options=self.xla_options)
     params, stats = carry.params, carry.batch_stats
     calib_x, val_x, val_y = self.score_data
     population = int(ev.population)

@@ -294,19 +294,11 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
 
   def fused(params, stats, encoding, calib_x, val_x, val_y):
     k, b = calib_x.shape[:2]
-    x = jnp.concatenate([calib_x.reshape((-1,) + calib_x.shape[2:]),
-                         val_x.reshape((-1,) + val_x.shape[2:])])
+    x = _fused_inputs(calib_x, val_x)
     with P.recalibrating_batch_norm(k, b) as recal:
       logits, _ = apply_fn(params, stats, encoding, x, True)
-    if not recal.traced:
-      raise ValueError(
-          "fuse_calibration: apply_fn traced no batch norm inside recalibrating_batch_norm, so "
-          "its batch norms would normalise the validation examples with calibration "
-          "statistics. It may be a function jitted and traced before (its cached trace "
-          "ignores the context) or a network without jnas batch norms; pass "
-          "fuse_calibration=False")
-    logits, y = logits[k * b:], val_y.reshape(-1)
-    return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y), "loss": cross_entropy(logits, y)}
+    _check_recalibration_traced(recal)
+    return _val_metrics(logits[k * b:], val_y)
 
   def evaluate(params, stats, encoding, calib_x, val_x, val_y):
     zeros = jax.tree.map(jnp.zeros_like, stats)
@@ -336,6 +328,27 @@ def make_recalibrated_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], 
   return fused if merge_val_batches and fuse_calibration else evaluate
 
 
+def _fused_inputs(calib_x: jax.Array, val_x: jax.Array) -> jax.Array:
+  """``[K, B, ...]`` and ``[M, B, ...]`` batches as one ``[(K + M) * B, ...]`` pass."""
+  return jnp.concatenate([calib_x.reshape((-1,) + calib_x.shape[2:]),
+                          val_x.reshape((-1,) + val_x.shape[2:])])
+
+
+def _check_recalibration_traced(recal) -> None:
+  if not recal.traced:
+    raise ValueError(
+        "fuse_calibration: apply_fn traced no batch norm inside recalibrating_batch_norm, so "
+        "its batch norms would normalise the validation examples with calibration "
+        "statistics. It may be a function jitted and traced before (its cached trace "
+        "ignores the context) or a network without jnas batch norms; pass "
+        "fuse_calibration=False")
+
+
+def _val_metrics(logits: jax.Array, val_y: jax.Array) -> dict[str, jax.Array]:
+  y = val_y.reshape(-1)
+  return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == y), "loss": cross_entropy(logits, y)}
+
+
 def pad_population(encodings: dict[str, np.ndarray], size: int) -> dict[str, jax.Array]:
   """Stacked encodings padded (with copies of the first) to ``size`` rows, as float32 arrays.
 
@@ -355,7 +368,8 @@ def pad_population(encodings: dict[str, np.ndarray], size: int) -> dict[str, jax
 
 def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
                               bn_momentum: float = 0.9, merge_val_batches: bool = True,
-                              fuse_calibration: bool = True, mesh: jax.sharding.Mesh | None = None
+                              fuse_calibration: bool = True, mesh: jax.sharding.Mesh | None = None,
+                              prefix_fn: Callable[..., Any] | None = None
                               ) -> Callable[..., dict[str, jax.Array]]:
   """Returns ``evaluate(params, stats, encodings, calib_x, val_x, val_y) -> metrics [P]``.
 
@@ -378,17 +392,42 @@ def make_population_evaluator(apply_fn: Callable[..., tuple[jax.Array, Any]], *,
   busy (256 MNIST-1D architectures took 1.60 s on two devices against 2.30 s
   on one, ``benchmarks/population_eval.py``).
 
+  ``prefix_fn``: :func:`jnas.supernet.make_prefix` of a supernet with a
+  ``shared_prefix`` (the DARTS supernet, whose ``apply_fn`` must then be
+  single path and unrolled): the part of the pass that no architecture
+  changes (the stem, and every candidate on the edges it feeds) runs once
+  for the population, and each architecture picks its ops' outputs from it.
+  The same numbers up to float rounding. Needs the fused calibration (the
+  default); not for few-shot supernets, whose shared edges differ per
+  sub-supernet.
+
   Example:
     >>> pop = jax.jit(make_population_evaluator(single_apply))  # doctest: +SKIP
     >>> pop(params, stats, encodings, calib_x, val_x, val_y)["accuracy"].shape  # doctest: +SKIP
     (64,)
   """
+  if prefix_fn is not None and not (merge_val_batches and fuse_calibration):
+    raise ValueError("make_population_evaluator: prefix_fn needs merge_val_batches=True and "
+                     "fuse_calibration=True")
   one = make_recalibrated_evaluator(apply_fn, bn_momentum=bn_momentum,
                                     merge_val_batches=merge_val_batches,
                                     fuse_calibration=fuse_calibration)
 
   def evaluate(params, stats, encodings, calib_x, val_x, val_y):
-    return jax.lax.map(lambda e: one(params, stats, e, calib_x, val_x, val_y), encodings)
+    if prefix_fn is None:
+      return jax.lax.map(lambda e: one(params, stats, e, calib_x, val_x, val_y), encodings)
+    k, b = calib_x.shape[:2]
+    x = _fused_inputs(calib_x, val_x)
+    with P.recalibrating_batch_norm(k, b) as recal:
+      shared = prefix_fn(params, stats, x, True)
+
+      def one_shared(e):
+        logits, _ = apply_fn(params, stats, e, x, True, shared)
+        return _val_metrics(logits[k * b:], val_y)
+
+      out = jax.lax.map(one_shared, encodings)
+    _check_recalibration_traced(recal)
+    return out
 
   if mesh is None:
     return evaluate
