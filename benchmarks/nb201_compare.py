@@ -30,6 +30,14 @@ budget in ``OUT/bB`` and adds ``OUT/budgets.{json,md,png}``: the found cell's ta
 against the budget per method, mean and standard deviation over seeds, beside random search
 and REA replayed at each budget.
 
+``--anytime`` (with ``--budgets``) runs each gradient method once per seed, at the largest
+budget, and judges it at every smaller budget by the cell it had derived after that budget's
+calibrated number of epochs (the genotype in ``metrics.jsonl``), as NAS-Bench-201's figures follow
+one search over its epochs. SPOS and its few-shot form (their cell comes from an evolution over
+the trained supernet) still run once per budget. Cheaper by about the sum of the smaller budgets;
+the difference from separate runs is the weights' cosine learning rate, which a truncated run has
+not yet annealed. Those entries have no rank correlations (no supernet is saved per epoch).
+
 The table must be complete for ``report`` (``benchmarks/nb201_mnist1d_table.py``).
 Pinned to one core (``--cores``) so that timings match the table's costs.
 """
@@ -101,6 +109,12 @@ def method_config(method: str, seed: int, epochs: int, task: dict | None = None)
   return apply_overrides(load_config(str(CONFIG)), [f"{k}={v}" for k, v in over.items()])
 
 
+def anytime_capable(method: str) -> bool:
+  """Whether a run's cell after fewer epochs is its cell at a smaller budget (gradient methods:
+  the derived genotype is logged every epoch; SPOS's comes from an evolution at the end)."""
+  return METHODS[method].get("search.strategy") != "spos"
+
+
 def budget_dirs(out: Path, budgets: list[float]) -> list[tuple[float, Path]]:
   """``(budget, directory)``: ``out`` itself for one budget, ``out/bB`` for several."""
   if len(budgets) == 1:
@@ -143,17 +157,31 @@ def cmd_run(args) -> None:
     if m not in METHODS:
       raise SystemExit(f"unknown method {m!r} (known: {', '.join(METHODS)})")
   budgets = parse_budgets(args.budgets) if args.budgets else [args.budget]
+  if args.anytime and len(budgets) < 2:
+    raise SystemExit("--anytime needs --budgets with two or more budgets")
   task = task_overrides(Path(args.table) if args.table else None)
   out = Path(args.out)
-  # Calibration is per method, shared by the budgets; the smallest budget's runs come first so
-  # that a comparison stopped early has every budget below the one it stopped in.
-  for budget, bdir in budget_dirs(out, budgets):
-    run_budget(bdir, budget, methods, args.seeds, task, calib_dir=out)
+  dirs = budget_dirs(out, budgets)
+  if not args.anytime:
+    # Calibration is per method, shared by the budgets; the smallest budget's runs come first so
+    # that a comparison stopped early has every budget below the one it stopped in.
+    for budget, bdir in dirs:
+      run_budget(bdir, budget, methods, args.seeds, task, calib_dir=out)
+    return
+  # The largest budget first: each of its gradient runs also answers every smaller budget.
+  top = dirs[-1][1].name
+  for budget, bdir in [dirs[-1]] + dirs[:-1]:
+    run_budget(bdir, budget, methods, args.seeds, task, calib_dir=out,
+               anytime_from=None if bdir.name == top else top)
 
 
 def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: dict,
-               calib_dir: Path) -> None:
-  """Runs (or resumes) every method's searches at one budget in ``out``."""
+               calib_dir: Path, anytime_from: str | None = None) -> None:
+  """Runs (or resumes) every method's searches at one budget in ``out``.
+
+  ``anytime_from``: the sibling directory of a larger budget whose gradient runs stand in for
+  this budget's (``--anytime``); only the other methods run here.
+  """
   from jnas.run import search
 
   plan_path = out / "plan.json"
@@ -167,14 +195,23 @@ def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: d
   plan["budget"], plan["task"] = budget, task
   plan.setdefault("methods", {})
   for m in methods:
+    source = anytime_from if anytime_from and anytime_capable(m) else None
+    if m in plan["methods"] and plan["methods"][m].get("anytime_from") != source:
+      raise SystemExit(f"{plan_path} has {m} {'with' if source is None else 'without'} "
+                       f"--anytime; use the same flags or another --out")
     if m not in plan["methods"]:
       cal = calibrate(m, calib_dir, task)
       spare = budget - cal["evolution_seconds"]
       cal["epochs"] = max(2, round(spare / cal["epoch_seconds"]))
+      if source:
+        cal["anytime_from"] = source
       plan["methods"][m] = cal
       out.mkdir(parents=True, exist_ok=True)
       plan_path.write_text(json.dumps(plan, indent=2) + "\n")
-      log.info("%s: %.2f s per epoch -> %d epochs", m, cal["epoch_seconds"], cal["epochs"])
+      log.info("%s: %.2f s per epoch -> %d epochs%s", m, cal["epoch_seconds"], cal["epochs"],
+               f" (judged in {source}'s runs)" if source else "")
+    if source:
+      continue
     for seed in range(seeds):
       t = time.time()
       wd = out / "runs" / m / f"seed_{seed}"
@@ -196,6 +233,22 @@ def _bench_run(wd: Path, table, table_id: str, sample: int) -> dict:
   r = {**bench_workdir(wd, table, sample=sample), "table_id": table_id, "sample": sample}
   write_json_atomic(str(cache), r)
   return r
+
+
+def _anytime_run(wd: Path, epochs: int, table) -> dict:
+  """The cell run ``wd`` had derived after ``epochs`` epochs (or at its early stop), on ``table``."""
+  from jnas.nb201_table import cell_figures
+  from jnas.spaces.nb201 import NB201Space
+
+  by_epoch = {r["epoch"]: r for r in _records(wd) if r.get("phase") == "search"
+              and "genotype" in r and r["epoch"] <= epochs}  # a resumed run's later line wins
+  if not by_epoch:
+    raise SystemExit(f"{wd}/metrics.jsonl has no search epoch up to {epochs}")
+  rec = by_epoch[max(by_epoch)]
+  space = NB201Space()
+  fig = cell_figures(table, space.format(space.genotype_loads(rec["genotype"])))
+  return {**{k: fig[k] for k in ("arch", "test_acc", "val_acc", "rank", "percentile", "regret")},
+          "search_seconds": rec["elapsed_s"], "search_epochs": rec["epoch"]}
 
 
 def _stats(values) -> dict[str, float]:
@@ -230,11 +283,16 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
   table = load_nb201_table(table_path)
   table_id = _file_id(table_path)
   runs: list[dict] = []
-  for m in plan["methods"]:
+  for m, entry in plan["methods"].items():
+    source = entry.get("anytime_from")
     for seed in range(seeds):
-      wd = out / "runs" / m / f"seed_{seed}"
+      wd = (out.parent / source if source else out) / "runs" / m / f"seed_{seed}"
       if not (wd / "summary.json").exists():
         log.warning("%s seed %d has not finished; left out", m, seed)
+        continue
+      if source:
+        runs.append({"method": m, "seed": seed, **_anytime_run(wd, int(entry["epochs"]), table),
+                     "tau_shared": None, "rho_shared": None, "tau_alpha": None})
         continue
       r = _bench_run(wd, table, table_id, sample)
       runs.append({"method": m, **{k: r[k] for k in (
@@ -425,6 +483,9 @@ def main() -> None:
   r = sub.add_parser("run", help="run (or resume) the searches")
   r.add_argument("--budget", type=float, default=40.0, help="search seconds per run (40)")
   r.add_argument("--methods", default=",".join(METHODS))
+  r.add_argument("--anytime", action="store_true",
+                 help="gradient methods run once, at the largest budget, and are judged at the "
+                      "smaller ones by their cell after those budgets' epochs")
   rp = sub.add_parser("report", help="bench every finished run against the table")
   for q in (r, rp):
     q.add_argument("--table", default=None if q is r else str(TABLE),

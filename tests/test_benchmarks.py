@@ -120,6 +120,50 @@ def test_compare_budgets_task_and_figure(tmp_path):
   assert (tmp_path / "budgets.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compare_anytime_runs_gradient_methods_once_and_judges_them_by_epoch(tmp_path,
+                                                                              monkeypatch):
+  """--anytime: a smaller budget's gradient entries point at the largest budget's runs, which are
+  judged by the cell logged after that budget's epochs; SPOS still runs per budget."""
+  import jnas.run
+  from jnas.nb201_table import load_nb201_table
+
+  cmp = _script("nb201_compare")
+  assert cmp.anytime_capable("darts1") and cmp.anytime_capable("pruning")
+  assert not cmp.anytime_capable("spos") and not cmp.anytime_capable("spos_few_shot")
+  monkeypatch.setattr(cmp, "calibrate", lambda m, out, task=None: {
+      "epoch_seconds": 2.0, "evolution_seconds": 4.0 if m == "spos" else 0.0})
+  ran = []
+  monkeypatch.setattr(jnas.run, "search", lambda config, wd: ran.append(
+      (config.search.strategy, config.search.epochs, Path(wd).parts[-2])) or {
+          "genotype": {"arch": "x"}, "search_seconds": 1.0})
+  cmp.run_budget(tmp_path / "b10", 10.0, ["darts1", "spos"], 1, {}, calib_dir=tmp_path,
+                 anytime_from="b20")
+  assert ran == [("spos", 3, "spos")]
+  plan = json.loads((tmp_path / "b10" / "plan.json").read_text())
+  assert plan["methods"]["darts1"] == {"epoch_seconds": 2.0, "evolution_seconds": 0.0,
+                                       "epochs": 5, "anytime_from": "b20"}
+  assert "anytime_from" not in plan["methods"]["spos"]
+  with pytest.raises(SystemExit, match="--anytime"):
+    cmp.run_budget(tmp_path / "b10", 10.0, ["darts1"], 1, {}, calib_dir=tmp_path)
+
+  table = load_nb201_table(ROOT / "benchmarks/results/nb201_mnist1d/table.csv")
+  cells = [table.arch[i] for i in (0, 1, 2)]
+  wd = tmp_path / "b20" / "runs" / "darts1" / "seed_0"
+  wd.mkdir(parents=True)
+  lines = [{"phase": "search", "epoch": e, "elapsed_s": 10.0 * e,
+            "genotype": json.dumps({"space": "nb201", "arch": a})}
+           for e, a in ((1, cells[0]), (2, cells[0]), (3, cells[1]))]
+  lines.append({**lines[1], "genotype": json.dumps({"space": "nb201", "arch": cells[2]}),
+                "elapsed_s": 21.0})  # epoch 2 again after a resume: the later line counts
+  (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  r = cmp._anytime_run(wd, 2, table)
+  assert (r["arch"], r["search_epochs"], r["search_seconds"]) == (cells[2], 2, 21.0)
+  assert r["test_acc"] == pytest.approx(float(table.test_acc[2]))
+  assert cmp._anytime_run(wd, 9, table)["arch"] == cells[1]  # stopped early: its last cell
+  with pytest.raises(SystemExit, match="no search epoch"):
+    cmp._anytime_run(wd, 0, table)
+
+
 def test_search_step_compile_only_reports_without_stepping():
   # A tiny 1-D network: the point is the flag's contract (no step timed, compile figures given).
   import importlib.util

@@ -17,6 +17,7 @@ Example:
 
 from jnas.nb201_table.bench import NB201Table
 from jnas.nb201_table.bench import bench_workdir
+from jnas.nb201_table.bench import cell_figures
 from jnas.nb201_table.bench import format_bench
 from jnas.nb201_table.bench import load_nb201_table
 from jnas.nb201_table.bench import rank_correlation
@@ -40,6 +41,7 @@ __all__ = [
     "NB201Table",
     "RAW_COLUMNS",
     "bench_workdir",
+    "cell_figures",
     "format_bench",
     "load_nb201_table",
     "rank_correlation",

@@ -157,6 +157,34 @@ def sample_cells(table: NB201Table, n: int, seed: int = 0) -> list[str]:
   return [first[keys[i]] for i in sorted(pick)]
 
 
+def cell_figures(table: NB201Table, arch: str) -> dict[str, Any]:
+  """Where cell ``arch`` (an NB201 string) stands in ``table``: its accuracies, rank, percentile, regret.
+
+  Returns ``arch``, ``canonical``, ``test_acc``, ``val_acc``, ``rank`` (1 =
+  best of ``unique_cells``), ``percentile`` (of the table's strings below it),
+  ``regret`` (the table's best test accuracy minus the cell's) and the table's
+  best. A partial table (a build in progress) may lack the cell: its figures
+  are then None.
+
+  Example:
+    >>> t = load_nb201_table("benchmarks/results/nb201_mnist1d/table.csv")  # doctest: +SKIP
+    >>> cell_figures(t, "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|"
+    ...              "skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")["rank"]  # doctest: +SKIP
+  """
+  unique = table.unique_test_acc()
+  best = int(np.argmax(table.test_acc))
+  i = table.row.get(arch)
+  found = None if i is None else float(table.test_acc[i])
+  return {
+      "arch": arch, "canonical": None if i is None else table.canonical[i], "test_acc": found,
+      "val_acc": None if i is None else float(table.val_acc[i]),
+      "rank": None if i is None else 1 + sum(v > found for v in unique.values()),
+      "unique_cells": len(unique),
+      "percentile": None if i is None else float(100.0 * np.mean(table.test_acc < found)),
+      "regret": None if i is None else float(table.test_acc[best] - found),
+      "table_best_test_acc": float(table.test_acc[best]), "table_best_arch": table.arch[best]}
+
+
 def _check_workdir(wd: Path, table: NB201Table) -> tuple[Any, NB201Space]:
   """The run's config and space; one-line ``ValueError`` when they do not fit the table."""
   import ml_collections  # noqa: PLC0415
@@ -310,25 +338,12 @@ def bench_workdir(workdir: str | os.PathLike, table: str | os.PathLike | NB201Ta
   coverage = len(t.arch) / space.num_architectures
   if arch not in t.row and coverage >= 1:
     raise ValueError(f"the found cell {arch} is not in the table {t.path}")
-  unique = t.unique_test_acc()
-  best = int(np.argmax(t.test_acc))
   summary = _read_json(wd / "summary.json") if (wd / "summary.json").exists() else {}
   sc = config.search
-  # A partial table (a build in progress) may lack the found cell: its figures are then None,
-  # and the rank correlations, which need only the table's own cells, are still reported.
-  i = t.row.get(arch)
-  found = None if i is None else float(t.test_acc[i])
   out: dict[str, Any] = {
       "workdir": str(wd), "table": t.path, "strategy": sc.strategy,
       "mitigations": sc.get("mitigations", "") or "", "seed": int(config.seed),
-      "arch": arch, "canonical": None if i is None else t.canonical[i], "test_acc": found,
-      "val_acc": None if i is None else float(t.val_acc[i]),
-      "rank": None if i is None else 1 + sum(v > found for v in unique.values()),
-      "unique_cells": len(unique),
-      "percentile": None if i is None else float(100.0 * np.mean(t.test_acc < found)),
-      "regret": None if i is None else float(t.test_acc[best] - found),
-      "table_best_test_acc": float(t.test_acc[best]), "table_best_arch": t.arch[best],
-      "table_coverage": coverage,
+      **cell_figures(t, arch), "table_coverage": coverage,
       "search_seconds": summary.get("search_seconds"),
       "search_epochs": summary.get("search_epochs", sc.get("epochs")),
       "correlation": {},
