@@ -118,9 +118,12 @@ def test_recalibrated_evaluator_population_equals_loop_and_compiles_once():
     np.testing.assert_allclose(got["loss"][i], one["loss"], rtol=1e-3)
 
 
-def test_population_evaluator_split_over_a_mesh_equals_unsplit():
+def test_population_evaluator_split_over_a_mesh_and_with_the_shared_prefix_equals_plain():
   # One device here; the split's padding path runs when the mesh does not divide the population
-  # (checked with a 2-device mesh by benchmarks/population_eval.py).
+  # (checked with a 2-device mesh by benchmarks/population_eval.py). With the prefix, the stem and
+  # the 2 + 1 input rows of cells 0 and 1 run once for the population; the reduction cell's shared
+  # edges are strided (skip is a factorized reduce there), so every kind of candidate is picked
+  # from the prefix somewhere, and the prefix is traced inside shard_map's per-device program.
   from jnas.parallel import seed_mesh
   space, s = tiny()
   calib_x = jax.random.normal(jax.random.key(2), (2, 8, 12, 1))
@@ -128,30 +131,13 @@ def test_population_evaluator_split_over_a_mesh_equals_unsplit():
   val_y = jnp.arange(16).reshape(2, 8) % 10
   encs = {k: jnp.asarray(v) for k, v in encoding_pool(space, 5, seed=1).items()}
   apply = make_apply(s.graphdef, single_path=True, unroll=True)
-  plain = jax.jit(make_population_evaluator(apply))(s.params, s.state, encs, calib_x, val_x, val_y)
-  split = jax.jit(make_population_evaluator(apply, mesh=seed_mesh(1)))(
-      s.params, s.state, encs, calib_x, val_x, val_y)
-  assert split["accuracy"].shape == (5,)
-  chex.assert_trees_all_close(split, plain, atol=1e-6)
-
-
-def test_population_evaluator_with_the_shared_prefix_equals_without():
-  # The stem and the 2 + 1 input rows of cells 0 and 1 run once for the population; the reduction
-  # cell's shared edges are strided (skip is a factorized reduce there), so every kind of
-  # candidate is picked from the prefix somewhere.
-  from jnas.parallel import seed_mesh
-  space, s = tiny()
-  calib_x = jax.random.normal(jax.random.key(2), (2, 8, 12, 1))
-  val_x = jax.random.normal(jax.random.key(3), (2, 8, 12, 1))
-  val_y = jnp.arange(16).reshape(2, 8) % 10
-  encs = {k: jnp.asarray(v) for k, v in encoding_pool(space, 6, seed=2).items()}
-  apply = make_apply(s.graphdef, single_path=True, unroll=True)
   prefix = make_prefix(s.graphdef)
   plain = jax.jit(make_population_evaluator(apply))(s.params, s.state, encs, calib_x, val_x, val_y)
-  # Through a (one-device) mesh: the prefix is traced inside shard_map's per-device program.
-  shared = jax.jit(make_population_evaluator(apply, prefix_fn=prefix, mesh=seed_mesh(1)))(
-      s.params, s.state, encs, calib_x, val_x, val_y)
-  chex.assert_trees_all_close(shared, plain, atol=1e-6)
+  assert plain["accuracy"].shape == (5,)
+  for kwargs in ({"mesh": seed_mesh(1)}, {"mesh": seed_mesh(1), "prefix_fn": prefix}):
+    got = jax.jit(make_population_evaluator(apply, **kwargs))(
+        s.params, s.state, encs, calib_x, val_x, val_y)
+    chex.assert_trees_all_close(got, plain, atol=1e-6)
   with pytest.raises(ValueError, match="prefix_fn needs"):
     make_population_evaluator(apply, prefix_fn=prefix, fuse_calibration=False)
 
