@@ -2,9 +2,13 @@
 
   python benchmarks/multiobjective.py                       # 100 runs each, budget 40 s
   python benchmarks/multiobjective.py --runs 20 --strategies nsga2,random --objectives params
+  # the seed's comparison on this machine's two latency settings (issue 30 item 4)
+  python benchmarks/multiobjective.py --table benchmarks/results/nb201_latency/table.csv \
+      --objectives latency_edge_ms,latency_server_ms --out benchmarks/results/multiobjective_latency
 
-For each objective column (``params`` and ``train_seconds`` until the table
-has latency columns) and each strategy (``nsga2``, ``dpp_net``, ``random``,
+For each objective column of ``--table`` (``params`` and ``train_seconds`` of the
+v1 table by default; ``benchmarks/nb201_latency_columns.py report`` writes the v1
+table with two latency columns) and each strategy (``nsga2``, ``dpp_net``, ``random``,
 ``rea``, ``reinforce``), ``jnas.search.tabular_front.replay_front_many``
 runs the strategy ``--runs`` times under the table's cost column
 (``train_seconds`` per query, ``--budget`` simulated seconds) and judges each
@@ -80,12 +84,15 @@ def main() -> None:
   ap.add_argument("--strategies", default="nsga2,dpp_net,random,rea,reinforce")
   ap.add_argument("--objectives", default="params,train_seconds")
   ap.add_argument("--out", default=str(ROOT / "benchmarks/results/multiobjective"))
+  ap.add_argument("--table", default=str(TABLE),
+                  help="table CSV with arch_str, val_acc, test_acc, train_seconds and the objectives")
   args = ap.parse_args()
+  table = Path(args.table).resolve()
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   rows, lines = [], []
   for objective in args.objectives.split(","):
-    bench = load_table(str(TABLE), arch_column="arch_str", signal_column="val_acc",
+    bench = load_table(str(table), arch_column="arch_str", signal_column="val_acc",
                        report_column="test_acc", cost_column="train_seconds",
                        objective_column=objective)
     results = {}
@@ -96,7 +103,7 @@ def main() -> None:
       else:
         t0 = time.time()
         r = replay_front_many(name, bench, budget=args.budget, runs=args.runs, seed=0)
-        r["table"] = str(TABLE.relative_to(ROOT))
+        r["table"] = str(table.relative_to(ROOT)) if table.is_relative_to(ROOT) else str(table)
         write_json_atomic(str(path), r)
         print(f"  [{time.time() - t0:.0f} s]", flush=True)
       results[name] = r

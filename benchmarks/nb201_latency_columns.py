@@ -32,7 +32,9 @@ The two settings, and why they differ like devices do:
 ``report`` writes ``OUT/latency.csv`` (canonical cell, architecture, v1 test accuracy, one column
 per setting), ``OUT/latency.json`` and ``.md`` (each setting's repeatability: Spearman between
 two repeats; the Spearman between settings; each setting's (accuracy, latency) Pareto-optimal
-cells and how many the two fronts share), and ``OUT/fronts.png``.
+cells and how many the two fronts share), ``OUT/fronts.png`` and, once every cell has both
+columns, ``OUT/table.csv``: the v1 table with ``latency_edge_ms`` and ``latency_server_ms``
+appended, for ``jnas tabular --objective`` and ``benchmarks/multiobjective.py --table``.
 """
 
 from __future__ import annotations
@@ -166,10 +168,12 @@ def cmd_report(args) -> None:
     for k in sorted(set(e) | set(v)):
       arch, ta = acc.get(k, ("", float("nan")))
       w.writerow([k, arch, ta, e.get(k, ""), v.get(k, "")])
+  res["table"] = _write_table(out, e, v)
   (out / "latency.json").write_text(json.dumps(res, indent=2) + "\n")
   lines = [f"cells measured: {res['cells']}"]
   for s, r in res["repeatability"].items():
     lines.append(f"- {s}: two repeats agree at Spearman {r['spearman']:.3f} ({r['cells']} cells)")
+  lines.append(f"- table with latency columns: {res['table']}")
   if "between_settings" in res:
     b = res["between_settings"]
     lines.append(f"- edge vs server: Spearman {b['spearman']:.3f} ({b['cells']} cells)")
@@ -179,6 +183,26 @@ def cmd_report(args) -> None:
   print("\n".join(lines))
   if fronts:
     _plot(common, acc, e, v, fronts, out / "fronts.png")
+
+
+def _write_table(out: Path, edge: dict[str, float], server: dict[str, float]) -> str:
+  """The v1 table with ``latency_edge_ms`` and ``latency_server_ms`` appended, as ``OUT/table.csv``,
+  once every unique cell has both (``jnas tabular --objective`` and ``multiobjective.py --table``
+  read it); until then, says how many cells are missing."""
+  with open(TABLE_V1 / "table.csv", newline="") as f:
+    rows = list(csv.reader(f))
+  at = rows[0].index("canonical")
+  missing = {r[at] for r in rows[1:]} - (set(edge) & set(server))
+  if missing:
+    return f"not written: {len(missing)} unique cells lack a latency in one setting or both"
+  tmp = out / ".table.csv.tmp"
+  with open(tmp, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(rows[0] + ["latency_edge_ms", "latency_server_ms"])
+    for r in rows[1:]:
+      w.writerow(r + [f"{edge[r[at]]:.5f}", f"{server[r[at]]:.5f}"])
+  os.replace(tmp, out / "table.csv")
+  return str(out / "table.csv")
 
 
 def _plot(common, acc, e, v, fronts, path: Path) -> None:

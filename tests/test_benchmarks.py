@@ -85,6 +85,27 @@ def _script(name: str):
   return module
 
 
+def test_latency_table_is_written_once_every_cell_has_both_columns(tmp_path):
+  import csv
+
+  lat = _script("nb201_latency_columns")
+  with open(lat.TABLE_V1 / "table.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  cells = sorted({r["canonical"] for r in rows})
+  edge = {c: 0.1 + i * 1e-4 for i, c in enumerate(cells)}
+  server = {c: 2.0 for c in cells[1:]}
+  assert lat._write_table(tmp_path, edge, server).startswith("not written: 1 unique cells")
+  assert not (tmp_path / "table.csv").exists()
+  server[cells[0]] = 3.0
+  assert lat._write_table(tmp_path, edge, server) == str(tmp_path / "table.csv")
+  with open(tmp_path / "table.csv", newline="") as f:
+    got = list(csv.DictReader(f))
+  assert len(got) == len(rows) and got[0]["arch_str"] == rows[0]["arch_str"]
+  assert [float(r["latency_edge_ms"]) for r in got if r["canonical"] == cells[5]] == [
+      pytest.approx(0.1005)] * sum(r["canonical"] == cells[5] for r in rows)
+  assert float(next(r for r in got if r["canonical"] == cells[0])["latency_server_ms"]) == 3.0
+
+
 def test_compare_budgets_task_and_figure(tmp_path):
   """nb201_compare.py --budgets (issue 27 item 6): parsing, the table's task, the combined table."""
   cmp = _script("nb201_compare")
