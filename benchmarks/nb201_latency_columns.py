@@ -134,6 +134,9 @@ def cmd_report(args) -> None:
 
   out = Path(args.out)
   runs = {p.stem[len("latency-"):]: _read(p) for p in sorted(out.glob("latency-*-r*.csv"))}
+  if not runs:
+    raise SystemExit(f"nb201_latency_columns: error: no latency-SETTING-rN.csv in {out}; run "
+                     f"'measure' first")
   with open(TABLE_V1 / "table.csv", newline="") as f:
     acc = {}
     for r in csv.DictReader(f):
