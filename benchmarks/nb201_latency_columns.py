@@ -13,20 +13,25 @@ per cell. Cells go in the table build's fixed shuffled order, so any prefix is a
 stopped (``OUT/latency-SETTING-rREPEAT.csv``, one row per cell).
 
 How it is timed, so that it holds on a shared machine: one pinned core (``--core``, default the
-last), XLA's intra-op threading off, and each call timed by this process's CPU time, the
-minimum over ``--repeats`` rounds (``jnas.estimation.latency.time_calls(stat="min",
-clock="cpu")``). A single-threaded call's CPU time is its run time without the time another
-process held the core. What each setting needs, as measured (two repeats, Spearman between them):
+last), XLA's intra-op threading off, each call timed by this process's CPU time (a
+single-threaded call's run time without the time another process held the core). Cells are
+compiled in groups of ``--group`` (25), and a group is timed in ``--repeats`` (5) passes spread
+over the next group's compilation: a pass runs each cell's calls back to back for about 10 ms,
+so the caches are warm again after the compilation in between, and the latency is the minimum
+over all passes. Measured, as the Spearman between two repeats (the whole trial table is in
+benchmarks/results/README.md, "Latency columns"):
 
-* ``server`` (``--group 25``): 25 cells compiled together and timed in interleaved rounds, so
-  each cell's rounds spread over a few seconds and a burst of host load (this is a VM) hits a
-  few rounds of every cell, which the minimum drops: 0.966 over 150 cells with the edge
-  measurement running on the other core (0.81 over 300 cells timing each cell back to back).
-  It can run beside other work.
-* ``edge`` (``--group 1``): each cell back to back, **with the other cores quiet**: 0.949 over
-  100 cells alone, but 0.68-0.80 with the server measurement on the other core (interleaved or
-  not). At batch 1 a forward pass is a fraction of a millisecond spent mostly in per-op
-  overhead and cache misses, so another core's memory traffic moves it by 30-50 %.
+* one back-to-back block per cell, right after its compilation: edge alone 0.95 over 100 cells
+  in one quiet stretch, 0.62 over 300 in another. The host (a VM) slows every call at times,
+  for seconds, and a block falls inside such a stretch whole.
+* rounds of a few calls spread over the next group's compilation: 0.79; each round ran cold
+  after a compilation (latencies 14-20 % higher, some doubled).
+* warm passes spread over the next group's compilation (this): **0.986** over 100 cells, 95 %
+  of cells within 8 %.
+* ``edge`` needs **the other cores quiet**: at batch 1 a pass is 0.13-0.45 ms of per-op
+  overhead and cache misses, and the server measurement on the other core moved it by 30-50 %.
+  ``server`` repeated at 0.966 over 150 cells with the edge measurement beside it (interleaved
+  rounds, the method before this), so it can run beside other work.
 
 The two settings, and why they differ like devices do:
 
@@ -58,8 +63,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_V1 = ROOT / "benchmarks" / "results" / "nb201_mnist1d"
 OUT = ROOT / "benchmarks" / "results" / "nb201_latency"
-# group: cells compiled together and timed in interleaved rounds (see the module docstring).
-SETTINGS = {"edge": {"batch": 1, "group": 1}, "server": {"batch": 256, "group": 25}}
+# group: cells compiled together and timed in passes spread over the next group's compilation.
+SETTINGS = {"edge": {"batch": 1, "group": 25}, "server": {"batch": 256, "group": 25}}
 COLUMNS = ["canonical", "arch_str", "latency_ms", "seconds"]
 
 
@@ -99,44 +104,83 @@ def cmd_measure(args) -> None:
   batch = SETTINGS[args.setting]["batch"]
   new = not path.exists()
   t_start = time.time()
+  size = args.group or SETTINGS[args.setting]["group"]
+  per_compile = args.repeats / size  # passes of the previous group per compilation
   with open(path, "a", newline="") as f:
     w = csv.writer(f)
     if new:
       w.writerow(COLUMNS)
-    size = args.group or SETTINGS[args.setting]["group"]
-    for lo in range(0, len(todo), size):
-      t0 = time.time()
-      group = todo[lo:lo + size]
-      genotypes = [genotype_at(n, space) for _, n in group]
-      nets = [NB201Network(g, 1, 10, ndim=1, channels=proto["channels"],
-                           cells_per_stage=proto["cells_per_stage"], space=space,
-                           rngs=nnx.Rngs(0)) for g in genotypes]
-      ms = _latencies(nets, batch, args.repeats)
-      each = (time.time() - t0) / len(group)
-      for (key, _), g, m in zip(group, genotypes, ms):
-        w.writerow([key, space.format(g), f"{m:.5f}", f"{each:.2f}"])
+
+    def flush(group):
+      while any(c.passes < args.repeats for c in group):
+        time.sleep(0.3)  # no next group's compilation to spread over: spread over time instead
+        for c in group:
+          if c.passes < args.repeats:
+            c.time_pass()
+      for c in group:
+        w.writerow([c.key, c.arch, f"{1e3 * c.best:.5f}", f"{c.seconds:.2f}"])
       f.flush()
-      print(f"{args.setting} r{args.repeat}: {len(done) + lo + len(group)} cells, "
-            f"{time.time() - t_start:.0f} s this run", flush=True)
+
+    previous, current, written = [], [], len(done)
+    for key, n in todo:
+      g = genotype_at(n, space)
+      net = NB201Network(g, 1, 10, ndim=1, channels=proto["channels"],
+                         cells_per_stage=proto["cells_per_stage"], space=space,
+                         rngs=nnx.Rngs(0))
+      current.append(_Timed(key, space.format(g), net, batch))
+      due = int(len(current) * per_compile) - int((len(current) - 1) * per_compile)
+      for _ in range(due):
+        for c in previous:
+          if c.passes < args.repeats:
+            c.time_pass()
+      if len(current) == size:
+        flush(previous)
+        written += len(previous)
+        previous, current = current, []
+        print(f"{args.setting} r{args.repeat}: {written} cells, {time.time() - t_start:.0f} s "
+              f"this run", flush=True)
+    for group in (previous, current):
+      flush(group)
+      written += len(group)
+    print(f"{args.setting} r{args.repeat}: {written} cells, {time.time() - t_start:.0f} s this run",
+          flush=True)
 
 
-def _latencies(nets, batch: int, repeats: int) -> list[float]:
-  """Milliseconds per forward pass of each network, timed in interleaved rounds (see the module
-  docstring): a burst of load from the host lasts a fraction of a second and hits a few rounds
-  of every network, which the minimum drops."""
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-  from flax import nnx  # noqa: PLC0415
+class _Timed:
+  """One cell's compiled forward pass, timed a pass at a time: the minimum CPU time of a call
+  over ``number`` back-to-back calls per pass (about 10 ms of them) and over the passes."""
 
-  from jnas.estimation.latency import time_calls  # noqa: PLC0415
+  def __init__(self, key: str, arch: str, net, batch: int):
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    from flax import nnx  # noqa: PLC0415
 
-  x = jnp.zeros((batch, 40, 1), jnp.float32)
-  calls = []
-  for net in nets:
+    t0 = time.time()
+    self.key, self.arch = key, arch
     graphdef, state = nnx.split(net)
-    fwd = jax.jit(lambda s, x, g=graphdef: nnx.merge(g, s)(x, train=False))
-    calls.append((fwd.lower(state, x).compile(), (state, x)))
-  return [1e3 * t for t in time_calls(calls, repeats=repeats, stat="min", clock="cpu")]
+    x = jnp.zeros((batch, 40, 1), jnp.float32)
+    fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))
+    self.fn, self.args = fwd.lower(state, x).compile(), (state, x)
+    for _ in range(3):
+      jax.block_until_ready(self.fn(*self.args))
+    t = time.process_time()
+    jax.block_until_ready(self.fn(*self.args))
+    # Each pass: back-to-back calls for about 10 ms (at least 5), so that the caches are warm
+    # again after whatever ran in between (a compilation): the minimum is a warm call's.
+    self.number = max(5, min(200, int(1e-2 / max(time.process_time() - t, 1e-7))))
+    self.best, self.passes = float("inf"), 0
+    self.seconds = time.time() - t0
+
+  def time_pass(self) -> None:
+    import jax  # noqa: PLC0415
+
+    t_start = time.time()
+    for _ in range(self.number):
+      t0 = time.process_time()
+      jax.block_until_ready(self.fn(*self.args))
+      self.best = min(self.best, time.process_time() - t0)
+    self.passes += 1
+    self.seconds += time.time() - t_start
 
 
 def _read(path: Path) -> dict[str, float]:
@@ -253,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("command", choices=("measure", "report"))
   parser.add_argument("--setting", choices=tuple(SETTINGS), default="edge")
   parser.add_argument("--repeat", type=int, default=0, help="measure: 0, or 1 for the re-check")
-  parser.add_argument("--repeats", type=int, default=50,
-                      help="measure: timed rounds per cell (the minimum CPU time is kept)")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="measure: timed passes per cell (the minimum CPU time is kept)")
   parser.add_argument("--group", type=int, default=None,
-                      help="measure: cells compiled together and timed in interleaved rounds "
-                           "(default: 1 for edge, 25 for server)")
+                      help="measure: cells per group; a group's passes are spread over the "
+                           "next group's compilation (25)")
   parser.add_argument("--core", type=int, default=None,
                       help="measure: the core to pin to (default: the last one allowed)")
   parser.add_argument("--limit", type=int, default=0, help="measure: at most this many new cells")
