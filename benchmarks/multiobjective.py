@@ -85,7 +85,8 @@ def main() -> None:
   ap.add_argument("--objectives", default="params,train_seconds")
   ap.add_argument("--out", default=str(ROOT / "benchmarks/results/multiobjective"))
   ap.add_argument("--table", default=str(TABLE),
-                  help="table CSV with arch_str, val_acc, test_acc, train_seconds and the objectives")
+                  help="table CSV with arch_str, val_acc, test_acc, train_seconds and the "
+                       "objectives")
   args = ap.parse_args()
   table = Path(args.table).resolve()
   out = Path(args.out)

@@ -236,7 +236,8 @@ def _bench_run(wd: Path, table, table_id: str, sample: int) -> dict:
 
 
 def _anytime_run(wd: Path, epochs: int, table) -> dict:
-  """The cell run ``wd`` had derived after ``epochs`` epochs (or at its early stop), on ``table``."""
+  """The cell run ``wd`` had derived after ``epochs`` epochs (or at its early stop), judged on
+  ``table``."""
   from jnas.nb201_table import cell_figures
   from jnas.spaces.nb201 import NB201Space
 

@@ -3,7 +3,7 @@
   python benchmarks/nb201_latency_columns.py measure --setting edge             # batch 1
   python benchmarks/nb201_latency_columns.py measure --setting server           # batch 256
   python benchmarks/nb201_latency_columns.py measure --setting edge --repeat 1 --limit 500
-  python benchmarks/nb201_latency_columns.py report    # columns, agreement, Pareto fronts: CSV, JSON, MD, PNG
+  python benchmarks/nb201_latency_columns.py report    # columns, agreement, fronts: CSV/JSON/MD/PNG
 
 ``measure`` times the forward pass of each unique cell's network under the v1 table's protocol
 (``benchmarks/results/nb201_mnist1d/protocol.json``: C=8, one cell per stage, 40x1 inputs, 10

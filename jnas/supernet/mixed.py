@@ -1,6 +1,6 @@
 """A mixed op over arbitrary candidate modules, with a single-path (chosen-op-only) mode.
 
-The DARTS supernet stacks its candidates for speed (:class:`jnas.supernet.darts.MixedEdges`);
+The DARTS supernet stacks its candidates for speed (:class:`jnas.supernet.darts_edges.MixedEdges`);
 spaces whose candidates are whole blocks (FBNet/MobileNetV2 chains) or plain
 dense convolutions (NAS-Bench-201) use this simpler form: one module per
 candidate, mixed by the encoding's weights, or only the arg-max candidate run
