@@ -111,12 +111,15 @@ def cmd_measure(args) -> None:
     if new:
       w.writerow(COLUMNS)
 
+    def one_pass(group):
+      for c in group:
+        if c.passes < args.repeats:
+          c.time_pass()
+
     def flush(group):
       while any(c.passes < args.repeats for c in group):
         time.sleep(0.3)  # no next group's compilation to spread over: spread over time instead
-        for c in group:
-          if c.passes < args.repeats:
-            c.time_pass()
+        one_pass(group)
       for c in group:
         w.writerow([c.key, c.arch, f"{1e3 * c.best:.5f}", f"{c.seconds:.2f}"])
       f.flush()
@@ -130,9 +133,7 @@ def cmd_measure(args) -> None:
       current.append(_Timed(key, space.format(g), net, batch))
       due = int(len(current) * per_compile) - int((len(current) - 1) * per_compile)
       for _ in range(due):
-        for c in previous:
-          if c.passes < args.repeats:
-            c.time_pass()
+        one_pass(previous)
       if len(current) == size:
         flush(previous)
         written += len(previous)
