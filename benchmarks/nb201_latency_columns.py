@@ -2,6 +2,8 @@
 
   python benchmarks/nb201_latency_columns.py measure --setting edge             # batch 1
   python benchmarks/nb201_latency_columns.py measure --setting server           # batch 256
+  python benchmarks/nb201_latency_columns.py measure --setting server --core 0 --shard 0/2 &
+  python benchmarks/nb201_latency_columns.py measure --setting server --core 1 --shard 1/2  # two cores
   python benchmarks/nb201_latency_columns.py measure --setting edge --repeat 1 --limit 500
   python benchmarks/nb201_latency_columns.py report    # columns, agreement, fronts: CSV/JSON/MD/PNG
 
@@ -101,15 +103,19 @@ def cmd_measure(args) -> None:
   path = out / f"latency-{args.setting}-r{args.repeat}.csv"
   done = _done(path)
   todo = [(k, n) for k, n in work_order(space) if k not in done][:args.limit or None]
+  todo = todo[args.shard[0]::args.shard[1]]
   batch = SETTINGS[args.setting]["batch"]
-  new = not path.exists()
+  try:  # exclusive create: shards started together write the header once
+    with open(path, "x", newline="") as f:
+      csv.writer(f).writerow(COLUMNS)
+  except FileExistsError:
+    pass
   t_start = time.time()
   size = args.group or SETTINGS[args.setting]["group"]
   per_compile = args.repeats / size  # passes of the previous group per compilation
+  # Appended a group at a time in one write (a group's rows are a few KB), so shards can share it.
   with open(path, "a", newline="") as f:
     w = csv.writer(f)
-    if new:
-      w.writerow(COLUMNS)
 
     def one_pass(group):
       for c in group:
@@ -293,6 +299,16 @@ def _plot(common, acc, e, v, fronts, path: Path) -> None:
   fig.savefig(path, dpi=120)
 
 
+def _shard(text: str) -> tuple[int, int]:
+  try:
+    i, n = (int(x) for x in text.split("/"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is not I/N, e.g. 0/2") from None
+  if not 0 <= i < n:
+    raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+  return i, n
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("command", choices=("measure", "report"))
@@ -306,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--core", type=int, default=None,
                       help="measure: the core to pin to (default: the last one allowed)")
   parser.add_argument("--limit", type=int, default=0, help="measure: at most this many new cells")
+  parser.add_argument("--shard", type=_shard, default=(0, 1),
+                      help="measure: I/N, this process's share of the cells left (run N "
+                           "processes on N cores; they append to the same CSV)")
   parser.add_argument("--out", default=str(OUT))
   args = parser.parse_args(argv)
   cmd_measure(args) if args.command == "measure" else cmd_report(args)

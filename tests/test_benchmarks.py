@@ -44,7 +44,15 @@ def test_latency_columns_measure_resume_and_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
-  run("measure", "--setting", "server", "--limit", "3", "--repeats", "3")
+  # Two shards at once append to one CSV: the header once, every cell once.
+  procs = [subprocess.Popen([sys.executable, script, "measure", "--setting", "server", "--limit",
+                             "3", "--repeats", "3", "--shard", f"{i}/2", "--out", str(tmp_path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  assert [p.wait(timeout=600) for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+  rows = (tmp_path / "latency-server-r0.csv").read_text().splitlines()
+  assert rows[0].startswith("canonical,") and len(rows) == 4
+  assert len({r.split(",")[0] for r in rows[1:]}) == 3
   run("measure", "--setting", "edge", "--limit", "2", "--repeats", "3")
   run("measure", "--setting", "edge", "--limit", "1", "--repeats", "3")  # resumes: a third cell
   rows = (tmp_path / "latency-edge-r0.csv").read_text().splitlines()
@@ -54,6 +62,17 @@ def test_latency_columns_measure_resume_and_report(tmp_path):
   res = json.loads((tmp_path / "latency.json").read_text())
   assert res["cells"] == {"edge": 3, "server": 3} and res["between_settings"]["cells"] == 3
   assert all(r["latency_ms"] > 0 for f in res["fronts"].values() for r in f)
+
+
+def test_latency_shard_argument():
+  """``--shard I/N`` splits the cells left between processes; a bad value is one argparse line."""
+  import argparse
+
+  lat = _script("nb201_latency_columns")
+  assert lat._shard("1/2") == (1, 2)
+  for bad in ("2/2", "-1/2", "1/0", "half", "1/2/3"):
+    with pytest.raises(argparse.ArgumentTypeError):
+      lat._shard(bad)
 
 
 def test_every_jnas_name_the_scripts_import_exists():
