@@ -62,6 +62,8 @@ import sys
 import time
 from pathlib import Path
 
+from jnas.cli_support import shard_arg  # no JAX import: safe before pinning
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_V1 = ROOT / "benchmarks" / "results" / "nb201_mnist1d"
 OUT = ROOT / "benchmarks" / "results" / "nb201_latency"
@@ -299,16 +301,6 @@ def _plot(common, acc, e, v, fronts, path: Path) -> None:
   fig.savefig(path, dpi=120)
 
 
-def _shard(text: str) -> tuple[int, int]:
-  try:
-    i, n = (int(x) for x in text.split("/"))
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r} is not I/N, e.g. 0/2") from None
-  if not 0 <= i < n:
-    raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
-  return i, n
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("command", choices=("measure", "report"))
@@ -322,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--core", type=int, default=None,
                       help="measure: the core to pin to (default: the last one allowed)")
   parser.add_argument("--limit", type=int, default=0, help="measure: at most this many new cells")
-  parser.add_argument("--shard", type=_shard, default=(0, 1),
+  parser.add_argument("--shard", type=shard_arg, default=(0, 1),
                       help="measure: I/N, this process's share of the cells left (run N "
                            "processes on N cores; they append to the same CSV)")
   parser.add_argument("--out", default=str(OUT))

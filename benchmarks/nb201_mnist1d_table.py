@@ -39,6 +39,8 @@ import os
 import sys
 import time
 
+from jnas.cli_support import shard_arg  # no JAX import: safe before pinning
+
 
 def _pin(cores: int, shard: int = 0) -> None:
   # Before JAX starts: its CPU client sizes the thread pool from the cores it may use. Shards
@@ -100,26 +102,20 @@ def main(argv: list[str] | None = None) -> int:
   proto.add_argument("--seeds", type=int, nargs="+")
   proto.add_argument("--vmap-seeds", action="store_true", default=None,
                      help="train a cell's seeds in one vmapped program")
-  parser.add_argument("--shard", default="0/1",
+  parser.add_argument("--shard", type=shard_arg, default=(0, 1),
                       help="build: I/N, this process builds every N-th cell from the I-th "
                            "(run N processes, one per core)")
   args = parser.parse_args(argv)
   if args.command == "build":
-    _pin(args.cores, int(args.shard.split("/")[0]) if args.shard.split("/")[0].isdigit() else 0)
+    _pin(args.cores, args.shard[0])
   from jnas import nb201_table as T  # noqa: PLC0415 (after pinning)
 
   try:
     if args.command == "build":
       protocol = _protocol(args)
       t0 = time.time()
-      try:
-        shard = tuple(int(v) for v in args.shard.split("/"))
-        if len(shard) != 2:
-          raise ValueError
-      except ValueError:
-        raise ValueError(f"--shard {args.shard!r} is not I/N (e.g. 0/2)") from None
       r = T.build(args.out, protocol, limit=args.limit, minutes=args.minutes,
-                  order_seed=args.order_seed, shard=shard)
+                  order_seed=args.order_seed, shard=args.shard)
       r.update(protocol=protocol.short_hash(), seconds=round(time.time() - t0, 1))
       print(json.dumps(r))
     elif args.command == "expand":

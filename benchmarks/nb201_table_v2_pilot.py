@@ -24,6 +24,8 @@ import os
 import sys
 from pathlib import Path
 
+from jnas.cli_support import shard_arg  # no JAX import: safe before pinning
+
 # Every candidate: 40,000 generated MNIST-1D sequences split 10,000 / 30,000 (mnist1d_40k*), a
 # validation set carved from the 10,000, a small training set from the rest, and the whole test
 # set (sampling error of a test accuracy p: sqrt(p (1 - p) / n) <= 0.29 points at n = 30,000).
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("command", choices=("run", "report"))
   parser.add_argument("--candidate", choices=sorted(CANDIDATES))
   parser.add_argument("--cells", type=int, default=200, help="run: unique cells of the order")
-  parser.add_argument("--shard", default="0/1", help="run: I/N (one process per core)")
+  parser.add_argument("--shard", type=shard_arg, default=(0, 1), help="run: I/N (one process per core)")
   parser.add_argument("--minutes", type=float, help="run: start no new cell after M minutes")
   parser.add_argument("--out", default="benchmarks/results/nb201_mnist1d_v2")
   args = parser.parse_args(argv)
@@ -136,12 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
       if args.candidate is None:
         raise ValueError("run needs --candidate (one of " + ", ".join(CANDIDATES) + ")")
-      shard = tuple(int(v) for v in args.shard.split("/"))
-      _pin(shard)
+      _pin(args.shard)
       from jnas import nb201_table as T  # noqa: PLC0415 (after pinning)
 
       r = T.build(out / "pilot" / args.candidate, T.Protocol(**CANDIDATES[args.candidate]),
-                  limit=args.cells, minutes=args.minutes, shard=shard)
+                  limit=args.cells, minutes=args.minutes, shard=args.shard)
       print(json.dumps(r))
     else:
       res = _report(out)

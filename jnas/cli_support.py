@@ -155,3 +155,24 @@ def after_divergence(workdir: str | None, message: str) -> str:
 def debug() -> bool:
     """Whether ``JNAS_DEBUG`` asks for tracebacks."""
     return os.environ.get("JNAS_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    """Parse ``I/N`` (this process's share of work split ``N`` ways) for argparse's ``type=``.
+
+    A bad value raises :class:`argparse.ArgumentTypeError`, which argparse
+    prints as one line and exits 2.
+
+    Example:
+      >>> shard_arg("1/2")
+      (1, 2)
+    """
+    import argparse  # noqa: PLC0415 (only the scripts that take --shard need it)
+
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return i, n

@@ -64,15 +64,23 @@ def test_latency_columns_measure_resume_and_report(tmp_path):
   assert all(r["latency_ms"] > 0 for f in res["fronts"].values() for r in f)
 
 
-def test_latency_shard_argument():
-  """``--shard I/N`` splits the cells left between processes; a bad value is one argparse line."""
+def test_shard_argument(capsys):
+  """``--shard I/N`` splits work between processes; every script that takes it parses it with
+  one helper, and a bad value is one argparse line and exit 2."""
   import argparse
 
-  lat = _script("nb201_latency_columns")
-  assert lat._shard("1/2") == (1, 2)
+  from jnas.cli_support import shard_arg
+
+  assert shard_arg("1/2") == (1, 2)
   for bad in ("2/2", "-1/2", "1/0", "half", "1/2/3"):
     with pytest.raises(argparse.ArgumentTypeError):
-      lat._shard(bad)
+      shard_arg(bad)
+  for name, command in (("nb201_latency_columns", "measure"), ("nb201_mnist1d_table", "build"),
+                        ("nb201_table_v2_pilot", "run")):
+    with pytest.raises(SystemExit) as e:
+      _script(name).main([command, "--shard", "2/2"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "need 0 <= I < N" in err, (name, err)
 
 
 def test_every_jnas_name_the_scripts_import_exists():
