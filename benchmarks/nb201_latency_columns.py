@@ -228,7 +228,7 @@ def cmd_report(args) -> None:
         [e[k] for k in common], [v[k] for k in common])[0])}
     for s, lat in (("edge", e), ("server", v)):
       pts = np.asarray([[acc[k][1], lat[k]] for k in common])
-      mask = non_dominated_mask(np.stack([-pts[:, 0], pts[:, 1]], 1))  # max acc, min latency
+      mask = non_dominated_mask(pts, [("test_acc", "max"), ("latency", "min")])
       fronts[s] = [common[i] for i in np.flatnonzero(mask)]
     shared = set(fronts["edge"]) & set(fronts["server"])
     res["fronts"] = {s: [{"canonical": k, "arch": acc[k][0], "test_acc": acc[k][1],

@@ -64,6 +64,31 @@ def test_latency_columns_measure_resume_and_report(tmp_path):
   assert all(r["latency_ms"] > 0 for f in res["fronts"].values() for r in f)
 
 
+def test_latency_report_front_is_max_accuracy_min_latency(tmp_path):
+  """The report's Pareto front keeps the cells no other cell beats on both accuracy (up) and
+  latency (down): with latencies chosen by hand, the dominated cell is left out."""
+  import csv
+
+  lat = _script("nb201_latency_columns")
+  with open(lat.TABLE_V1 / "table.csv", newline="") as f:
+    acc = {}
+    for r in csv.DictReader(f):
+      acc.setdefault(r["canonical"], (r["arch_str"], float(r["test_acc"])))
+  ranked = sorted(acc, key=lambda k: acc[k][1])
+  a1, a2, a3, a4 = ranked[0], ranked[len(ranked) // 3], ranked[2 * len(ranked) // 3], ranked[-1]
+  ms = {a1: 0.5, a2: 2.0, a3: 1.0, a4: 4.0}  # a3 is faster and more accurate than a2
+  for setting in ("edge", "server"):
+    with open(tmp_path / f"latency-{setting}-r0.csv", "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(lat.COLUMNS)
+      for k, v in ms.items():
+        w.writerow([k, acc[k][0], v, 1.0])
+  lat.main(["report", "--out", str(tmp_path)])
+  res = json.loads((tmp_path / "latency.json").read_text())
+  for setting in ("edge", "server"):
+    assert {r["canonical"] for r in res["fronts"][setting]} == {a1, a3, a4}
+
+
 def test_shard_argument(capsys):
   """``--shard I/N`` splits work between processes; every script that takes it parses it with
   one helper, and a bad value is one argparse line and exit 2."""
