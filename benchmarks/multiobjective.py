@@ -49,7 +49,7 @@ def figure(objective: str, results: dict[str, dict], path: Path) -> None:
 
   from jnas.plot import _staircase
 
-  fig = Figure(figsize=(6.4, 4.6), dpi=110)
+  fig = Figure(figsize=(8.8, 4.6), dpi=110)
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   any_r = next(iter(results.values()))
@@ -63,15 +63,17 @@ def figure(objective: str, results: dict[str, dict], path: Path) -> None:
   ax.axhline(ref["report"], c="0.6", ls="--", lw=0.8)
   ax.axvline(ref["objective"], c="0.6", ls="--", lw=0.8, label="reference (table medians)")
   tf = any_r["true_front"]
-  lo = min(p["objective"] for p in tf)
-  hi = max(p["report"] for p in tf)
+  # Only the corner beyond the reference counts toward the hypervolume, so zoom to it.
+  corner = [p for p in tf if p["report"] > ref["report"] and p["objective"] < ref["objective"]]
+  lo = min(p["objective"] for p in corner or tf)
+  hi = max(p["report"] for p in corner or tf)
   ax.set_xlim(lo - 0.05 * (ref["objective"] - lo), ref["objective"] * 1.03)
   ax.set_ylim(ref["report"] - 0.03 * (hi - ref["report"]), hi + 0.03 * (hi - ref["report"]))
   ax.set_xlabel(f"{objective} (lower is better)")
   ax.set_ylabel("test_acc (higher is better)")
   ax.set_title(f"MNIST-1D NB201 table, budget {any_r['budget']:g} s, {any_r['runs']} runs each",
                fontsize=9)
-  ax.legend(loc="lower right", fontsize=7)
+  ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)  # outside: keep fronts clear
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path)
