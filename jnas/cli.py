@@ -411,6 +411,14 @@ _COMMANDS = {"search": _cmd_search, "train": _cmd_train, "info": _cmd_info, "plo
              "score": _cmd_score}
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # orbax logs every checkpoint step at INFO through absl, and JAX logs its backend probing
+    # ("Unable to initialize backend 'tpu'") at INFO: keep their warnings only.
+    for name in ("absl", "jax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``jnas`` command line and return the process exit code.
 
@@ -431,9 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         ...       "--genotype", "darts_v2", "--json"])     # doctest: +SKIP
         0
     """
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # orbax logs every checkpoint step at INFO through absl; keep its warnings only.
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    _configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subs = build_parser()
     try:

@@ -181,3 +181,19 @@ def test_cli_writes_the_result_and_plot_draws_it(tmp_path, capsys):
   assert main(["plot", str(out)]) == 0
   png = tmp_path / "nsga2_front.png"
   assert png.exists() and png.stat().st_size > 5000
+
+
+def test_the_command_line_prints_no_backend_chatter():
+  """The CLI logs at INFO for its own progress lines; JAX's INFO lines (e.g. "Unable to
+  initialize backend 'tpu'") are not for the user and stay out of stderr."""
+  import os
+  import subprocess
+  import sys
+
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}  # as a user runs it
+  code = ("import logging, jax; from jnas import cli; cli._configure_logging(); jax.devices(); "
+          "logging.getLogger('jnas.cli').info('own line')")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stderr.strip() == "own line", proc.stderr
