@@ -77,3 +77,37 @@ def test_json_and_png_are_written(tmp_path):
   png = tmp_path / "sub" / "front.png"
   plot_pareto(str(png), points, front, OBJS, title="test")
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_two_column_fronts_match_the_pairwise_test():
+  """Two objectives take a sort-based path (a whole table in milliseconds); it gives the same
+  mask as the pairwise dominance test, ties and duplicates included, and DPP-Net's front peeling
+  gives the same ranks as peeling by the pairwise test, stopping once enough rows are ranked."""
+  from jnas.estimation.pareto import dominates
+  from jnas.strategies.progressive import _pareto_ranks
+
+  def pairwise(v):
+    return ~dominates(v[None], v[:, None]).any(1)
+
+  def pairwise_ranks(v):  # every column minimised
+    ranks, left, r = np.full(len(v), -1), np.arange(len(v)), 0
+    while left.size:
+      first = pairwise(-v[left])
+      ranks[left[first]], left, r = r, left[~first], r + 1
+    return ranks
+
+  rng = np.random.default_rng(0)
+  for t in range(600):
+    n = int(rng.integers(0, 40))
+    v = (rng.integers(0, int(rng.integers(1, 6)), (n, 2)).astype(float) if t % 2
+         else rng.random((n, 2)))
+    np.testing.assert_array_equal(non_dominated_mask(v), pairwise(v))
+    np.testing.assert_array_equal(non_dominated_mask(v, [("a", "max"), ("b", "min")]),
+                                  pairwise(v * [1, -1]))
+    full = pairwise_ranks(v)
+    np.testing.assert_array_equal(_pareto_ranks(v), full)
+    k = int(rng.integers(1, 10))
+    part = _pareto_ranks(v, at_least=k)
+    ranked = part >= 0
+    np.testing.assert_array_equal(part[ranked], full[ranked])
+    assert ranked.sum() >= min(k, n) and (full[~ranked] > part.max(initial=-1)).all()

@@ -97,9 +97,30 @@ def non_dominated_mask(values: Any, objectives: Sequence[Objective] | None = Non
     [True, True, False]
   """
   v = _maximised(values, objectives)
+  if v.shape[1] == 2 and np.isfinite(v).all():
+    return _non_dominated_2d(v)
   # [i, j]: does j dominate i? Fine for the few thousand points a search sees.
   dom = dominates(v[None, :, :], v[:, None, :])
   return ~dom.any(axis=1)
+
+
+def _non_dominated_2d(v: np.ndarray) -> np.ndarray:
+  # O(n log n) for two maximised columns, the same mask as the pairwise test (a whole table's
+  # 15,625 points took 8 s that way). Sorted by the first column, a point survives when it
+  # has its group's best second value (equal first values) and beats every group ahead of it.
+  n = v.shape[0]
+  if n == 0:
+    return np.zeros(0, bool)
+  order = np.lexsort((-v[:, 1], -v[:, 0]))
+  a, b = v[order, 0], v[order, 1]
+  new_group = np.r_[True, a[1:] != a[:-1]]
+  group = np.cumsum(new_group) - 1
+  best = b[new_group]  # each group's largest second value comes first
+  ahead = np.r_[-np.inf, np.maximum.accumulate(best)[:-1]]
+  keep = (b == best[group]) & (b > ahead[group])
+  mask = np.empty(n, bool)
+  mask[order] = keep
+  return mask
 
 
 def fast_non_dominated_sort(values: Any, objectives: Sequence[Objective] | None = None

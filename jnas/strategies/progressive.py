@@ -51,6 +51,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import numpy as np
 
+from jnas.estimation.pareto import non_dominated_mask
 from jnas.estimation.predictor import PredictorParams, fit_predictor, predict
 from jnas.strategies.base import AskTellStrategy
 
@@ -94,19 +95,20 @@ def default_fill(space: Any) -> np.ndarray:
   return space.index_fill()
 
 
-def _pareto_ranks(values: np.ndarray) -> np.ndarray:
-  """Front number (0 = non-dominated) of each row; every column is minimised."""
+def _pareto_ranks(values: np.ndarray, at_least: int | None = None) -> np.ndarray:
+  """Front number (0 = non-dominated) of each row; every column is minimised.
+
+  With ``at_least``, fronts are peeled only until that many rows have one; the
+  rest keep -1 (a beam of ``k`` needs the first fronts holding ``k`` rows).
+  """
   n = values.shape[0]
   ranks = np.full(n, -1, np.int64)
   left = np.arange(n)
   r = 0
-  while left.size:
-    v = values[left]
-    le = (v[:, None, :] <= v[None, :, :]).all(-1)
-    lt = (v[:, None, :] < v[None, :, :]).any(-1)
-    dominated = (le & lt).any(0)  # some row dominates this column's row
-    ranks[left[~dominated]] = r
-    left = left[dominated]
+  while left.size and (at_least is None or n - left.size < at_least):
+    first = non_dominated_mask(-values[left])
+    ranks[left[first]] = r
+    left = left[~first]
     r += 1
   return ranks
 
@@ -207,7 +209,7 @@ def progressive(space: Any, *, beam_size: int = 8, fill: Sequence[int] | None = 
     if select == "topk":
       return np.argsort(-score, kind="stable")[:k]
     costs = costs_of(full)
-    ranks = _pareto_ranks(np.concatenate([-score[:, None], costs], axis=1))
+    ranks = _pareto_ranks(np.concatenate([-score[:, None], costs], axis=1), at_least=k)
     picked: list[int] = []
     for r in range(int(ranks.max()) + 1):
       front = np.flatnonzero(ranks == r)
@@ -342,5 +344,5 @@ def measured_front(state: ProgressiveState, cost_fn: Callable[[np.ndarray], np.n
     if cost_fn is None:
       raise ValueError("no measured costs were told; pass cost_fn")
     c = np.asarray(cost_fn(x), np.float64).reshape(len(x), -1)
-  mask = _pareto_ranks(np.concatenate([-y[:, None], c], axis=1)) == 0
+  mask = _pareto_ranks(np.concatenate([-y[:, None], c], axis=1), at_least=1) == 0
   return {"x": x, "score": y, "cost": c, "mask": mask}
