@@ -4,7 +4,8 @@
 overrides out of the arguments, :func:`print_items` prints a run's result as
 ``key: value`` lines, and an error is one line on stderr (``jnas: error:
 ...``), with, for a diverged run, what the work directory keeps
-(:func:`after_divergence`).
+(:func:`after_divergence`). The benchmark scripts that split work between
+processes parse ``--shard I/N`` with :func:`shard_arg`.
 
 Example:
   >>> one_line("a   b  c")
