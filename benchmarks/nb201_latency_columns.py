@@ -197,6 +197,15 @@ def _read(path: Path) -> dict[str, float]:
     return {r["canonical"]: float(r["latency_ms"]) for r in csv.DictReader(f)}
 
 
+def v1_accuracy() -> dict[str, tuple[str, float]]:
+  """Each unique v1 cell's (arch string, test accuracy), keyed by its canonical form."""
+  with open(TABLE_V1 / "table.csv", newline="") as f:
+    acc: dict[str, tuple[str, float]] = {}
+    for r in csv.DictReader(f):
+      acc.setdefault(r["canonical"], (r["arch_str"], float(r["test_acc"])))
+  return acc
+
+
 def cmd_report(args) -> None:
   import numpy as np  # noqa: PLC0415
   from scipy.stats import spearmanr  # noqa: PLC0415
@@ -208,10 +217,7 @@ def cmd_report(args) -> None:
   if not runs:
     raise SystemExit(f"nb201_latency_columns: error: no latency-SETTING-rN.csv in {out}; run "
                      f"'measure' first")
-  with open(TABLE_V1 / "table.csv", newline="") as f:
-    acc = {}
-    for r in csv.DictReader(f):
-      acc.setdefault(r["canonical"], (r["arch_str"], float(r["test_acc"])))
+  acc = v1_accuracy()
   res: dict = {"settings": SETTINGS, "repeatability": {}, "cells": {}}
   for s in SETTINGS:
     a, b = runs.get(f"{s}-r0", {}), runs.get(f"{s}-r1", {})

@@ -70,10 +70,7 @@ def test_latency_report_front_is_max_accuracy_min_latency(tmp_path):
   import csv
 
   lat = _script("nb201_latency_columns")
-  with open(lat.TABLE_V1 / "table.csv", newline="") as f:
-    acc = {}
-    for r in csv.DictReader(f):
-      acc.setdefault(r["canonical"], (r["arch_str"], float(r["test_acc"])))
+  acc = lat.v1_accuracy()
   ranked = sorted(acc, key=lambda k: acc[k][1])
   a1, a2, a3, a4 = ranked[0], ranked[len(ranked) // 3], ranked[2 * len(ranked) // 3], ranked[-1]
   ms = {a1: 0.5, a2: 2.0, a3: 1.0, a4: 4.0}  # a3 is faster and more accurate than a2
