@@ -17,6 +17,12 @@ a short calibration run per method (``OUT/calib/METHOD``, two epochs) measures
 its steady epoch time (compilation excluded, checkpointing included) and SPOS's
 evolution time; each method then gets ``round(budget / epoch time)`` epochs.
 
+``rea_synflow`` and ``rea_params`` are REA on the table itself behind a zero-cost proxy
+(``experiments/rea_table_mnist1d.py`` with ``search.prefilter``): only candidates in the proxy's
+top half are queried, each query charged its cell's training time; the report also charges the
+proxy's measured wall time (scoring 1,000 reference cells, then every candidate) and keeps the
+best query that fits. They run per budget and need the complete table (``--table``) at run time.
+
 ``report`` scores every run with :func:`jnas.nb201_table.bench`
 (the found cell's table accuracy, percentile, regret; the supernet's rank
 correlation with the table on a fixed sample of cells) and adds random search
@@ -79,6 +85,13 @@ METHODS: dict[str, dict[str, object]] = {
     "pc_darts": {"search.partial_channels": 2},
 }
 TABLE_METHODS = ("random", "rea")
+# REA on the table itself, behind a zero-cost proxy (Abdelfattah et al., ICLR 2021; issue 27 item
+# 6): each measured query is charged its cell's training time, and the report charges the proxy's
+# measured wall time on top. Run per budget with `jnas search` (no calibration, no supernet);
+# they need the complete table at run time.
+PROXY_REA: dict[str, str] = {"rea_synflow": "synflow", "rea_params": "params"}
+TABLE_CONFIG = ROOT / "experiments" / "rea_table_mnist1d.py"
+ALL_METHODS = (*METHODS, *PROXY_REA)
 
 log = logging.getLogger("nb201_compare")
 
@@ -109,10 +122,21 @@ def method_config(method: str, seed: int, epochs: int, task: dict | None = None)
   return apply_overrides(load_config(str(CONFIG)), [f"{k}={v}" for k, v in over.items()])
 
 
+def table_search_config(method: str, seed: int, budget: float, task: dict, table: Path):
+  """The config of one proxy-filtered REA run on ``table``: REA charged each query's training
+  time until ``budget`` seconds, candidates below the proxy's median of 1,000 random cells not
+  queried (``search.prefilter_keep=0.5``)."""
+  from jnas.config import apply_overrides, load_config
+
+  over = {**task, "search.table": str(table), "search.prefilter": PROXY_REA[method],
+          "search.budget_s": budget, "seed": seed}
+  return apply_overrides(load_config(str(TABLE_CONFIG)), [f"{k}={v}" for k, v in over.items()])
+
+
 def anytime_capable(method: str) -> bool:
   """Whether a run's cell after fewer epochs is its cell at a smaller budget (gradient methods:
   the derived genotype is logged every epoch; SPOS's comes from an evolution at the end)."""
-  return METHODS[method].get("search.strategy") != "spos"
+  return method in METHODS and METHODS[method].get("search.strategy") != "spos"
 
 
 def budget_dirs(out: Path, budgets: list[float]) -> list[tuple[float, Path]]:
@@ -154,8 +178,10 @@ def calibrate(method: str, out: Path, task: dict | None = None) -> dict[str, flo
 def cmd_run(args) -> None:
   methods = [m for m in args.methods.split(",") if m]
   for m in methods:
-    if m not in METHODS:
-      raise SystemExit(f"unknown method {m!r} (known: {', '.join(METHODS)})")
+    if m not in ALL_METHODS:
+      raise SystemExit(f"unknown method {m!r} (known: {', '.join(ALL_METHODS)})")
+  if any(m in PROXY_REA for m in methods) and not args.table:
+    raise SystemExit("the proxy-filtered REA methods search the table itself: give --table")
   budgets = parse_budgets(args.budgets) if args.budgets else [args.budget]
   if args.anytime and len(budgets) < 2:
     raise SystemExit("--anytime needs --budgets with two or more budgets")
@@ -166,21 +192,23 @@ def cmd_run(args) -> None:
     # Calibration is per method, shared by the budgets; the smallest budget's runs come first so
     # that a comparison stopped early has every budget below the one it stopped in.
     for budget, bdir in dirs:
-      run_budget(bdir, budget, methods, args.seeds, task, calib_dir=out)
+      run_budget(bdir, budget, methods, args.seeds, task, calib_dir=out, table=args.table)
     return
   # The largest budget first: each of its gradient runs also answers every smaller budget.
   top = dirs[-1][1].name
   for budget, bdir in [dirs[-1]] + dirs[:-1]:
     run_budget(bdir, budget, methods, args.seeds, task, calib_dir=out,
-               anytime_from=None if bdir.name == top else top)
+               anytime_from=None if bdir.name == top else top, table=args.table)
 
 
 def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: dict,
-               calib_dir: Path, anytime_from: str | None = None) -> None:
+               calib_dir: Path, anytime_from: str | None = None,
+               table: str | None = None) -> None:
   """Runs (or resumes) every method's searches at one budget in ``out``.
 
   ``anytime_from``: the sibling directory of a larger budget whose gradient runs stand in for
-  this budget's (``--anytime``); only the other methods run here.
+  this budget's (``--anytime``); only the other methods run here. ``table``: what the
+  proxy-filtered REA methods search.
   """
   from jnas.run import search
 
@@ -199,6 +227,16 @@ def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: d
     if m in plan["methods"] and plan["methods"][m].get("anytime_from") != source:
       raise SystemExit(f"{plan_path} has {m} {'with' if source is None else 'without'} "
                        f"--anytime; use the same flags or another --out")
+    if m in PROXY_REA:
+      if m not in plan["methods"]:
+        plan["methods"][m] = {"table_search": True, "proxy": PROXY_REA[m]}
+        out.mkdir(parents=True, exist_ok=True)
+        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+      for seed in range(seeds):
+        s = search(table_search_config(m, seed, budget, task, Path(table)),
+                   str(out / "runs" / m / f"seed_{seed}"))
+        log.info("%s seed %d: %s, %d queries", m, seed, s["arch"], s["measured"])
+      continue
     if m not in plan["methods"]:
       cal = calibrate(m, calib_dir, task)
       spare = budget - cal["evolution_seconds"]
@@ -252,6 +290,29 @@ def _anytime_run(wd: Path, epochs: int, table) -> dict:
           "search_seconds": rec["elapsed_s"], "search_epochs": rec["epoch"]}
 
 
+def _table_search_run(wd: Path, budget: float, table) -> dict:
+  """A proxy-filtered REA run judged at ``budget`` seconds: the proxy's measured wall time
+  (scoring the reference cells, then every candidate) is charged beside the table's training
+  times, and the cell found is the best measured one (by validation accuracy) charged within it."""
+  from jnas.nb201_table import cell_figures
+  from jnas.spaces.nb201 import NB201Space
+
+  summary = json.loads((wd / "summary.json").read_text())
+  hist = json.loads((wd / "evaluations.json").read_text())["history"]
+  per = float(summary["prefilter_s_per_candidate"])
+  charged = [float(summary["prefilter_setup_s"]) + r["spent"] + per * (i + 1)
+             for i, r in enumerate(hist)]
+  within = [(r, t) for r, t in zip(hist, charged) if t <= budget and r.get("measured") == 1.0]
+  if not within:
+    raise SystemExit(f"{wd}: no query fits {budget:g} s once the proxy's time is charged")
+  best, t = max(within, key=lambda rt: (rt[0]["val_acc"], -rt[0]["index"]))
+  space = NB201Space()
+  fig = cell_figures(table, space.format(space.genotype_from_json(best["genotype"])))
+  return {**{k: fig[k] for k in ("arch", "test_acc", "val_acc", "rank", "percentile", "regret")},
+          "search_seconds": max(t for _, t in within), "queries": len(within),
+          "proxy_seconds": float(summary["prefilter_setup_s"]) + per * len(hist)}
+
+
 def _stats(values) -> dict[str, float]:
   import numpy as np
 
@@ -290,6 +351,10 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
       wd = (out.parent / source if source else out) / "runs" / m / f"seed_{seed}"
       if not (wd / "summary.json").exists():
         log.warning("%s seed %d has not finished; left out", m, seed)
+        continue
+      if entry.get("table_search"):
+        runs.append({"method": m, "seed": seed, **_table_search_run(wd, budget, table),
+                     "tau_shared": None, "rho_shared": None, "tau_alpha": None})
         continue
       if source:
         runs.append({"method": m, "seed": seed, **_anytime_run(wd, int(entry["epochs"]), table),
@@ -483,7 +548,7 @@ def main() -> None:
   sub = p.add_subparsers(dest="cmd", required=True)
   r = sub.add_parser("run", help="run (or resume) the searches")
   r.add_argument("--budget", type=float, default=40.0, help="search seconds per run (40)")
-  r.add_argument("--methods", default=",".join(METHODS))
+  r.add_argument("--methods", default=",".join(ALL_METHODS))
   r.add_argument("--anytime", action="store_true",
                  help="gradient methods run once, at the largest budget, and are judged at the "
                       "smaller ones by their cell after those budgets' epochs")

@@ -234,6 +234,48 @@ def test_compare_anytime_runs_gradient_methods_once_and_judges_them_by_epoch(tmp
     cmp._anytime_run(wd, 0, table)
 
 
+def test_compare_proxy_rea_is_charged_the_proxy_time_and_needs_the_table(tmp_path, monkeypatch):
+  """rea_<proxy> runs REA on the table behind the proxy; the report charges the proxy's wall
+  time (setup, then per candidate) beside the training times and keeps the best query in budget."""
+  import jnas.run
+  from jnas.nb201_table import load_nb201_table
+
+  cmp = _script("nb201_compare")
+  assert not cmp.anytime_capable("rea_synflow")
+  v1 = ROOT / "benchmarks/results/nb201_mnist1d/table.csv"
+  cfg = cmp.table_search_config("rea_params", 3, 120.0, {"search.channels": 8}, v1)
+  assert (cfg.search.prefilter, cfg.search.budget_s, cfg.seed, cfg.search.channels,
+          cfg.search.estimator) == ("params", 120.0, 3, 8, "table")
+  ran = []
+  monkeypatch.setattr(jnas.run, "search", lambda config, wd: ran.append(
+      (config.search.prefilter, Path(wd).parts[-2:])) or {"arch": "x", "measured": 1})
+  cmp.run_budget(tmp_path, 120.0, ["rea_synflow"], 2, {}, calib_dir=tmp_path, table=str(v1))
+  assert ran == [("synflow", ("rea_synflow", "seed_0")), ("synflow", ("rea_synflow", "seed_1"))]
+  assert json.loads((tmp_path / "plan.json").read_text())["methods"]["rea_synflow"] == {
+      "table_search": True, "proxy": "synflow"}
+
+  table = load_nb201_table(v1)
+  best = int(table.val_acc.argmax())
+  cells = [table.arch[i] for i in (0, 1, best, 2)]
+  hist = [{"index": i, "genotype": {"space": "nb201", "arch": a}, "val_acc": float(v),
+           "measured": m, "spent": t}
+          for i, (a, v, m, t) in enumerate(zip(cells, (0.5, 0.6, 0.99, 0.99), (1.0, 1.0, 1.0, 0.0),
+                                               (10.0, 20.0, 27.0, 27.0)))]
+  wd = tmp_path / "runs" / "rea_synflow" / "seed_0"
+  (wd / "evaluations.json").parent.mkdir(parents=True, exist_ok=True)
+  (wd / "evaluations.json").write_text(json.dumps({"history": hist}))
+  (wd / "summary.json").write_text(json.dumps({"prefilter_setup_s": 5.0,
+                                               "prefilter_s_per_candidate": 1.0}))
+  # Charged: 16, 27, 35, 36 s. At 30 s the third query (the best) is out; the unmeasured fourth
+  # never counts.
+  r = cmp._table_search_run(wd, 30.0, table)
+  assert (r["arch"], r["queries"], r["search_seconds"]) == (cells[1], 2, 27.0)
+  assert r["proxy_seconds"] == 9.0
+  assert cmp._table_search_run(wd, 40.0, table)["arch"] == cells[2]
+  with pytest.raises(SystemExit, match="no query fits"):
+    cmp._table_search_run(wd, 15.0, table)
+
+
 def test_search_step_compile_only_reports_without_stepping():
   # A tiny 1-D network: the point is the flag's contract (no step timed, compile figures given).
   import importlib.util

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -266,10 +267,20 @@ class ProxyFiltered(_Filtered):
     self.proxy, self.threshold, self.proxy_name = proxy, float(threshold), proxy_name
     self.space = space
     self.floor: float | None = None
+    # Wall-clock seconds of scoring in this process: what the proxy really cost, kept out of the
+    # records (a resumed search re-scores nothing, and the records must match an unbroken run's).
+    self.setup_seconds, self.proxy_seconds, self.scored = 0.0, 0.0, 0
+
+  def seconds_per_candidate(self) -> float:
+    """Mean wall-clock seconds of the proxy per candidate scored in this process (0 if none)."""
+    return self.proxy_seconds / self.scored if self.scored else 0.0
 
   def _decide(self, genotypes: list) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     n = len(genotypes)
+    t = time.perf_counter()
     score = np.asarray(self.proxy(genotypes), np.float64).reshape(n)
+    self.proxy_seconds += time.perf_counter() - t
+    self.scored += n
     told = np.full(n, 0.0 if self.floor is None else self.floor)
     return score >= self.threshold, told, {self.proxy_name: score}
 

@@ -396,6 +396,11 @@ class AskTellPlan(Plan):
     }
     if isinstance(self.estimator, (ProxyFiltered, PredictorEstimator)):
       summary["measured"] = sum(r.get("measured") == 1.0 for r in archive)
+    if isinstance(self.estimator, ProxyFiltered):
+      # Not charged to the budget (a resumed search would charge differently): reported, so that
+      # a comparison at equal time can charge it (benchmarks/nb201_compare.py does).
+      summary["prefilter_setup_s"] = round(self.estimator.setup_seconds, 3)
+      summary["prefilter_s_per_candidate"] = round(self.estimator.seconds_per_candidate(), 5)
     if self.base == "table":
       est = self.estimator
       bench = est.bench

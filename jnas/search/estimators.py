@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -154,9 +155,13 @@ def proxy_filtered(config, space: SearchSpace, estimator: Estimator) -> ProxyFil
     pick = rng.choice(len(ds.x_train), size=default_batch(name), replace=False)
     x, y = ds.x_train[pick], ds.y_train[pick]
   rng = np.random.default_rng(int(config.seed) + 17)
+  t = time.perf_counter()
   reference = zc.score(name, [space.random_genotype(rng) for _ in range(pool)], x, y)
+  setup_seconds = time.perf_counter() - t
   threshold = float(np.quantile(reference, 1.0 - keep))
   log.info("prefilter: %s >= %.4g (the top %.0f%% of %d random cells) is measured", name,
            threshold, 100 * keep, pool)
-  return ProxyFiltered(estimator, lambda genotypes: zc.score(name, genotypes, x, y), threshold,
-                       name, space)
+  filtered = ProxyFiltered(estimator, lambda genotypes: zc.score(name, genotypes, x, y), threshold,
+                           name, space)
+  filtered.setup_seconds = setup_seconds
+  return filtered
