@@ -5,8 +5,8 @@
 
   # issue 27 item 6: the v2 table's task, several budgets (one sub-directory each), one figure
   python benchmarks/nb201_compare.py run --table benchmarks/results/nb201_mnist1d_v2/table.csv \
-      --budgets 150,300,600 --out runs/compare_v2
-  python benchmarks/nb201_compare.py report --table ... --budgets 150,300,600 --out runs/compare_v2
+      --budgets 75,150,300,600 --anytime --out runs/compare_v2
+  python benchmarks/nb201_compare.py report --table ... --budgets 75,150,300,600 --out runs/compare_v2
 
 ``run`` searches the NAS-Bench-201 cell space on MNIST-1D with every
 weight-sharing method (DARTS first and second order, GDAS, SNAS, SPOS, and
@@ -22,6 +22,13 @@ evolution time; each method then gets ``round(budget / epoch time)`` epochs.
 top half are queried, each query charged its cell's training time; the report also charges the
 proxy's measured wall time (scoring 1,000 reference cells, then every candidate) and keeps the
 best query that fits. They run per budget and need the complete table (``--table``) at run time.
+
+``spos+top`` and ``spos_few_shot+top`` (report only, with ``--budgets``) reuse the single-path
+runs made with half a budget ``B`` (``OUT/b{B/2}``): the evolution's candidates, best
+shared-weight score first, are queried on the table with the other half (each charged its
+training time), and the best queried cell by validation accuracy is the result, as Bender et
+al. (2018) train the one-shot model's best candidates before choosing. Budgets ``75,150,300,600``
+give them at 150, 300 and 600 s.
 
 ``report`` scores every run with :func:`jnas.nb201_table.bench`
 (the found cell's table accuracy, percentile, regret; the supernet's rank
@@ -313,6 +320,40 @@ def _table_search_run(wd: Path, budget: float, table) -> dict:
           "proxy_seconds": float(summary["prefilter_setup_s"]) + per * len(hist)}
 
 
+def _trained_top_run(wd: Path, budget: float, table) -> dict:
+  """SPOS's shared-weight ranking as a filter (Bender et al. 2018 train the one-shot model's best
+  from scratch): the run ``wd``, made with half of ``budget``, has its evolution's candidates
+  queried on the table best shared-weight score first (isomorphic cells once), each charged its
+  training time, until the other half is spent; the cell found is the best queried by the
+  table's validation accuracy."""
+  from jnas.nb201_table import cell_figures
+  from jnas.spaces.nb201 import NB201Space
+
+  space = NB201Space()
+  hist = json.loads((wd / "evolution.json").read_text())["history"]
+  ranked = sorted(hist, key=lambda r: (-r["val_accuracy"], r["index"]))
+  spent, seen, queried = budget / 2, set(), []
+  for r in ranked:
+    i = table.row[space.format(space.genotype_from_json(r["genotype"]))]
+    if table.canonical[i] in seen:
+      continue
+    if spent + float(table.train_seconds[i]) > budget:
+      break
+    seen.add(table.canonical[i])
+    spent += float(table.train_seconds[i])
+    queried.append(i)
+  if not queried:
+    raise SystemExit(f"{wd}: no query fits the second half of {budget:g} s")
+  best = max(queried, key=lambda i: (float(table.val_acc[i]), -queried.index(i)))
+  fig = cell_figures(table, table.arch[best])
+  return {**{k: fig[k] for k in ("arch", "test_acc", "val_acc", "rank", "percentile", "regret")},
+          "search_seconds": spent, "queries": len(queried)}
+
+
+#: Method -> the single-path method whose half-budget runs it reuses (see _trained_top_run).
+TRAINED_TOP = {"spos+top": "spos", "spos_few_shot+top": "spos_few_shot"}
+
+
 def _stats(values) -> dict[str, float]:
   import numpy as np
 
@@ -368,6 +409,14 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
           "rho_shared": r["correlation"].get("shared_weights", {}).get("spearman_rho"),
           "tau_alpha": r["correlation"].get("alpha", {}).get("kendall_tau")})
       log.info("%s seed %d: %.4f (%s)", m, seed, r["test_acc"], r["arch"])
+  half = json.loads((out.parent / f"b{budget / 2:g}" / "plan.json").read_text()) if (
+      out.parent / f"b{budget / 2:g}" / "plan.json").exists() else {"methods": {}}
+  for m, source in TRAINED_TOP.items():
+    for seed in range(seeds if source in half["methods"] else 0):
+      wd = out.parent / f"b{budget / 2:g}" / "runs" / source / f"seed_{seed}"
+      if (wd / "evolution.json").exists():
+        runs.append({"method": m, "seed": seed, **_trained_top_run(wd, budget, table),
+                     "tau_shared": None, "rho_shared": None, "tau_alpha": None})
   measured = float(np.median([r["search_seconds"] for r in runs])) if runs else budget
   bench = load_table(str(table_path), arch_column="arch_str", signal_column="val_acc",
                      report_column="test_acc", cost_column="train_seconds")

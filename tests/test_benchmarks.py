@@ -276,6 +276,34 @@ def test_compare_proxy_rea_is_charged_the_proxy_time_and_needs_the_table(tmp_pat
     cmp._table_search_run(wd, 15.0, table)
 
 
+def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
+  """spos+top: a half-budget SPOS run's candidates are queried best shared score first, each
+  isomorphism class once, until the budget's second half is spent; the best queried wins."""
+  from jnas.nb201_table import load_nb201_table
+
+  cmp = _script("nb201_compare")
+  table = load_nb201_table(ROOT / "benchmarks/results/nb201_mnist1d/table.csv")
+  first = {}
+  for i, c in enumerate(table.canonical):
+    first.setdefault(c, i)
+  rows = sorted(first.values())[1:5]  # four cells of distinct classes
+  twin = next(j for j in range(len(table.arch))
+              if j != rows[1] and table.canonical[j] == table.canonical[rows[1]])
+  shared = {rows[0]: 0.9, rows[1]: 0.8, twin: 0.75, rows[2]: 0.7, rows[3]: 0.1}
+  hist = [{"index": k, "genotype": {"space": "nb201", "arch": table.arch[i]}, "val_accuracy": v}
+          for k, (i, v) in enumerate(shared.items())]
+  (tmp_path / "evolution.json").write_text(json.dumps({"history": hist}))
+  cost = [float(table.train_seconds[i]) for i in rows]
+  budget = 2 * (cost[0] + cost[1] + cost[2]) + 1e-6  # the second half fits three queries
+  r = cmp._trained_top_run(tmp_path, budget, table)
+  assert r["queries"] == 3  # the first three rows; the twin of the second is not queried
+  best = max(rows[:3], key=lambda i: table.val_acc[i])
+  assert r["arch"] == table.arch[best]
+  assert r["search_seconds"] == pytest.approx(budget / 2 + sum(cost[:3]))
+  with pytest.raises(SystemExit, match="no query fits"):
+    cmp._trained_top_run(tmp_path, cost[0], table)
+
+
 def test_search_step_compile_only_reports_without_stepping():
   # A tiny 1-D network: the point is the flag's contract (no step timed, compile figures given).
   import importlib.util
