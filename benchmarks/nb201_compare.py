@@ -208,6 +208,24 @@ def cmd_run(args) -> None:
                anytime_from=None if bdir.name == top else top, table=args.table)
 
 
+def _save_plan_entry(plan_path: Path, plan: dict, method: str, entry: dict) -> dict:
+  """Adds ``method``'s entry to ``plan_path`` under a lock, merged with what other processes
+  wrote there since (two processes with disjoint ``--methods`` may share one ``--out``, one per
+  core); returns the merged plan."""
+  import fcntl
+
+  from jnas.utils.metrics import write_json_atomic
+
+  plan_path.parent.mkdir(parents=True, exist_ok=True)
+  with open(plan_path.with_name(".plan.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    on_disk = json.loads(plan_path.read_text()) if plan_path.exists() else {}
+    merged = {**plan, "methods": {**on_disk.get("methods", {}), **plan["methods"],
+                                  method: entry}}
+    write_json_atomic(str(plan_path), merged)
+  return merged
+
+
 def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: dict,
                calib_dir: Path, anytime_from: str | None = None,
                table: str | None = None) -> None:
@@ -236,9 +254,8 @@ def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: d
                        f"--anytime; use the same flags or another --out")
     if m in PROXY_REA:
       if m not in plan["methods"]:
-        plan["methods"][m] = {"table_search": True, "proxy": PROXY_REA[m]}
-        out.mkdir(parents=True, exist_ok=True)
-        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+        plan = _save_plan_entry(plan_path, plan, m, {"table_search": True,
+                                                     "proxy": PROXY_REA[m]})
       for seed in range(seeds):
         s = search(table_search_config(m, seed, budget, task, Path(table)),
                    str(out / "runs" / m / f"seed_{seed}"))
@@ -250,9 +267,7 @@ def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: d
       cal["epochs"] = max(2, round(spare / cal["epoch_seconds"]))
       if source:
         cal["anytime_from"] = source
-      plan["methods"][m] = cal
-      out.mkdir(parents=True, exist_ok=True)
-      plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+      plan = _save_plan_entry(plan_path, plan, m, cal)
       log.info("%s: %.2f s per epoch -> %d epochs%s", m, cal["epoch_seconds"], cal["epochs"],
                f" (judged in {source}'s runs)" if source else "")
     if source:

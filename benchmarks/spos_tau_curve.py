@@ -12,6 +12,13 @@ optimizer updates, which the calibration measures). Epochs per budget come from 
 calibration run of each variant (``OUT/calib``). Work directories ``OUT/runs/VARIANT/Mmin/seed_I``
 are kept, so a killed run resumes.
 
+``report --compare DIR`` draws the same curve from the single-path runs of an
+``nb201_compare.py --budgets`` comparison (``spos`` and ``spos_few_shot`` at every budget, five
+seeds), so the comparison's runs need not be repeated here:
+
+  python benchmarks/spos_tau_curve.py report --table ... --compare runs/compare_v2 \
+      --out benchmarks/results/spos_tau_curve/v2
+
 ``report`` scores every supernet with ``jnas bench`` on ``--sample`` cells of the table (the same
 cells for all) and writes ``OUT/curve.{json,md,png}``: per variant and budget the mean and
 standard deviation over seeds of the shared-weight Kendall tau and of the found cell's table
@@ -77,19 +84,47 @@ def cmd_run(args) -> None:
                           "arch": s["genotype"]["arch"]}), flush=True)
 
 
+#: nb201_compare.py's single-path methods, by this curve's variant names (same few-shot split).
+COMPARE_METHODS = {"spos": "one_shot", "spos_few_shot": "few_shot"}
+
+
+def _runs(out: Path, compare: str | None) -> list[tuple[str, str, Path]]:
+  """``(variant, "Mmin", workdir)`` of this script's runs, or of the single-path runs of an
+  ``nb201_compare.py --budgets`` directory (``OUT/bB/runs/spos*/seed_I``), whose supernet
+  training time is their calibrated epochs times the seconds per epoch."""
+  if not compare:
+    return [(wd.parts[-3], wd.parts[-2], wd) for wd in sorted((out / "runs").glob("*/*/seed_*"))]
+  found = []
+  for plan_path in sorted(Path(compare).glob("b*/plan.json")):
+    plan = json.loads(plan_path.read_text())
+    for method, variant in COMPARE_METHODS.items():
+      entry = plan["methods"].get(method)
+      if entry is None:
+        continue
+      minutes = f"{entry['epochs'] * entry['epoch_seconds'] / 60:.2g}min"
+      found += [(variant, minutes, wd) for wd in sorted(
+          (plan_path.parent / "runs" / method).glob("seed_*"))]
+  return found
+
+
 def cmd_report(args) -> None:
   import numpy as np  # noqa: PLC0415
 
-  from jnas.nb201_table import bench_workdir  # noqa: PLC0415
+  from nb201_compare import _bench_run, _file_id  # noqa: PLC0415
 
+  from jnas.nb201_table import load_nb201_table  # noqa: PLC0415
+
+  # Benched through nb201_compare.py's per-run cache (wd/bench.json), which a comparison's
+  # report has usually filled already.
+  table, table_id = load_nb201_table(args.table), _file_id(Path(args.table))
   out = Path(args.out)
-  res: dict = {"table": args.table, "sample": args.sample, "curve": {}}
-  for wd in sorted((out / "runs").glob("*/*/seed_*")):
+  res: dict = {"table": args.table, "sample": args.sample, "curve": {},
+               "source": args.compare or str(out)}
+  for variant, minutes, wd in _runs(out, args.compare):
     if not (wd / "summary.json").exists():
       continue
-    r = bench_workdir(wd, args.table, sample=args.sample)
+    r = _bench_run(wd, table, table_id, args.sample)
     res["yardsticks"] = r.get("yardsticks")
-    variant, minutes = wd.parts[-3], wd.parts[-2]
     res["curve"].setdefault(variant, {}).setdefault(minutes, []).append(
         {"seed": wd.name, "kendall_tau": r["correlation"]["shared_weights"]["kendall_tau"],
          "test_acc": r["test_acc"], "epochs": r["search_epochs"]})
@@ -158,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--split", default="cell:0", help="run: the few-shot split, KEY:EDGE")
   parser.add_argument("--sample", type=int, default=200, help="report: cells ranked")
+  parser.add_argument("--compare", help="report: the curve of an nb201_compare.py --budgets "
+                                        "directory's SPOS runs instead of this script's")
   args = parser.parse_args(argv)
   cmd_run(args) if args.command == "run" else cmd_report(args)
   return 0

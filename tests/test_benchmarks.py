@@ -276,6 +276,34 @@ def test_compare_proxy_rea_is_charged_the_proxy_time_and_needs_the_table(tmp_pat
     cmp._table_search_run(wd, 15.0, table)
 
 
+def test_compare_plan_entries_of_two_processes_merge(tmp_path):
+  """Two compare processes (disjoint --methods, one --out) each add their entries to plan.json
+  from a plan read before the other's write; neither loses the other's."""
+  cmp = _script("nb201_compare")
+  path = tmp_path / "plan.json"
+  a = {"budget": 10.0, "task": {}, "methods": {}}
+  b = {"budget": 10.0, "task": {}, "methods": {}}  # read before a's first write
+  a = cmp._save_plan_entry(path, a, "darts1", {"epochs": 3})
+  b = cmp._save_plan_entry(path, b, "spos", {"epochs": 2})
+  a = cmp._save_plan_entry(path, a, "gdas", {"epochs": 4})
+  assert json.loads(path.read_text())["methods"] == {
+      "darts1": {"epochs": 3}, "spos": {"epochs": 2}, "gdas": {"epochs": 4}}
+
+
+def test_tau_curve_reads_a_comparisons_single_path_runs(tmp_path):
+  """spos_tau_curve.py report --compare: every budget's spos/spos_few_shot runs, labelled by
+  their supernet training time (epochs x seconds per epoch)."""
+  curve = _script("spos_tau_curve")
+  for b, epochs in (("b75", 30), ("b600", 240)):
+    (tmp_path / b / "runs" / "spos" / "seed_0").mkdir(parents=True)
+    (tmp_path / b / "plan.json").write_text(json.dumps({"methods": {
+        "spos": {"epochs": epochs, "epoch_seconds": 2.0},
+        "darts1": {"epochs": 9, "epoch_seconds": 1.0}}}))
+  got = curve._runs(tmp_path / "unused", str(tmp_path))
+  assert [(v, m, wd.relative_to(tmp_path).parts[0]) for v, m, wd in got] == [
+      ("one_shot", "8min", "b600"), ("one_shot", "1min", "b75")]
+
+
 def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
   """spos+top: a half-budget SPOS run's candidates are queried best shared score first, each
   isomorphism class once, until the budget's second half is spent; the best queried wins."""
