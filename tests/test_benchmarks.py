@@ -304,6 +304,38 @@ def test_tau_curve_reads_a_comparisons_single_path_runs(tmp_path):
       ("one_shot", "8min", "b600"), ("one_shot", "1min", "b75")]
 
 
+def test_v2_pipeline_runs_jobs_after_their_dependencies_and_resumes(tmp_path):
+  """benchmarks/nb201_v2_pipeline.py: a job runs once its dependencies exited 0; a failed job is
+  not marked done (nor what waits for it), and a rerun runs only what is not done."""
+  import os
+  import sys
+
+  pipe = _script("nb201_v2_pipeline")
+  order = tmp_path / "order.txt"
+
+  def step(name, code=0):
+    return [sys.executable, "-c", f"open({str(order)!r}, 'a').write({name!r} + ' '); "
+                                  f"raise SystemExit({code})"]
+
+  jobs = [pipe.Job("late", [step("late")], after=("a", "b")), pipe.Job("a", [step("a")]),
+          pipe.Job("b", [step("b1"), step("b2")]), pipe.Job("bad", [step("bad", 3)]),
+          pipe.Job("never", [step("never")], after=("bad",))]
+  core = min(os.sched_getaffinity(0))
+  state = tmp_path / "state"
+  assert pipe.Pipeline(state, jobs, [core], poll_s=0.05).run() == 1
+  # In list order once ready: "late" comes first but waits for a and b.
+  assert order.read_text().split() == ["a", "b1", "b2", "late", "bad"]
+  assert sorted(p.name for p in (state / "done").iterdir()) == ["a", "b", "late"]
+  assert "exit 3" in (state / "logs" / "bad.log").read_text()
+  text = pipe.status(state, jobs)
+  assert "late            done" in text and "never           not started" in text
+  jobs[3] = pipe.Job("bad", [step("fixed")])
+  assert pipe.Pipeline(state, jobs, [core], poll_s=0.05).run() == 0
+  assert order.read_text().split()[5:] == ["fixed", "never"]
+  names = [j.name for j in pipe.jobs("python")]
+  assert names[:2] == ["build-0of2", "build-1of16"] and names[-1] == "tau-report"
+
+
 def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
   """spos+top: a half-budget SPOS run's candidates are queried best shared score first, each
   isomorphism class once, until the budget's second half is spent; the best queried wins."""

@@ -1,0 +1,212 @@
+"""Issue 27's remaining measurements on the v2 table, as one resumable pipeline on two cores.
+
+  python benchmarks/nb201_v2_pipeline.py             # run or resume everything (SIGTERM stops it)
+  python benchmarks/nb201_v2_pipeline.py --status    # what is done, and each job's last line
+
+Every job is a command that resumes by itself (the table build appends cell by cell, the pilot
+and the comparison keep finished runs), so stopping the pipeline anywhere loses at most the
+cell or search in flight. A job that exits 0 is marked in ``runs/v2_pipeline/done/``; its output
+goes to ``runs/v2_pipeline/logs/JOB.log``. One worker per core (``--cores``) takes the first job
+in the list below whose dependencies are done and runs it pinned to its core (``taskset``):
+
+==================  ==============================================  ==================
+job                 what                                            waits for
+==================  ==============================================  ==================
+build-0of2, ...     the v2 table build: shard 0/2, then 1/2 in      --
+                    sixteenths (1/16, 3/16, ..., 15/16)
+table               ``expand`` and ``summary``: ``table.csv``       every build job
+d40-0, d40-1        the pilot at twice the epochs (item 1: has      --
+                    the ranking settled at 20 epochs?)
+compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
+                    the methods split in two halves of equal time
+pilot-report        ``pilot.md`` with D40                           d40-0, d40-1
+compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, compare-b
+tau-report          item 3's curve from the comparison's SPOS runs  compare-report
+==================  ==============================================  ==================
+
+About 8 CPU hours of build were left at the start of stop 41, then 2.7 for D40 and 13 for the
+comparison: several sessions on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+V2 = "benchmarks/results/nb201_mnist1d_v2"
+TABLE = f"{V2}/table.csv"
+COMPARE = "runs/compare_v2"
+BUDGETS = "75,150,300,600"
+# Equal halves of the comparison's time: six gradient methods and one single-path method each.
+HALVES = ("darts1,darts2,gdas,snas,fairdarts,drnas,spos,rea_synflow",
+          "darts_minus,beta_decay,sdarts_rs,pruning,darts_plus,pc_darts,spos_few_shot,rea_params")
+
+
+class Job(NamedTuple):
+  """A named list of commands run in order, after the jobs named in ``after`` are done."""
+
+  name: str
+  commands: list[list[str]]
+  after: tuple[str, ...] = ()
+
+
+def jobs(python: str) -> list[Job]:
+  """The pipeline, in the order workers take jobs."""
+  def py(script: str, *args: str) -> list[str]:
+    return [python, f"benchmarks/{script}", *args]
+
+  builds = [Job("build-0of2", [py("nb201_mnist1d_table.py", "build", "--preset", "v2", "--out", V2,
+                                  "--shard", "0/2")])]
+  builds += [Job(f"build-{k}of16", [py("nb201_mnist1d_table.py", "build", "--preset", "v2",
+                                       "--out", V2, "--shard", f"{k}/16")])
+             for k in range(1, 16, 2)]
+  compare = [Job(f"compare-{half}", [py("nb201_compare.py", "run", "--table", TABLE, "--budgets",
+                                        BUDGETS, "--anytime", "--out", COMPARE, "--methods",
+                                        methods)], after=("table",))
+             for half, methods in zip("ab", HALVES)]
+  return [
+      *builds,
+      Job("table", [py("nb201_mnist1d_table.py", "expand", "--out", V2),
+                    py("nb201_mnist1d_table.py", "summary", "--out", V2)],
+          after=tuple(b.name for b in builds)),
+      Job("d40-0", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "0/2")]),
+      Job("d40-1", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "1/2")]),
+      *compare,
+      Job("pilot-report", [py("nb201_table_v2_pilot.py", "report")], after=("d40-0", "d40-1")),
+      Job("compare-report", [py("nb201_compare.py", "report", "--table", TABLE, "--budgets",
+                                BUDGETS, "--out", COMPARE)],
+          after=tuple(c.name for c in compare)),
+      Job("tau-report", [py("spos_tau_curve.py", "report", "--table", TABLE, "--compare", COMPARE,
+                            "--out", "benchmarks/results/spos_tau_curve/v2")],
+          after=("compare-report",)),
+  ]
+
+
+class Pipeline:
+  """Workers that take jobs in order once their dependencies are done; SIGTERM stops them."""
+
+  def __init__(self, state: Path, job_list: list[Job], cores: list[int], poll_s: float = 20.0):
+    self.state, self.jobs, self.cores, self.poll_s = state, job_list, cores, poll_s
+    (state / "done").mkdir(parents=True, exist_ok=True)
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    self.lock = threading.Lock()
+    self.taken: set[str] = set()
+    self.failed: set[str] = set()
+    self.children: dict[int, subprocess.Popen] = {}
+    self.stopping = False
+
+  def done(self, name: str) -> bool:
+    return (self.state / "done" / name).exists()
+
+  def _next(self) -> Job | None | bool:
+    """The next job to run, None if nothing is left that can run, False if one must wait."""
+    with self.lock:
+      waiting = False
+      for job in self.jobs:
+        if job.name in self.taken or self.done(job.name):
+          continue
+        if any(d in self.failed for d in job.after):
+          self.failed.add(job.name)  # waits for a job that failed in this run: never runs
+          continue
+        if all(self.done(d) for d in job.after):
+          self.taken.add(job.name)
+          return job
+        waiting = True
+      return False if waiting else None
+
+  def _run(self, job: Job, core: int) -> bool:
+    with open(self.state / "logs" / f"{job.name}.log", "a") as log:
+      for cmd in job.commands:
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} core {core}: {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.children[core] = proc
+        rc = proc.wait()
+        self.children.pop(core, None)
+        if rc != 0 or self.stopping:
+          log.write(f"# exit {rc}{' (stopped)' if self.stopping else ''}\n")
+          return False
+    (self.state / "done" / job.name).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    return True
+
+  def worker(self, core: int) -> None:
+    while not self.stopping:
+      job = self._next()
+      if job is None:
+        return
+      if job is False:
+        time.sleep(self.poll_s)
+        continue
+      print(f"core {core}: {job.name} started", flush=True)
+      ok = self._run(job, core)
+      if not ok:
+        with self.lock:
+          self.failed.add(job.name)
+      print(f"core {core}: {job.name} {'done' if ok else 'FAILED or stopped'} (log: "
+            f"{self.state / 'logs' / (job.name + '.log')})", flush=True)
+
+  def stop(self, *_) -> None:
+    self.stopping = True
+    for proc in list(self.children.values()):
+      proc.send_signal(signal.SIGTERM)
+
+  def run(self) -> int:
+    signal.signal(signal.SIGTERM, self.stop)
+    signal.signal(signal.SIGINT, self.stop)
+    threads = [threading.Thread(target=self.worker, args=(c,)) for c in self.cores]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
+    left = [j.name for j in self.jobs if not self.done(j.name)]
+    print("all done" if not left else f"not done: {', '.join(left)}", flush=True)
+    return 0 if not left else 1
+
+
+def status(state: Path, job_list: list[Job]) -> str:
+  """One line per job: done (when), or the last line of its log."""
+  lines = []
+  for job in job_list:
+    mark = state / "done" / job.name
+    if mark.exists():
+      lines.append(f"{job.name:15s} done {mark.read_text().strip()}")
+      continue
+    log = state / "logs" / f"{job.name}.log"
+    last = next((x for x in reversed(log.read_text().splitlines()) if x.strip()), "") if (
+        log.exists()) else ""
+    lines.append(f"{job.name:15s} {last[-100:] or 'not started'}")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--cores", default="0,1", help="one worker per core (0,1)")
+  p.add_argument("--state", default=str(ROOT / "runs" / "v2_pipeline"))
+  p.add_argument("--status", action="store_true", help="print each job's state and exit")
+  args = p.parse_args(argv)
+  state = Path(args.state)
+  job_list = jobs(sys.executable)
+  if args.status:
+    print(status(state, job_list))
+    return 0
+  try:
+    cores = [int(c) for c in args.cores.split(",")]
+  except ValueError:
+    raise SystemExit(f"--cores wants comma-separated core numbers, got {args.cores!r}") from None
+  allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(cores)
+  if not cores or any(c not in allowed for c in cores):
+    raise SystemExit(f"--cores {args.cores}: this process may use cores {sorted(allowed)}")
+  return Pipeline(state, job_list, cores).run()
+
+
+if __name__ == "__main__":
+  sys.exit(main())
