@@ -51,8 +51,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "drnas_anchor": 1e-3,  # weight of DrNAS's anchor ||beta - 1||^2 (0: off)
     "darts_minus_beta0": 1.0,  # DARTS-'s auxiliary skip weight at step 0 (linear to 0)
     "beta_decay_max": 50.0,  # beta-DARTS's regulariser weight at the end (linear from 0)
-    "sdarts_eps_min": 0.03,  # SDARTS-RS's noise radius, linear from min to max
-    "sdarts_eps_max": 0.3,
+    "sdarts_eps_min": 0.03, "sdarts_eps_max": 0.3,  # SDARTS-RS's noise radius, min to max
     "prune_epochs": (),  # epochs after which each edge loses its weakest op; () = 1/3 and 2/3
     "early_stop_skips": 0,  # DARTS+: stop once the normal cell has this many skips (0: off)
     "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
@@ -73,6 +72,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "prefilter_keep": 0.5, "prefilter_pool": 1000,  # fraction of prefilter_pool random cells run
     "few_shot": "",  # SPOS: split the supernet on encoding edge KEY:EDGE (e.g. cell:0); "" = one-shot
     "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split
+    "finalists": 0, "finalist_estimator": "table",  # SPOS: measure the K best by shared weights
 }
 
 

@@ -205,6 +205,8 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "search.prefilter": _one_of("", *_PROXIES),
     "search.prefilter_keep": _real(0.0, low_open=True, high=1.0, high_open=False),
     "search.prefilter_pool": _COUNT,
+    "search.finalists": _int_at_least(0),
+    "search.finalist_estimator": _one_of("table", "scratch"),
     "search.few_shot": _is_str,           # SPOS's split edge KEY:EDGE, parsed by the strategy
     "search.few_shot_warmup": _PROB,      # a fraction of the SPOS steps
     # evolution (SPOS)

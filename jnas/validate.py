@@ -285,6 +285,15 @@ def _check_estimator(config: Any, strategy: Any, space: Any) -> None:
   """The (strategy, estimator) pair fits, the table exists with its columns, a budget ends it."""
   est = _get(config, "search.estimator")
   est = "" if est is _MISSING else est
+  finalists = _get(config, "search.finalists")
+  if finalists not in (_MISSING, None, 0):
+    if strategy != "spos":
+      raise _fail("search.finalists", finalists, f"measures SPOS's best candidates; "
+                                                 f"search.strategy={strategy!r} has none")
+    if _get(config, "search.finalist_estimator") in (_MISSING, "table"):
+      if space not in (_MISSING, "nb201"):
+        raise _fail("search.finalist_estimator", "table", f"scores nb201 cells, not {space}")
+      _check_table(config, "search.finalists with search.finalist_estimator='table'")
   if strategy not in _ASK_TELL_STRATEGIES:
     if est:
       raise _fail("search.estimator", est,
@@ -342,10 +351,10 @@ def _check_estimator(config: Any, strategy: Any, space: Any) -> None:
     _check_table(config)
 
 
-def _check_table(config: Any) -> None:
+def _check_table(config: Any, who: str = "search.estimator='table'") -> None:
   table = _get(config, "search.table")
   if table in (_MISSING, ""):
-    raise ConfigError("search.estimator='table' needs search.table (a benchmark CSV file)")
+    raise ConfigError(f"{who} needs search.table (a benchmark CSV file)")
   if not os.path.isfile(table):
     raise _fail("search.table", table, "is not a file")
   columns = _get(config, "search.table_columns")

@@ -13,7 +13,13 @@ kernel chains):
    shared weights, after recalibrating batch-norm statistics on
    ``evolution.calib_batches`` training batches. Every generation is scored
    by one compiled population evaluator (``lax.map`` over the encodings).
-3. **Retraining** of the best architecture from scratch (``retrain.*``), as
+3. **Finalists** (``search.finalists`` = K > 0, off by default): the K best
+   distinct candidates by shared-weight score are measured by
+   ``search.finalist_estimator`` (``table``: ``search.table``'s validation
+   column, NB201 cells; ``scratch``: trained from scratch for
+   ``search.scratch_epochs``), and the best measured replaces evolution's
+   best (Bender et al., 2018). Every finalist is in ``finalists.json``.
+4. **Retraining** of the best architecture from scratch (``retrain.*``), as
    for every other strategy. The test set is used only there.
 
 Writes, besides what every search writes (``config.json``, ``metrics.jsonl``,
@@ -30,6 +36,7 @@ evolution repeats it exactly.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -41,6 +48,7 @@ import ml_collections
 import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
+from jnas.search.estimators import scratch_estimator, search_option, table_estimator
 from jnas.search.common import (build_space, build_supernet, config_compiler_options,
                                 data_ndim, saved_step)
 from jnas.search.plan import Found, Plan, UnitEnd
@@ -52,11 +60,12 @@ from jnas.strategies.evolution import topk_evolution
 from jnas.strategies.spos import (encoding_pool, few_shot_apply, make_population_evaluator,
                                   pad_population, parse_few_shot, spos)
 from jnas.supernet.functional import count_params, make_apply, make_prefix, split_model
-from jnas.utils.metrics import MetricWriter
+from jnas.utils.metrics import MetricWriter, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 EVOLUTION_FILE = "evolution.json"
+FINALISTS_FILE = "finalists.json"
 
 
 def evolution_config(population: int = 50, top_k: int = 10, evals: int = 200,
@@ -256,15 +265,54 @@ class SposPlan(Plan):
     log.info("evolution: %d architectures in %.0f s; best shared-weight val acc %.4f "
              "(first generation mean %.4f)", len(result.history), evolution_s,
              best.objectives["val_accuracy"], first_gen.mean())
+    extra: dict[str, Any] = {}
+    if int(search_option(self.sc, "finalists")):
+      best, extra = self._finalists(result)
     enc = space.genotype_to_encoding(best.genotype)
     return Found(space.genotype_to_json(best.genotype),
                  {k: np.asarray(v) for k, v in enc.items()}, {
+                     **extra,
                      "shared_val_accuracy": best.objectives["val_accuracy"],
                      "first_generation_mean_val_accuracy": float(first_gen.mean()),
                      "evaluated": len(result.history),
                      "supernet_seconds": round(seconds, 1),
                      "evolution_seconds": round(evolution_s, 1),
                      "search_seconds": round(seconds + evolution_s, 1)})
+
+  def _finalists(self, result) -> tuple[Any, dict[str, Any]]:
+    """Phase 3 (``search.finalists`` = K): the K best distinct candidates by shared-weight score
+    are measured by ``search.finalist_estimator`` (the table, or training from scratch), and the
+    best measured is the result. Bender et al. (ICML 2018) rank with the one-shot model and
+    train its best from scratch before choosing; the shared weights then only have to put good
+    cells near the top, not order them exactly. Writes ``finalists.json``."""
+
+    space, sc = self.space, self.sc
+    seen, picked = set(), []
+    for e in sorted(result.history, key=lambda e: (-e.objectives["val_accuracy"], e.index)):
+      key = json.dumps(space.genotype_to_json(e.genotype), sort_keys=True)
+      if key not in seen:
+        seen.add(key)
+        picked.append(e)
+      if len(picked) == int(search_option(sc, "finalists")):
+        break
+    kind = str(search_option(sc, "finalist_estimator"))
+    est = (table_estimator if kind == "table" else scratch_estimator)(self.config, space)
+    t = time.time()
+    m = est.estimate([e.genotype for e in picked])
+    i = int(np.argmax(m.signal))  # the first of equal signals: the better shared score
+    records = [{"genotype": space.genotype_to_json(e.genotype),
+                "shared_val_accuracy": e.objectives["val_accuracy"], est.signal_name: float(v),
+                "cost_s": float(c), **{k: float(x[j]) for k, x in m.extra.items()}}
+               for j, (e, v, c) in enumerate(zip(picked, m.signal, m.cost))]
+    write_json_atomic(str(self.wd / FINALISTS_FILE), {
+        "estimator": kind, "signal": est.signal_name, "chosen": i, "finalists": records})
+    log.info("finalists: %d measured by the %s estimator (%.0f s charged); the best has %s %.4f "
+             "(shared-weight rank %d)", len(picked), kind, float(np.sum(m.cost)),
+             est.signal_name, float(m.signal[i]), i + 1)
+    return picked[i], {"finalists": len(picked), "finalist_estimator": kind,
+                       f"finalist_{est.signal_name}": float(m.signal[i]), "finalist_rank": i + 1,
+                       "finalists_charged_s": round(float(np.sum(m.cost)), 3),
+                       "finalists_seconds": round(time.time() - t, 1)}
 
   def _evolve(self, carry: Any):
     """Phase 2: the after-strategy over the trained supernet, every generation scored by one
