@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
                  help="2: size x size x 3 images; 1: sequences of length size, 1 channel "
                       "(the MNIST-1D config: --ndim 1 --size 40 --C 8 --layers 3 --batch 64)")
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--hvp-mode", default="reverse_over_reverse",
+                 choices=["reverse_over_reverse", "forward_over_reverse"],
+                 help="darts2: how the exact Hessian-vector product is taken")
   p.add_argument("--impl", default="auto", choices=["auto", "taps", "native", "xla"])
   p.add_argument("--library-fusions", default="auto", choices=["auto", "on", "off"],
                  help="XLA:CPU YNNPACK library fusions (jnas/utils/xla.py); auto: off for 1-D")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     alpha = space.init_alpha(jax.random.key(0))
   if args.strategy in ("darts", "darts2"):
     strat = darts(make_apply(s.graphdef), s.params, s.state, alpha, w_opt=w_opt, a_opt=a_opt,
-                  order=2 if args.strategy == "darts2" else 1)
+                  order=2 if args.strategy == "darts2" else 1, hvp_mode=args.hvp_mode)
   elif args.strategy == "gdas":
     strat = gdas(make_apply(s.graphdef, single_path=True), s.params, s.state, alpha,
                  w_opt=w_opt, a_opt=a_opt, total_steps=1000)
