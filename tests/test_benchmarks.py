@@ -179,7 +179,14 @@ def test_compare_budgets_task_and_figure(tmp_path):
             "table": "t.csv", "table_id": "x", "table_best_test_acc": 0.95,
             "table_median_test_acc": 0.9}
 
-  res = cmp.combine_budgets({150.0: one(150.0, 0.90), 600.0: one(600.0, 0.92)})
+  top = one(600.0, 0.92)
+  top["runs"] = [{"method": "spos", "test_acc": a} for a in (0.93, 0.95, 0.94)]
+  res = cmp.combine_budgets({150.0: one(150.0, 0.90), 600.0: top})
+  # random's 500 replays average 0.94 at 600 s: spos's mean 0.94 is a coin flip against it.
+  (o,) = res["order"]
+  assert (o["method"], o["n"], o["mean"]) == ("spos", 3, pytest.approx(0.94))
+  assert 0.93 <= o["low"] < 0.94 < o["high"] <= 0.95 and 0.2 < o["p_above"] < 0.6
+  assert "| spos | 3 | 94.00 |" in res["markdown"]
   assert res["budgets"] == [150.0, 600.0]
   assert res["methods"]["spos"]["600"]["mean"] == 0.92
   # Replays charged the nominal budget are kept; those at the runs' measured time are not.
