@@ -14,7 +14,8 @@ job                 what                                            waits for
 ==================  ==============================================  ==================
 build-0of2, ...     the v2 table build: shard 0/2, then 1/2 in      --
                     sixteenths (1/16, 3/16, ..., 15/16)
-table               ``expand`` and ``summary``: ``table.csv``       every build job
+table               ``expand``, ``summary``: ``table.csv``,         every build job
+                    ``summary.txt``
 d40-0, d40-1        the pilot at twice the epochs (item 1: has      --
                     the ranking settled at 20 epochs?)
 compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
@@ -74,8 +75,10 @@ def jobs(python: str) -> list[Job]:
              for half, methods in zip("ab", HALVES)]
   return [
       *builds,
+      # summary.txt beside the table, as v1 has (the summary prints to stdout).
       Job("table", [py("nb201_mnist1d_table.py", "expand", "--out", V2),
-                    py("nb201_mnist1d_table.py", "summary", "--out", V2)],
+                    ["sh", "-c", " ".join(py("nb201_mnist1d_table.py", "summary", "--out", V2))
+                     + f" > {V2}/summary.txt"]],
           after=tuple(b.name for b in builds)),
       Job("d40-0", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "0/2")]),
       Job("d40-1", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "1/2")]),
