@@ -255,21 +255,24 @@ class ProxyFiltered(_Filtered):
   lowest signal measured before its round (0 before any), so evolution never
   breeds from it; its record has ``measured = 0`` and NaN for what was not
   measured. Every record gets the proxy's score under ``proxy_name``. The
-  search's result is the best *measured* candidate.
+  search's result is the best *measured* candidate. What the proxy costs in
+  wall time, ``setup_seconds`` (choosing ``threshold``) and
+  :meth:`seconds_per_candidate`, is reported beside the budget, not charged to it.
 
   Example:
     >>> est = ProxyFiltered(TableEstimator(bench, space), zc_score, 1.2e3, "synflow", space)  # doctest: +SKIP
   """
 
   def __init__(self, estimator: Estimator, proxy: Callable[[list], np.ndarray],
-               threshold: float, proxy_name: str, space: SearchSpace, patience: int = 50):
+               threshold: float, proxy_name: str, space: SearchSpace, patience: int = 50,
+               setup_seconds: float = 0.0):
     super().__init__(estimator, patience)
     self.proxy, self.threshold, self.proxy_name = proxy, float(threshold), proxy_name
     self.space = space
     self.floor: float | None = None
-    # Wall-clock seconds of scoring in this process: what the proxy really cost, kept out of the
-    # records (a resumed search re-scores nothing, and the records must match an unbroken run's).
-    self.setup_seconds, self.proxy_seconds, self.scored = 0.0, 0.0, 0
+    # Wall-clock seconds of scoring in this process (setup: what choosing the threshold took):
+    # what the proxy really cost, kept out of the records, which must match an unbroken run's.
+    self.setup_seconds, self.proxy_seconds, self.scored = float(setup_seconds), 0.0, 0
 
   def seconds_per_candidate(self) -> float:
     """Mean wall-clock seconds of the proxy per candidate scored in this process (0 if none)."""

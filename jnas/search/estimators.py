@@ -161,7 +161,5 @@ def proxy_filtered(config, space: SearchSpace, estimator: Estimator) -> ProxyFil
   threshold = float(np.quantile(reference, 1.0 - keep))
   log.info("prefilter: %s >= %.4g (the top %.0f%% of %d random cells) is measured", name,
            threshold, 100 * keep, pool)
-  filtered = ProxyFiltered(estimator, lambda genotypes: zc.score(name, genotypes, x, y), threshold,
-                           name, space)
-  filtered.setup_seconds = setup_seconds
-  return filtered
+  return ProxyFiltered(estimator, lambda genotypes: zc.score(name, genotypes, x, y), threshold,
+                       name, space, setup_seconds=setup_seconds)

@@ -48,9 +48,9 @@ import ml_collections
 import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
-from jnas.search.estimators import scratch_estimator, search_option, table_estimator
 from jnas.search.common import (build_space, build_supernet, config_compiler_options,
                                 data_ndim, saved_step)
+from jnas.search.estimators import scratch_estimator, search_option, table_estimator
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s, save_supernet
 from jnas.spaces.base import SearchSpace
@@ -285,7 +285,6 @@ class SposPlan(Plan):
     best measured is the result. Bender et al. (ICML 2018) rank with the one-shot model and
     train its best from scratch before choosing; the shared weights then only have to put good
     cells near the top, not order them exactly. Writes ``finalists.json``."""
-
     space, sc = self.space, self.sc
     seen, picked = set(), []
     for e in sorted(result.history, key=lambda e: (-e.objectives["val_accuracy"], e.index)):
