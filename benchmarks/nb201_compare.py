@@ -295,10 +295,17 @@ def _bench_run(wd: Path, table, table_id: str, sample: int) -> dict:
   return r
 
 
+def _found(table, arch: str) -> dict:
+  """What a comparison keeps of a found cell's :func:`cell_figures`."""
+  from jnas.nb201_table import cell_figures
+
+  fig = cell_figures(table, arch)
+  return {k: fig[k] for k in ("arch", "test_acc", "val_acc", "rank", "percentile", "regret")}
+
+
 def _anytime_run(wd: Path, epochs: int, table) -> dict:
   """The cell run ``wd`` had derived after ``epochs`` epochs (or at its early stop), judged on
   ``table``."""
-  from jnas.nb201_table import cell_figures
   from jnas.spaces.nb201 import NB201Space
 
   by_epoch = {r["epoch"]: r for r in _records(wd) if r.get("phase") == "search"
@@ -307,8 +314,7 @@ def _anytime_run(wd: Path, epochs: int, table) -> dict:
     raise SystemExit(f"{wd}/metrics.jsonl has no search epoch up to {epochs}")
   rec = by_epoch[max(by_epoch)]
   space = NB201Space()
-  fig = cell_figures(table, space.format(space.genotype_loads(rec["genotype"])))
-  return {**{k: fig[k] for k in ("arch", "test_acc", "val_acc", "rank", "percentile", "regret")},
+  return {**_found(table, space.format(space.genotype_loads(rec["genotype"]))),
           "search_seconds": rec["elapsed_s"], "search_epochs": rec["epoch"]}
 
 
@@ -316,7 +322,6 @@ def _table_search_run(wd: Path, budget: float, table) -> dict:
   """A proxy-filtered REA run judged at ``budget`` seconds: the proxy's measured wall time
   (scoring the reference cells, then every candidate) is charged beside the table's training
   times, and the cell found is the best measured one (by validation accuracy) charged within it."""
-  from jnas.nb201_table import cell_figures
   from jnas.spaces.nb201 import NB201Space
 
   summary = json.loads((wd / "summary.json").read_text())
@@ -329,8 +334,7 @@ def _table_search_run(wd: Path, budget: float, table) -> dict:
     raise SystemExit(f"{wd}: no query fits {budget:g} s once the proxy's time is charged")
   best, t = max(within, key=lambda rt: (rt[0]["val_acc"], -rt[0]["index"]))
   space = NB201Space()
-  fig = cell_figures(table, space.format(space.genotype_from_json(best["genotype"])))
-  return {**{k: fig[k] for k in ("arch", "test_acc", "val_acc", "rank", "percentile", "regret")},
+  return {**_found(table, space.format(space.genotype_from_json(best["genotype"]))),
           "search_seconds": max(t for _, t in within), "queries": len(within),
           "proxy_seconds": float(summary["prefilter_setup_s"]) + per * len(hist)}
 
@@ -341,7 +345,6 @@ def _trained_top_run(wd: Path, budget: float, table) -> dict:
   queried on the table best shared-weight score first (isomorphic cells once), each charged its
   training time, until the other half is spent; the cell found is the best queried by the
   table's validation accuracy."""
-  from jnas.nb201_table import cell_figures
   from jnas.spaces.nb201 import NB201Space
 
   space = NB201Space()
@@ -360,8 +363,7 @@ def _trained_top_run(wd: Path, budget: float, table) -> dict:
   if not queried:
     raise SystemExit(f"{wd}: no query fits the second half of {budget:g} s")
   best = max(queried, key=lambda i: (float(table.val_acc[i]), -queried.index(i)))
-  fig = cell_figures(table, table.arch[best])
-  return {**{k: fig[k] for k in ("arch", "test_acc", "val_acc", "rank", "percentile", "regret")},
+  return {**_found(table, table.arch[best]),
           "search_seconds": spent, "queries": len(queried)}
 
 
@@ -424,11 +426,12 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
           "rho_shared": r["correlation"].get("shared_weights", {}).get("spearman_rho"),
           "tau_alpha": r["correlation"].get("alpha", {}).get("kendall_tau")})
       log.info("%s seed %d: %.4f (%s)", m, seed, r["test_acc"], r["arch"])
-  half = json.loads((out.parent / f"b{budget / 2:g}" / "plan.json").read_text()) if (
-      out.parent / f"b{budget / 2:g}" / "plan.json").exists() else {"methods": {}}
+  half_dir = out.parent / f"b{budget / 2:g}"
+  half = json.loads((half_dir / "plan.json").read_text()) if (
+      half_dir / "plan.json").exists() else {"methods": {}}
   for m, source in TRAINED_TOP.items():
     for seed in range(seeds if source in half["methods"] else 0):
-      wd = out.parent / f"b{budget / 2:g}" / "runs" / source / f"seed_{seed}"
+      wd = half_dir / "runs" / source / f"seed_{seed}"
       if (wd / "evolution.json").exists():
         runs.append({"method": m, "seed": seed, **_trained_top_run(wd, budget, table),
                      "tau_shared": None, "rho_shared": None, "tau_alpha": None})
