@@ -253,6 +253,8 @@ def test_compare_proxy_rea_is_charged_the_proxy_time_and_needs_the_table(tmp_pat
   cfg = cmp.table_search_config("rea_params", 3, 120.0, {"search.channels": 8}, v1)
   assert (cfg.search.prefilter, cfg.search.budget_s, cfg.seed, cfg.search.channels,
           cfg.search.estimator) == ("params", 120.0, 3, 8, "table")
+  # A query tells one run's validation accuracy and is charged that run's time.
+  assert cfg.search.table_columns == "arch_str,val_acc_s0,train_seconds,test_acc"
   ran = []
   monkeypatch.setattr(jnas.run, "search", lambda config, wd: ran.append(
       (config.search.prefilter, Path(wd).parts[-2:])) or {"arch": "x", "measured": 1})
@@ -264,7 +266,7 @@ def test_compare_proxy_rea_is_charged_the_proxy_time_and_needs_the_table(tmp_pat
   table = load_nb201_table(v1)
   best = int(table.val_acc.argmax())
   cells = [table.arch[i] for i in (0, 1, best, 2)]
-  hist = [{"index": i, "genotype": {"space": "nb201", "arch": a}, "val_acc": float(v),
+  hist = [{"index": i, "genotype": {"space": "nb201", "arch": a}, cmp.SIGNAL: float(v),
            "measured": m, "spent": t}
           for i, (a, v, m, t) in enumerate(zip(cells, (0.5, 0.6, 0.99, 0.99), (1.0, 1.0, 1.0, 0.0),
                                                (10.0, 20.0, 27.0, 27.0)))]
@@ -362,13 +364,14 @@ def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
   (tmp_path / "evolution.json").write_text(json.dumps({"history": hist}))
   cost = [float(table.train_seconds[i]) for i in rows]
   budget = 2 * (cost[0] + cost[1] + cost[2]) + 1e-6  # the second half fits three queries
-  r = cmp._trained_top_run(tmp_path, budget, table)
+  signal = {table.arch[i]: 0.5 + 0.1 * k for k, i in enumerate(rows)}  # the third queried best
+  r = cmp._trained_top_run(tmp_path, budget, table, signal)
   assert r["queries"] == 3  # the first three rows; the twin of the second is not queried
-  best = max(rows[:3], key=lambda i: table.val_acc[i])
+  best = rows[2]
   assert r["arch"] == table.arch[best]
   assert r["search_seconds"] == pytest.approx(budget / 2 + sum(cost[:3]))
   with pytest.raises(SystemExit, match="no query fits"):
-    cmp._trained_top_run(tmp_path, cost[0], table)
+    cmp._trained_top_run(tmp_path, cost[0], table, signal)
 
 
 def test_search_step_compile_only_reports_without_stepping():
