@@ -105,6 +105,7 @@ class Pipeline:
     self.failed: set[str] = set()
     self.children: dict[int, subprocess.Popen] = {}
     self.stopping = False
+    self.lock_fd: int | None = None
 
   def done(self, name: str) -> bool:
     return (self.state / "done" / name).exists()
@@ -130,8 +131,11 @@ class Pipeline:
       for cmd in job.commands:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} core {core}: {' '.join(cmd)}\n")
         log.flush()
+        # The job inherits the pipeline's lock: a job left running by a killed pipeline keeps
+        # the next one from starting the same job twice.
         proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         self.children[core] = proc
         rc = proc.wait()
         self.children.pop(core, None)
@@ -163,6 +167,15 @@ class Pipeline:
       proc.send_signal(signal.SIGTERM)
 
   def run(self) -> int:
+    import fcntl
+
+    self.lock_fd = os.open(self.state / "pipeline.lock", os.O_CREAT | os.O_RDWR)
+    try:
+      fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(self.lock_fd)
+      raise SystemExit(f"{self.state}: another pipeline, or a job a killed one left running, "
+                       f"holds {self.state / 'pipeline.lock'} (see: fuser -v that file)") from None
     signal.signal(signal.SIGTERM, self.stop)
     signal.signal(signal.SIGINT, self.stop)
     threads = [threading.Thread(target=self.worker, args=(c,)) for c in self.cores]
@@ -170,6 +183,7 @@ class Pipeline:
       t.start()
     for t in threads:
       t.join()
+    os.close(self.lock_fd)  # every job has ended: the lock goes with this descriptor
     left = [j.name for j in self.jobs if not self.done(j.name)]
     print("all done" if not left else f"not done: {', '.join(left)}", flush=True)
     return 0 if not left else 1

@@ -341,6 +341,21 @@ def test_v2_pipeline_runs_jobs_after_their_dependencies_and_resumes(tmp_path):
   jobs[3] = pipe.Job("bad", [step("fixed")])
   assert pipe.Pipeline(state, jobs, [core], poll_s=0.05).run() == 0
   assert order.read_text().split()[5:] == ["fixed", "never"]
+  # While a job of one pipeline still runs (even if that pipeline died), a second one refuses.
+  import fcntl
+  import subprocess as sp
+
+  held = sp.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                  pass_fds=(lock := os.open(state / "pipeline.lock", os.O_RDWR),))
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(lock)  # the child's inherited descriptor keeps the lock
+    with pytest.raises(SystemExit, match="holds"):
+      pipe.Pipeline(state, jobs, [core], poll_s=0.05).run()
+  finally:
+    held.kill()
+    held.wait()
+  assert pipe.Pipeline(state, jobs, [core], poll_s=0.05).run() == 0  # free again
   names = [j.name for j in pipe.jobs("python")]
   assert names[:2] == ["build-0of2", "build-1of16"] and names[-1] == "tau-report"
 
