@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
                       "(the MNIST-1D config: --ndim 1 --size 40 --C 8 --layers 3 --batch 64)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--hvp-mode", default="reverse_over_reverse",
-                 choices=["reverse_over_reverse", "forward_over_reverse"],
+                 choices=["reverse_over_reverse", "forward_over_reverse",
+                          "reverse_over_forward"],
                  help="darts2: how the exact Hessian-vector product is taken")
   p.add_argument("--impl", default="auto", choices=["auto", "taps", "native", "xla"])
   p.add_argument("--library-fusions", default="auto", choices=["auto", "on", "off"],

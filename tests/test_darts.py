@@ -136,10 +136,12 @@ def test_mixed_hvp_reverse_over_reverse_matches_forward_over_reverse():
   loss, params, a, v = tiny_loss(num_nodes=2, channels=4, layers=3, batch=8, length=12)
   hvp = lambda mode: jax.jit(lambda p, a, v: mixed_hvp(loss, p, a, v, mode=mode))(params, a, v)
   fr, rr = hvp("forward_over_reverse"), hvp("reverse_over_reverse")
+  rf = hvp("reverse_over_forward")
   for k in ("normal", "reduce"):
     scale = float(jnp.max(jnp.abs(fr[k])))
     assert scale > 1e-3
     np.testing.assert_allclose(rr[k], fr[k], atol=1e-3 * scale)
+    np.testing.assert_allclose(rf[k], fr[k], atol=1e-3 * scale)
   with pytest.raises(ValueError, match="mode must be"):
     mixed_hvp(loss, params, a, v, mode="finite_differences")
 

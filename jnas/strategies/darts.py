@@ -34,14 +34,13 @@ from jnas.strategies.base import Batch, GradientStrategy
 from jnas.supernet.functional import cross_entropy
 
 
-HvpMode = Literal["reverse_over_reverse", "forward_over_reverse"]
-_HVP_MODES = ("reverse_over_reverse", "forward_over_reverse")
+HvpMode = Literal["reverse_over_reverse", "forward_over_reverse", "reverse_over_forward"]
+_HVP_MODES = ("reverse_over_reverse", "forward_over_reverse", "reverse_over_forward")
 
 
 def _check_hvp_mode(mode: str, what: str) -> None:
   if mode not in _HVP_MODES:
-    raise ValueError(f"{what} must be 'forward_over_reverse' or 'reverse_over_reverse', "
-                     f"got {mode!r}")
+    raise ValueError(f"{what} must be one of {', '.join(map(repr, _HVP_MODES))}, got {mode!r}")
 
 
 class DartsState(NamedTuple):
@@ -288,6 +287,8 @@ def grad_and_mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, *,
   * ``"forward_over_reverse"``: the JVP along ``v`` of the gradient with
     respect to ``a``, traced in the ops' plain-autodiff forms (JAX cannot take
     a JVP through custom VJPs); the gradient is computed separately.
+  * ``"reverse_over_forward"``: the gradient with respect to ``a`` of the
+    directional derivative ``jvp(f(., a), w, v)``, in the same plain forms.
 
   Example:
     >>> f = lambda w, a: jnp.sum(w * a) ** 2
@@ -308,6 +309,8 @@ def grad_and_mixed_hvp(f: Callable[[Any, Any], jax.Array], w: Any, a: Any, *,
 
   def hvp_forward(v: Any) -> Any:
     with forward_mode_compatible():
+      if mode == "reverse_over_forward":
+        return jax.grad(lambda a_: jax.jvp(lambda w_: f(w_, a_), (w,), (v,))[1])(a)
       _, out = jax.jvp(lambda w_: jax.grad(f, argnums=1)(w_, a), (w,), (v,))
     return out
   return jax.grad(f, argnums=0)(w, a), hvp_forward
