@@ -16,6 +16,7 @@ build-0of2, ...     the v2 table build: shard 0/2, then 1/2 in      --
                     sixteenths (1/16, 3/16, ..., 15/16)
 table               ``expand``, ``summary``: ``table.csv``,         every build job
                     ``summary.txt``
+zero-cost           item 5: the proxies' tau and rho on the table   table
 d40-0, d40-1        the pilot at twice the epochs (item 1: has      --
                     the ranking settled at 20 epochs?)
 compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
@@ -80,6 +81,14 @@ def jobs(python: str) -> list[Job]:
                     ["sh", "-c", " ".join(py("nb201_mnist1d_table.py", "summary", "--out", V2))
                      + f" > {V2}/summary.txt"]],
           after=tuple(b.name for b in builds)),
+      # Item 5: every proxy's Kendall and Spearman on the new table (3 weight/minibatch seeds).
+      Job("zero-cost", [py("zero_cost.py", "--table", TABLE, "--sample", "500", "--out",
+                           "benchmarks/results/zero_cost/nb201_mnist1d_v2.json")]
+          + [py("zero_cost.py", "--table", TABLE, "--sample", "500", "--seed", str(seed),
+                "--proxies", "synflow,naswot,snip,grad_norm", "--out",
+                f"benchmarks/results/zero_cost/nb201_mnist1d_v2_seed{seed}.json")
+             for seed in (1, 2)],
+          after=("table",)),
       Job("d40-0", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "0/2")]),
       Job("d40-1", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "1/2")]),
       *compare,
