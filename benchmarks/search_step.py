@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
                  choices=["reverse_over_reverse", "forward_over_reverse",
                           "reverse_over_forward"],
                  help="darts2: how the exact Hessian-vector product is taken")
+  p.add_argument("--recompute-cells", action="store_true",
+                 help="DARTS: rebuild each cell in the backward passes (DartsSupernet(recompute=True))")
   p.add_argument("--impl", default="auto", choices=["auto", "taps", "native", "xla"])
   p.add_argument("--library-fusions", default="auto", choices=["auto", "on", "off"],
                  help="XLA:CPU YNNPACK library fusions (jnas/utils/xla.py); auto: off for 1-D")
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
   else:
     space = DartsSpace(num_nodes=args.nodes)
     net = DartsSupernet(space, 3 if args.ndim == 2 else 1, 10, ndim=args.ndim, channels=args.C,
-                        layers=args.layers, rngs=nnx.Rngs(0))
+                        layers=args.layers, recompute=args.recompute_cells, rngs=nnx.Rngs(0))
     s = split_model(net)
     alpha = space.init_alpha(jax.random.key(0))
   if args.strategy in ("darts", "darts2"):

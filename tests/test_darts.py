@@ -88,10 +88,11 @@ def test_mixed_hvp_matches_finite_differences():
     jax.config.update("jax_enable_x64", False)
 
 
-def tiny_loss(num_nodes, channels, layers, batch, length):
+def tiny_loss(num_nodes, channels, layers, batch, length, recompute=False):
   """A small DARTS supernet's cross-entropy ``loss(params, alpha)``, its weights and alpha."""
   space = DartsSpace(num_nodes=num_nodes)
-  net = DartsSupernet(space, 1, 10, ndim=1, channels=channels, layers=layers, rngs=nnx.Rngs(0))
+  net = DartsSupernet(space, 1, 10, ndim=1, channels=channels, layers=layers,
+                      recompute=recompute, rngs=nnx.Rngs(0))
   s = split_model(net)
   apply = make_apply(s.graphdef)
   a = space.init_alpha(jax.random.key(0))
@@ -144,6 +145,24 @@ def test_mixed_hvp_reverse_over_reverse_matches_forward_over_reverse():
     np.testing.assert_allclose(rf[k], fr[k], atol=1e-3 * scale)
   with pytest.raises(ValueError, match="mode must be"):
     mixed_hvp(loss, params, a, v, mode="finite_differences")
+
+
+@pytest.mark.parametrize("size", [
+    (1, 2, 1, 6, 8),  # one reduction cell, one node: fast
+    pytest.param((2, 4, 3, 8, 12), marks=pytest.mark.slow),  # normal and reduction cells
+])
+def test_recomputed_cells_give_the_same_gradient_and_hvp(size):
+  # DartsSupernet(recompute=True) rebuilds each cell in both backward passes: same numbers.
+  def run(recompute):
+    loss, params, a, v = tiny_loss(*size, recompute=recompute)
+    return jax.jit(lambda p, a, v: (lambda gh: (gh[0], gh[1](v)))(
+        grad_and_mixed_hvp(loss, p, a)))(params, a, v)
+  (g0, h0), (g1, h1) = run(False), run(True)
+  chex.assert_trees_all_close(g1, g0, rtol=1e-5, atol=1e-6)
+  for k in (("normal", "reduce") if size[2] > 1 else ("reduce",)):
+    scale = float(jnp.max(jnp.abs(h0[k])))
+    assert scale > 1e-3
+    np.testing.assert_allclose(h1[k], h0[k], atol=1e-4 * scale)
 
 
 def test_second_order_step_differs_from_first_order():

@@ -23,6 +23,7 @@ from jnas.ops import primitives as P
 from jnas.ops.modules import FactorizedReduce, ReLUConvBN
 from jnas.spaces.darts import DartsSpace, edge_index
 from jnas.supernet.darts_edges import CONV_SPECS, POOL_KINDS, MixedEdges, _unstack
+from jnas.supernet.recompute import recompute_twice
 from jnas.train.network import Classifier, Stem, cell_plan
 
 __all__ = ["CONV_SPECS", "POOL_KINDS", "DartsSupernet", "MixedEdges", "SearchCell",
@@ -133,6 +134,10 @@ class DartsSupernet(nnx.Module):
     layers: number of cells (8 in DARTS search).
     stem_multiplier: stem width is ``stem_multiplier * C``.
     impl: depthwise-convolution implementation.
+    recompute: rebuild each cell's internals in the backward passes instead of
+      storing them (:func:`~jnas.supernet.recompute.recompute_twice`), for the
+      all-candidates pass: the memory of DARTS's second-order step, at the
+      cost of recomputation.
     rngs: NNX random streams.
 
   Example:
@@ -149,8 +154,9 @@ class DartsSupernet(nnx.Module):
 
   def __init__(self, space: DartsSpace, in_channels: int, num_classes: int, *, ndim: int,
                channels: int = 16, layers: int = 8, stem_multiplier: int = 3,
-               impl: P.DepthwiseImpl | None = None, rngs: nnx.Rngs):
+               impl: P.DepthwiseImpl | None = None, recompute: bool = False, rngs: nnx.Rngs):
     self.space = space
+    self.recompute = recompute
     self.stem = Stem(in_channels, stem_multiplier * channels, ndim=ndim, rngs=rngs)
     plan = cell_plan(layers, channels, stem_multiplier, lambda _: space.num_nodes)
     self.cells = nnx.List([
@@ -211,9 +217,28 @@ class DartsSupernet(nnx.Module):
       cell_shared = shared["cells"]
     for k, cell in enumerate(self.cells):
       w = encoding["reduce"] if cell.reduction else encoding["normal"]
+      if self.recompute and not single_path and k >= len(cell_shared):
+        s0, s1 = s1, _recomputed_call(cell, s0, s1, w, train=train)
+        continue
       s0, s1 = s1, cell(s0, s1, w, train=train, single_path=single_path, unroll=unroll,
                         shared=cell_shared[k] if k < len(cell_shared) else None)
     return self.classifier(s1)
+
+
+def _recomputed_call(cell: SearchCell, s0: jax.Array, s1: jax.Array, w: jax.Array, *,
+                     train: bool) -> jax.Array:
+  """``cell(s0, s1, w)`` as a pure function under :func:`recompute_twice`; the cell's new
+  batch statistics are written back."""
+  graphdef, params, rest = nnx.split(cell, nnx.Param, ...)
+
+  def pure(params, rest, s0, s1, w):
+    c = nnx.merge(graphdef, params, rest)
+    out = c(s0, s1, w, train=train)
+    return out, nnx.split(c, nnx.Param, ...)[2]
+
+  out, new_rest = recompute_twice(pure)(params, rest, s0, s1, w)
+  nnx.update(cell, new_rest)
+  return out
 
 
 def _no_partial_channels(config) -> None:
@@ -223,7 +248,8 @@ def _no_partial_channels(config) -> None:
                      f"nb201 space only; the {config.space.name} supernet needs 1")
 
 
-def supernet_from_config(config, space: DartsSpace, ds) -> DartsSupernet:
+def supernet_from_config(config, space: DartsSpace, ds, *, recompute: bool = False
+                         ) -> DartsSupernet:
   """The DARTS supernet sized by ``config.search`` (``channels``, ``layers``) for dataset ``ds``.
 
   Example:
@@ -232,4 +258,4 @@ def supernet_from_config(config, space: DartsSpace, ds) -> DartsSupernet:
   _no_partial_channels(config)
   return DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=len(ds.input_shape) - 1,
                        channels=config.search.channels, layers=config.search.layers,
-                       rngs=nnx.Rngs(config.seed))
+                       recompute=recompute, rngs=nnx.Rngs(config.seed))
