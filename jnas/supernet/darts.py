@@ -248,8 +248,7 @@ def _no_partial_channels(config) -> None:
                      f"nb201 space only; the {config.space.name} supernet needs 1")
 
 
-def supernet_from_config(config, space: DartsSpace, ds, *, recompute: bool = False
-                         ) -> DartsSupernet:
+def supernet_from_config(config, space: DartsSpace, ds) -> DartsSupernet:
   """The DARTS supernet sized by ``config.search`` (``channels``, ``layers``) for dataset ``ds``.
 
   Example:
@@ -258,4 +257,4 @@ def supernet_from_config(config, space: DartsSpace, ds, *, recompute: bool = Fal
   _no_partial_channels(config)
   return DartsSupernet(space, ds.input_shape[-1], ds.num_classes, ndim=len(ds.input_shape) - 1,
                        channels=config.search.channels, layers=config.search.layers,
-                       recompute=recompute, rngs=nnx.Rngs(config.seed))
+                       rngs=nnx.Rngs(config.seed))

@@ -12,9 +12,9 @@ back into the original pass (on a toy chain, 76 of 292 convolutions merged
 and every barrier gone).
 
 :func:`recompute_twice` replaces the barriers with a false data dependency:
-each recomputation reads its inputs plus zero times one element of its
-incoming cotangent (of each of its leaves). Floating-point ``0 * g`` is not folded (it is NaN when
-``g`` is), so XLA can neither merge the recomputation with the original nor
+each recomputation reads its inputs plus zero times one element of each
+leaf of its incoming cotangent. Floating-point ``0 * g`` is not folded (it
+is NaN when ``g`` is), so XLA can neither merge the recomputation with the original nor
 run it before the cotangent exists. It has two levels of custom VJPs: the
 block's backward pass recomputes the block, and the backward pass of that
 backward pass recomputes both, so a gradient of a gradient stores only each
