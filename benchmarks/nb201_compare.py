@@ -15,7 +15,11 @@ work directory ``OUT/runs/METHOD/seed_I`` of ``experiments/nb201_table_search.py
 (so a killed comparison resumes: finished runs are kept). Equal search time:
 a short calibration run per method (``OUT/calib/METHOD``, two epochs) measures
 its steady epoch time (compilation excluded, checkpointing included) and SPOS's
-evolution time; each method then gets ``round(budget / epoch time)`` epochs.
+evolution time, in process CPU seconds as the table charges its queries; each
+method then gets ``round(budget / epoch time)`` epochs. Every method is
+calibrated before the first search, and the searches run seed by seed (every
+method's seed 0, then seed 1, ...), so a comparison stopped part way is whole
+for its first seeds.
 
 ``rea_synflow`` and ``rea_params`` are REA on the table itself behind a zero-cost proxy
 (``experiments/rea_table_mnist1d.py`` with ``search.prefilter``): only candidates in the proxy's
@@ -180,16 +184,23 @@ def _records(wd: Path) -> list[dict]:
 
 
 def calibrate(method: str, out: Path, task: dict | None = None) -> dict[str, float]:
-  """Seconds per steady epoch (and SPOS's evolution seconds) from a two-epoch run."""
+  """Seconds per steady epoch (and SPOS's evolution seconds) from a two-epoch run.
+
+  The process's CPU seconds where the run recorded them (``cpu_s``): the table charges its
+  queries CPU time, and a pinned run's CPU time does not grow when other work shares the core,
+  so a calibration made while the machine is busy gives the method the same epochs."""
   from jnas.run import search
 
   wd = out / "calib" / method
   summary = search(method_config(method, seed=100, epochs=2, task=task), str(wd))
-  elapsed = [r["elapsed_s"] for r in _records(wd) if r.get("phase") == "search"]
-  epoch_s = elapsed[1] - elapsed[0] if len(elapsed) >= 2 else elapsed[0]
-  return {"epoch_seconds": round(epoch_s, 3),
-          "evolution_seconds": float(summary.get("evolution_seconds", 0.0)),
-          "first_epoch_seconds": round(elapsed[0], 3)}
+  lines = [r for r in _records(wd) if r.get("phase") == "search"]
+  clock = "cpu_s" if all("cpu_s" in r for r in lines) else "elapsed_s"
+  spent = [r[clock] for r in lines]
+  epoch_s = spent[1] - spent[0] if len(spent) >= 2 else spent[0]
+  evolution = summary.get("evolution_cpu_seconds" if clock == "cpu_s" else "evolution_seconds",
+                          0.0)
+  return {"epoch_seconds": round(epoch_s, 3), "evolution_seconds": float(evolution),
+          "first_epoch_seconds": round(spent[0], 3), "clock": clock}
 
 
 def cmd_run(args) -> None:
@@ -266,10 +277,6 @@ def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: d
       if m not in plan["methods"]:
         plan = _save_plan_entry(plan_path, plan, m, {"table_search": True,
                                                      "proxy": PROXY_REA[m]})
-      for seed in range(seeds):
-        s = search(table_search_config(m, seed, budget, task, Path(table)),
-                   str(out / "runs" / m / f"seed_{seed}"))
-        log.info("%s seed %d: %s, %d queries", m, seed, s["arch"], s["measured"])
       continue
     if m not in plan["methods"]:
       cal = calibrate(m, calib_dir, task)
@@ -280,11 +287,18 @@ def run_budget(out: Path, budget: float, methods: list[str], seeds: int, task: d
       plan = _save_plan_entry(plan_path, plan, m, cal)
       log.info("%s: %.2f s per epoch -> %d epochs%s", m, cal["epoch_seconds"], cal["epochs"],
                f" (judged in {source}'s runs)" if source else "")
-    if source:
-      continue
-    for seed in range(seeds):
-      t = time.time()
+  # Seed-major: a comparison stopped part way has every method at its first seeds.
+  for seed in range(seeds):
+    for m in methods:
+      source = anytime_from if anytime_from and anytime_capable(m) else None
+      if source:
+        continue
       wd = out / "runs" / m / f"seed_{seed}"
+      if m in PROXY_REA:
+        s = search(table_search_config(m, seed, budget, task, Path(table)), str(wd))
+        log.info("%s seed %d: %s, %d queries", m, seed, s["arch"], s["measured"])
+        continue
+      t = time.time()
       s = search(method_config(m, seed, plan["methods"][m]["epochs"], task), str(wd))
       log.info("%s seed %d: %s in %.0f s (search %.1f s)", m, seed, s["genotype"]["arch"],
                time.time() - t, s["search_seconds"])

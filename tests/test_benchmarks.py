@@ -241,6 +241,38 @@ def test_compare_anytime_runs_gradient_methods_once_and_judges_them_by_epoch(tmp
     cmp._anytime_run(wd, 0, table)
 
 
+def test_compare_calibrates_in_cpu_seconds_then_runs_seed_by_seed(tmp_path, monkeypatch):
+  """Calibration charges the process's CPU seconds (the table's currency) where the run logged
+  them, wall seconds otherwise; every method is calibrated first, then seed 0 of each, seed 1..."""
+  import jnas.run
+
+  cmp = _script("nb201_compare")
+
+  def fake_search(config, wd):
+    wd = Path(wd)
+    wd.mkdir(parents=True, exist_ok=True)
+    wall = [{"phase": "search", "epoch": e, "elapsed_s": 30.0 * e} for e in (1, 2)]
+    if config.search.strategy != "darts":  # SPOS logs both clocks
+      wall = [{**r, "cpu_s": 7.0 + 2.0 * r["epoch"]} for r in wall]
+    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in wall))
+    return {"evolution_seconds": 50.0, "evolution_cpu_seconds": 5.0}
+
+  monkeypatch.setattr(jnas.run, "search", fake_search)
+  assert cmp.calibrate("spos", tmp_path / "a") == {
+      "epoch_seconds": 2.0, "evolution_seconds": 5.0, "first_epoch_seconds": 9.0, "clock": "cpu_s"}
+  assert cmp.calibrate("darts1", tmp_path / "b")["epoch_seconds"] == 30.0  # an older run's log
+
+  order = []
+  monkeypatch.setattr(cmp, "calibrate", lambda m, out, task=None: order.append(("calib", m)) or {
+      "epoch_seconds": 1.0, "evolution_seconds": 0.0})
+  monkeypatch.setattr(jnas.run, "search", lambda config, wd: order.append(
+      (Path(wd).parts[-2], Path(wd).parts[-1])) or {"genotype": {"arch": "x"},
+                                                     "search_seconds": 1.0})
+  cmp.run_budget(tmp_path / "b5", 5.0, ["darts1", "spos"], 2, {}, calib_dir=tmp_path)
+  assert order == [("calib", "darts1"), ("calib", "spos"), ("darts1", "seed_0"),
+                   ("spos", "seed_0"), ("darts1", "seed_1"), ("spos", "seed_1")]
+
+
 def test_compare_proxy_rea_is_charged_the_proxy_time_and_needs_the_table(tmp_path, monkeypatch):
   """rea_<proxy> runs REA on the table behind the proxy; the report charges the proxy's wall
   time (setup, then per candidate) beside the training times and keeps the best query in budget."""

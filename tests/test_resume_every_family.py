@@ -64,8 +64,9 @@ FAMILIES = {
 # Files whose bytes must match; JSON files are compared without their wall-clock fields.
 ARRAYS = ("arch_params.npz", "supernet.npz", "alpha_history.npz")
 JSONS = ("genotype.json", "evaluations.json", "evolution.json")
-CLOCK = {"time", "elapsed_s", "cost_s", "spent", "spent_s", "train_seconds", "wall_seconds",
-         "search_seconds", "supernet_seconds", "evolution_seconds", "budget_spent_s"}
+CLOCK = {"time", "elapsed_s", "cpu_s", "cost_s", "spent", "spent_s", "train_seconds", "wall_seconds",
+         "search_seconds", "supernet_seconds", "evolution_seconds", "evolution_cpu_seconds",
+         "budget_spent_s"}
 
 
 def _cmd(family: str, wd: Path) -> list[str]:

@@ -32,6 +32,9 @@ def _same_result(a, b) -> None:
   assert [r["step"] for r in mb] == [r["step"] for r in ma] == [7, 14, 21]
   for ra, rb in zip(ma, mb):
     assert ra["train_loss"] == rb["train_loss"] and ra["genotype"] == rb["genotype"]
+  # The CPU seconds carry over a resume, as the wall seconds do: they only grow.
+  cpu = [r["cpu_s"] for r in mb]
+  assert 0 < cpu[0] <= cpu[1] <= cpu[2], cpu
   tb = read_tensorboard_scalars(str(b / "tb/search"))
   assert [s for s, _ in tb["train_loss"]] == [7, 14, 21]  # no line twice after the resume
 

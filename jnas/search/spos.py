@@ -250,9 +250,9 @@ class SposPlan(Plan):
   def finish(self, carry: Any, seconds: float) -> Found:
     ev, space = self.config.evolution, self.space
     save_supernet(self.wd, carry.params, carry.batch_stats)
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     result = self._evolve(carry)
-    evolution_s = time.time() - t1
+    evolution_s, evolution_cpu = time.time() - t1, time.process_time() - c1
     result.save(str(self.wd / EVOLUTION_FILE), space)
     best = result.best()
     shared = np.asarray([e.objectives["val_accuracy"] for e in result.history])
@@ -261,7 +261,8 @@ class SposPlan(Plan):
       writer.write(len(result.history), phase="evolution", evaluated=len(result.history),
                    best_val_accuracy=float(shared.max()),
                    first_generation_mean_val_accuracy=float(first_gen.mean()),
-                   mean_val_accuracy=float(shared.mean()), elapsed_s=round(evolution_s, 1))
+                   mean_val_accuracy=float(shared.mean()), elapsed_s=round(evolution_s, 1),
+                   cpu_s=round(evolution_cpu, 1))
     log.info("evolution: %d architectures in %.0f s; best shared-weight val acc %.4f "
              "(first generation mean %.4f)", len(result.history), evolution_s,
              best.objectives["val_accuracy"], first_gen.mean())
@@ -277,6 +278,7 @@ class SposPlan(Plan):
                      "evaluated": len(result.history),
                      "supernet_seconds": round(seconds, 1),
                      "evolution_seconds": round(evolution_s, 1),
+                     "evolution_cpu_seconds": round(evolution_cpu, 1),
                      "search_seconds": round(seconds + evolution_s, 1)})
 
   def _finalists(self, result) -> tuple[Any, dict[str, Any]]:
