@@ -74,13 +74,55 @@ def _protocol(args):
   return Protocol(**given)
 
 
+def single_seed_cost(out: str, n: int, order_seed: int = 0) -> dict:
+  """Trains the table's first ``n`` cells alone (seed 0, no vmap) and compares their CPU seconds
+  with the per-seed cost the table charges a query (a three-seed vmapped run's time over three).
+
+  A search trains one candidate at a time, so if the vmapped seeds are cheaper per seed, the
+  table undercharges its queries. Writes ``OUT/single_seed_cost.json``.
+  """
+  import numpy as np  # noqa: PLC0415 (after pinning)
+
+  from jnas import nb201_table as T  # noqa: PLC0415
+  from jnas.spaces.nb201 import NB201Space  # noqa: PLC0415
+
+  proto = T.Protocol.from_json(json.loads(open(os.path.join(out, "protocol.json")).read()))
+  single = dataclasses.replace(proto, seeds=(0,), vmap_seeds=False)
+  rows = {(r["canonical"], int(r["seed"])): r for r in T.read_raw(out)}
+  space = NB201Space()
+  trainer = T.CellTrainer(single, space=space)
+  cells = []
+  for key, pos in T.work_order(space, order_seed)[:n]:
+    g = T.genotype_at(pos, space)
+    r = trainer.train(space.encode_indices(g), 0)
+    table = rows[(key, 0)]
+    cells.append({"arch": space.format(g), "cpu_seconds": round(r["cpu_seconds"], 3),
+                  "table_cpu_seconds": float(table["cpu_seconds"]),
+                  "val_acc": r["val_acc"], "table_val_acc": float(table["val_acc"])})
+    print(f"{len(cells)}/{n} {cells[-1]}", file=sys.stderr, flush=True)
+  ratio = [c["cpu_seconds"] / c["table_cpu_seconds"] for c in cells]
+  result = {"cells": len(cells), "protocol": proto.short_hash(),
+            "median_ratio_single_to_table": round(float(np.median(ratio)), 3),
+            "mean_single_cpu_seconds": round(float(np.mean([c["cpu_seconds"] for c in cells])), 3),
+            "mean_table_cpu_seconds": round(
+                float(np.mean([c["table_cpu_seconds"] for c in cells])), 3),
+            "max_abs_val_acc_diff": round(float(max(
+                abs(c["val_acc"] - c["table_val_acc"]) for c in cells)), 6),
+            "command": f"python benchmarks/nb201_mnist1d_table.py cost --out {out} --limit {n}",
+            "per_cell": cells}
+  with open(os.path.join(out, "single_seed_cost.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  return {k: v for k, v in result.items() if k != "per_cell"}
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("command", choices=("build", "expand", "summary"))
+  parser.add_argument("command", choices=("build", "expand", "summary", "cost"))
   parser.add_argument("--out", default="benchmarks/results/nb201_mnist1d",
                       help="the table's folder")
-  parser.add_argument("--limit", type=int, help="build: only the first N unique cells")
+  parser.add_argument("--limit", type=int,
+                      help="build: only the first N unique cells; cost: how many (default 20)")
   parser.add_argument("--minutes", type=float, help="build: start no new run after M minutes")
   parser.add_argument("--order-seed", type=int, default=0, help="build: order of the cells")
   parser.add_argument("--json", action="store_true", help="summary: JSON only")
@@ -106,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="build: I/N, this process builds every N-th cell from the I-th "
                            "(run N processes, one per core)")
   args = parser.parse_args(argv)
-  if args.command == "build":
+  if args.command in ("build", "cost"):
     _pin(args.cores, args.shard[0])
   from jnas import nb201_table as T  # noqa: PLC0415 (after pinning)
 
@@ -118,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                   order_seed=args.order_seed, shard=args.shard)
       r.update(protocol=protocol.short_hash(), seconds=round(time.time() - t0, 1))
       print(json.dumps(r))
+    elif args.command == "cost":
+      print(json.dumps(single_seed_cost(args.out, args.limit or 20, args.order_seed)))
     elif args.command == "expand":
       print(T.expand(args.out))
     else:
