@@ -13,7 +13,9 @@ One batch, loader to metric, in this file: ``plan.batches(unit)`` gives
 epoch), :func:`run_unit` feeds it to the jitted ``plan.step`` and sums the
 step's metrics on the device, one mean per unit goes through
 ``plan.end_unit`` into the unit's metrics line, and :class:`MetricWriter`
-writes that line to ``metrics.jsonl`` and TensorBoard.
+writes that line to ``metrics.jsonl`` and TensorBoard, with the run's seconds so far
+by the wall clock (``elapsed_s``) and in process CPU time (``cpu_s``), both carried
+over resumes.
 
 Checkpoints (:func:`run_phase`): after a unit once ``plan.every_s`` seconds
 passed since the last save (the first unit a process runs, the last one, an
