@@ -26,6 +26,12 @@ compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, 
 tau-report          item 3's curve from the comparison's SPOS runs  compare-report
 ==================  ==============================================  ==================
 
+The jobs run a frozen copy of the code (``runs/v2_pipeline/src``: ``jnas``, ``benchmarks`` and
+``experiments`` exported from git's HEAD when the pipeline first starts, its commit in
+``src/COMMIT``), so that work on the library while the comparison runs across sessions cannot make
+its later seeds differ from its earlier ones. ``--refreeze`` exports HEAD again (only between
+jobs that do not need to match each other).
+
 About 8 CPU hours of build were left at the start of stop 41, then 2.7 for D40 and 13 for the
 comparison: several sessions on two cores.
 """
@@ -60,10 +66,30 @@ class Job(NamedTuple):
   after: tuple[str, ...] = ()
 
 
-def jobs(python: str) -> list[Job]:
-  """The pipeline, in the order workers take jobs."""
+def freeze(state: Path, again: bool = False) -> Path:
+  """The frozen copy of the code the jobs run (exported from git's HEAD if missing or ``again``)."""
+  import shutil
+
+  src = state / "src"
+  if (src / "COMMIT").exists() and not again:
+    return src
+  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, text=True,
+                          capture_output=True).stdout.strip()
+  shutil.rmtree(src, ignore_errors=True)
+  src.mkdir(parents=True)
+  archive = subprocess.run(["git", "archive", "--format=tar", commit, "jnas", "benchmarks",
+                            "experiments"], cwd=ROOT, check=True, capture_output=True).stdout
+  subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+  (src / "COMMIT").write_text(commit + "\n")
+  return src
+
+
+def jobs(python: str, src: Path | None = None) -> list[Job]:
+  """The pipeline, in the order workers take jobs (scripts from ``src``, the frozen copy)."""
+  scripts = (src or ROOT) / "benchmarks"
+
   def py(script: str, *args: str) -> list[str]:
-    return [python, f"benchmarks/{script}", *args]
+    return [python, str(scripts / script), *args]
 
   builds = [Job("build-0of2", [py("nb201_mnist1d_table.py", "build", "--preset", "v2", "--out", V2,
                                   "--shard", "0/2")])]
@@ -105,8 +131,11 @@ def jobs(python: str) -> list[Job]:
 class Pipeline:
   """Workers that take jobs in order once their dependencies are done; SIGTERM stops them."""
 
-  def __init__(self, state: Path, job_list: list[Job], cores: list[int], poll_s: float = 20.0):
+  def __init__(self, state: Path, job_list: list[Job], cores: list[int], poll_s: float = 20.0,
+               src: Path | None = None):
     self.state, self.jobs, self.cores, self.poll_s = state, job_list, cores, poll_s
+    # The frozen package first on the path: the editable install would import the working tree.
+    self.env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
     (state / "done").mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(parents=True, exist_ok=True)
     self.lock = threading.Lock()
@@ -143,7 +172,7 @@ class Pipeline:
         # The job inherits the pipeline's lock: a job left running by a killed pipeline keeps
         # the next one from starting the same job twice.
         proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
                                 pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         self.children[core] = proc
         rc = proc.wait()
@@ -218,12 +247,18 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--cores", default="0,1", help="one worker per core (0,1)")
   p.add_argument("--state", default=str(ROOT / "runs" / "v2_pipeline"))
   p.add_argument("--status", action="store_true", help="print each job's state and exit")
+  p.add_argument("--refreeze", action="store_true",
+                 help="export git's HEAD again as the code the jobs run")
   args = p.parse_args(argv)
   state = Path(args.state)
-  job_list = jobs(sys.executable)
   if args.status:
-    print(status(state, job_list))
+    src = state / "src"
+    frozen = (src / "COMMIT").read_text().strip()[:10] if (src / "COMMIT").exists() else "none"
+    print(f"code: {src} (commit {frozen})")
+    print(status(state, jobs(sys.executable, src)))
     return 0
+  src = freeze(state, again=args.refreeze)
+  job_list = jobs(sys.executable, src)
   try:
     cores = [int(c) for c in args.cores.split(",")]
   except ValueError:
@@ -231,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
   allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(cores)
   if not cores or any(c not in allowed for c in cores):
     raise SystemExit(f"--cores {args.cores}: this process may use cores {sorted(allowed)}")
-  return Pipeline(state, job_list, cores).run()
+  return Pipeline(state, job_list, cores, src=src).run()
 
 
 if __name__ == "__main__":

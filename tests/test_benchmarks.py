@@ -392,6 +392,28 @@ def test_v2_pipeline_runs_jobs_after_their_dependencies_and_resumes(tmp_path):
   assert names[:2] == ["build-0of2", "build-1of16"] and names[-1] == "tau-report"
 
 
+def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
+  """The jobs import jnas from the copy exported at the pipeline's first start, not the working
+  tree, and run the copy's scripts; a second start keeps the copy."""
+  import sys
+
+  pipe = _script("nb201_v2_pipeline")
+  src = pipe.freeze(tmp_path / "state")
+  commit = (src / "COMMIT").read_text().strip()
+  assert len(commit) == 40 and (src / "jnas" / "__init__.py").exists()
+  assert (src / "benchmarks" / "nb201_compare.py").exists()
+  (src / "marker").write_text("kept")
+  assert pipe.freeze(tmp_path / "state") == src and (src / "marker").exists()
+  assert pipe.jobs("python", src)[0].commands[0][1] == str(src / "benchmarks" /
+                                                           "nb201_mnist1d_table.py")
+  where, script = tmp_path / "where.txt", tmp_path / "where.py"  # run as the jobs' scripts are
+  script.write_text(f"import jnas\nopen({str(where)!r}, 'w').write(jnas.__file__)\n")
+  job = pipe.Job("where", [[sys.executable, str(script)]])
+  core = min(os.sched_getaffinity(0))
+  assert pipe.Pipeline(tmp_path / "state", [job], [core], poll_s=0.05, src=src).run() == 0
+  assert where.read_text() == str(src / "jnas" / "__init__.py")
+
+
 def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
   """spos+top: a half-budget SPOS run's candidates are queried best shared score first, each
   isomorphism class once, until the budget's second half is spent; the best queried wins."""
