@@ -441,6 +441,10 @@ def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
   assert r["search_seconds"] == pytest.approx(budget / 2 + sum(cost[:3]))
   with pytest.raises(SystemExit, match="no query fits"):
     cmp._trained_top_run(tmp_path, cost[0], table, signal)
+  # A quarter's run leaves three quarters for queries: all four fit, and the fourth is best.
+  r = cmp._trained_top_run(tmp_path, 4 / 3 * sum(cost) + 1e-6, table, signal, share=0.25)
+  assert (r["queries"], r["arch"]) == (4, table.arch[rows[3]])
+  assert all(cmp.TRAINED_TOP[m][1] in (0.5, 0.25) for m in cmp.TRAINED_TOP)
 
 
 def test_search_step_compile_only_reports_without_stepping():
