@@ -29,7 +29,7 @@ tau-report          item 3's curve from the comparison's SPOS runs  compare-repo
 The jobs run a frozen copy of the code (``runs/v2_pipeline/src``: ``jnas``, ``benchmarks`` and
 ``experiments`` exported from git's HEAD when the pipeline first starts, its commit in
 ``src/COMMIT``), so that work on the library while the comparison runs across sessions cannot make
-its later seeds differ from its earlier ones. ``--refreeze`` exports HEAD again (only between
+its later seeds differ from its earlier ones. The reports run the working tree. ``--refreeze`` exports HEAD again (only between
 jobs that do not need to match each other).
 
 About 8 CPU hours of build were left at the start of stop 41, then 2.7 for D40 and 13 for the
@@ -64,6 +64,9 @@ class Job(NamedTuple):
   name: str
   commands: list[list[str]]
   after: tuple[str, ...] = ()
+  #: Runs the working tree instead of the frozen copy: the reports, which only read what the
+  #: frozen runs wrote, so that a report improved since the freeze is the one that runs.
+  live: bool = False
 
 
 def freeze(state: Path, again: bool = False) -> Path:
@@ -90,6 +93,9 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
 
   def py(script: str, *args: str) -> list[str]:
     return [python, str(scripts / script), *args]
+
+  def live(script: str, *args: str) -> list[str]:
+    return [python, str(ROOT / "benchmarks" / script), *args]
 
   builds = [Job("build-0of2", [py("nb201_mnist1d_table.py", "build", "--preset", "v2", "--out", V2,
                                   "--shard", "0/2")])]
@@ -118,13 +124,14 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
       Job("d40-0", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "0/2")]),
       Job("d40-1", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "1/2")]),
       *compare,
-      Job("pilot-report", [py("nb201_table_v2_pilot.py", "report")], after=("d40-0", "d40-1")),
-      Job("compare-report", [py("nb201_compare.py", "report", "--table", TABLE, "--budgets",
-                                BUDGETS, "--out", COMPARE)],
-          after=tuple(c.name for c in compare)),
-      Job("tau-report", [py("spos_tau_curve.py", "report", "--table", TABLE, "--compare", COMPARE,
-                            "--out", "benchmarks/results/spos_tau_curve/v2")],
-          after=("compare-report",)),
+      Job("pilot-report", [live("nb201_table_v2_pilot.py", "report")], after=("d40-0", "d40-1"),
+          live=True),
+      Job("compare-report", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
+                                  BUDGETS, "--out", COMPARE)],
+          after=tuple(c.name for c in compare), live=True),
+      Job("tau-report", [live("spos_tau_curve.py", "report", "--table", TABLE, "--compare",
+                              COMPARE, "--out", "benchmarks/results/spos_tau_curve/v2")],
+          after=("compare-report",), live=True),
   ]
 
 
@@ -172,7 +179,8 @@ class Pipeline:
         # The job inherits the pipeline's lock: a job left running by a killed pipeline keeps
         # the next one from starting the same job twice.
         proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=None if job.live else self.env,
                                 pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         self.children[core] = proc
         rc = proc.wait()

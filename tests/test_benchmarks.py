@@ -412,6 +412,14 @@ def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
   core = min(os.sched_getaffinity(0))
   assert pipe.Pipeline(tmp_path / "state", [job], [core], poll_s=0.05, src=src).run() == 0
   assert where.read_text() == str(src / "jnas" / "__init__.py")
+  # The reports run the working tree's scripts and package.
+  reports = [j for j in pipe.jobs("python", src) if j.live]
+  assert [j.name for j in reports] == ["pilot-report", "compare-report", "tau-report"]
+  assert all(str(src) not in " ".join(c) for j in reports for c in j.commands)
+  live = pipe.Job("where", [[sys.executable, str(script)]], live=True)
+  (tmp_path / "state" / "done" / "where").unlink()
+  assert pipe.Pipeline(tmp_path / "state", [live], [core], poll_s=0.05, src=src).run() == 0
+  assert where.read_text() == str(ROOT / "jnas" / "__init__.py")
 
 
 def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
