@@ -56,6 +56,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "early_stop_skips": 0,  # DARTS+: stop once the normal cell has this many skips (0: off)
     "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
     "checkpoint_every_s": 60.0,  # seconds between search checkpoints at epoch ends (0: every epoch)
+    "steps_per_call": 1,  # SPOS and gradient: training steps per compiled lax.scan (0: an epoch)
     # Sample-based strategies (random, rea, topk, nsga2, reinforce, pnas, dpp_net; jnas/search/ask_tell.py)
     "estimator": "",  # what scores their candidates: table, scratch, supernet or predictor
     "predictor_base": "table",  # the predictor's measuring estimator (table or scratch),

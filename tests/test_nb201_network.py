@@ -70,13 +70,13 @@ def test_supernet_single_path_equals_mixed_and_spos_trains_only_the_path():
   assert np.isfinite(float(m["train_loss"]))
 
 
-def _tiny(strategy: str, epochs: int = 1):
+def _tiny(strategy: str, epochs: int = 1, *extra: str):
   cfg = load_config("experiments/nb201_mnist1d.py")
   return apply_overrides(cfg, [
       f"search.strategy={strategy}", f"search.epochs={epochs}", "search.batch_size=256",
       "search.channels=4", "search.cells_per_stage=1", "search.pool_size=16",
       "evolution.population=4", "evolution.top_k=2", "evolution.evals=8",
-      "evolution.calib_batches=1", "evolution.val_batches=1", "retrain.enabled=false"])
+      "evolution.calib_batches=1", "evolution.val_batches=1", "retrain.enabled=false", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +104,20 @@ def test_jnas_search_spos_on_nb201_writes_a_benchmark_string(spos_run):
 
 
 def test_spos_stopped_mid_epoch_resumes_to_the_same_result(spos_run, tmp_path, monkeypatch):
-  """SIGTERM during step 10 of 14: a checkpoint after that step, then the rerun ends identical."""
+  """SIGTERM during step 10 of 14: a checkpoint after that step, then the rerun ends identical.
+
+  One step per call here; the reference ran each epoch as one scan (the config's
+  ``steps_per_call=0``): the two give the same files."""
   ref, _ = spos_run
   progress_that_signals = sigterm_after_steps(loop.progress, 10, [])
   wd = tmp_path / "run"
   monkeypatch.setattr(loop, "progress", progress_that_signals)
   with pytest.raises(KeyboardInterrupt):
-    run.search(_tiny("spos", epochs=2), str(wd))
+    run.search(_tiny("spos", 2, "search.steps_per_call=1"), str(wd))
   monkeypatch.undo()
   assert checkpoint.all_steps(wd / "checkpoints/search") == [7, 10]
   assert not (wd / "evolution.json").exists()
-  run.search(_tiny("spos", epochs=2), str(wd))
+  run.search(_tiny("spos", 2, "search.steps_per_call=1"), str(wd))
   for name in ("genotype.json", "evolution.json"):
     assert (wd / name).read_text() == (ref / name).read_text(), name
   losses = lambda d: [r["train_loss"] for r in read_metrics(str(d)) if r["phase"] == "search"]

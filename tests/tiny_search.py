@@ -18,7 +18,9 @@ CONFIG = str(ROOT / "experiments/darts_mnist1d.py")
 # 7 steps per epoch on a 1-cell, 2-node, 4-channel supernet: a whole search is seconds.
 TINY = ["--config.space.num_nodes=2", "--config.search.epochs=3", "--config.search.channels=4",
         "--config.search.layers=1", "--config.search.batch_size=256",
-        "--config.retrain.enabled=false"]
+        "--config.retrain.enabled=false",
+        # One step per call, so tests can stop a search between any two steps.
+        "--config.search.steps_per_call=1"]
 
 
 def search(workdir: Path, *extra: str) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -55,6 +56,26 @@ def saved_step(fn: Callable[..., Any], config, wd: Path, name: str, *,
 
   return cached_jit(fn, wd / TRACED_DIR / f"{name}.jaxexport", tag=config_hash(config),
                     donate_argnums=(0,), compiler_options=compiler_options)
+
+
+def scanned_steps(fn: Callable[..., Any], *, compiler_options: dict[str, Any] | None
+                  ) -> Callable[..., Any]:
+  """``(carry, *stacked_batches) -> (carry, summed metrics)``: ``fn`` over a batch axis, jitted.
+
+  The steps run in one ``lax.scan`` over the leading axis of every batch
+  argument; the step metrics come back summed over the steps, as the loop
+  sums them (:func:`jnas.search.loop.run_unit`).
+
+  Example:
+    >>> step = lambda c, b: (c + b.sum(), {"train_loss": b.mean()})
+    >>> carry, sums = scanned_steps(step, compiler_options=None)(jnp.zeros(()), jnp.ones((3, 2)))
+    >>> float(carry), float(sums["train_loss"])
+    (6.0, 3.0)
+  """
+  def run(carry, *batches):
+    carry, metrics = jax.lax.scan(lambda c, b: fn(c, *b), carry, batches)
+    return carry, jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
+  return jax.jit(run, donate_argnums=(0,), compiler_options=compiler_options)
 
 
 #: Where :func:`saved_step` keeps a search's traced steps, inside its work directory.

@@ -109,18 +109,27 @@ def run_unit(plan: Plan, carry: Any, unit: int, *, first: int, sums: dict | None
   # plan with one bar over its units.
   bar = (progress(total=n, desc=desc, unit="step") if n > 1 and plan.unit_bar is None else
          Progress(None, total=n, desc=desc, unit="step", mode="off"))
+  k = (plan.steps_per_call or n) if plan.multi_step is not None else 1
   with bar:
     bar.update(first)
-    for i in range(first, n):
-      carry, metrics = plan.step(carry, *batch_at(i))
+    i = first
+    while i < n:
+      if k > 1:
+        # Calls aligned to the unit's start, so a resumed unit runs the same calls.
+        j = min(n, (i // k + 1) * k)
+        carry, metrics = plan.multi_step(carry, *batch_at(slice(i, j)))
+      else:
+        j = i + 1
+        carry, metrics = plan.step(carry, *batch_at(i))
       if keys is not None:
-        metrics = {k: metrics[k] for k in keys}
+        metrics = {key: metrics[key] for key in keys}
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-      bar.update(1)
-      if stop.requested and plan.stop_within_unit and i + 1 < n:
-        save_partial(carry, i + 1, sums)
+      bar.update(j - i)
+      i = j
+      if stop.requested and plan.stop_within_unit and i < n:
+        save_partial(carry, i, sums)
         log.warning("%s stopped by %s in %s, step %d; rerun the same command to resume",
-                    plan.what, stop.requested, desc, i + 1)
+                    plan.what, stop.requested, desc, i)
         raise KeyboardInterrupt
     # One host transfer per unit, not per step.
     means = {k: float(v) / n for k, v in jax.device_get(sums or {}).items()}

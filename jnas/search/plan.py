@@ -65,6 +65,13 @@ class Plan:
     unit_bar: the name of a unit (``"epoch"``) for one progress bar over the
       phase (its length from :meth:`total_units`) instead of one per unit.
     step: ``step(carry, *batch) -> (carry, metrics)``, jitted by the plan.
+    steps_per_call: other than 1, the loop runs a unit's steps in calls of
+      :attr:`multi_step`, each ``steps_per_call`` steps long (0: the whole
+      unit; aligned to the unit's start, the last one shorter), and a stop
+      request takes effect between calls.
+    multi_step: ``multi_step(carry, *stacked_batches) -> (carry, summed
+      metrics)`` (:func:`jnas.search.common.scanned_steps` of the step), fed
+      ``batch_at(slice(i, j))``.
   """
 
   phase: str = "search"
@@ -76,6 +83,8 @@ class Plan:
   metric_keys: tuple[str, ...] | None = None
   unit_bar: str | None = None
   step: Callable[..., tuple[Any, dict]]
+  steps_per_call: int = 1
+  multi_step: Callable[..., tuple[Any, dict]] | None = None
 
   def init(self) -> Any:
     """A fresh carry."""
@@ -95,7 +104,8 @@ class Plan:
     return 1
 
   def batches(self, unit: int) -> Callable[[int], tuple]:
-    """``batch_at(i)``: the arguments after the carry of the unit's step ``i``."""
+    """``batch_at(i)``: the arguments after the carry of the unit's step ``i`` (with
+    :attr:`steps_per_call` > 1 also ``batch_at(slice(i, j))``: steps ``i..j-1`` stacked)."""
     del unit
     return lambda i: ()
 

@@ -49,10 +49,10 @@ import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import (build_space, build_supernet, config_compiler_options,
-                                data_ndim, saved_step)
+                                data_ndim, saved_step, scanned_steps)
 from jnas.search.estimators import scratch_estimator, search_option, table_estimator
 from jnas.search.plan import Found, Plan, UnitEnd
-from jnas.search.workdir import checkpoint_every_s, save_supernet
+from jnas.search.workdir import checkpoint_every_s, save_supernet, steps_per_call
 from jnas.spaces.base import SearchSpace
 from jnas.strategies.darts import weight_optimizer
 from jnas.strategies.driver import run_ask_tell
@@ -222,6 +222,9 @@ class SposPlan(Plan):
     self.xla_options = config_compiler_options(config, data_ndim(ds))
     self.step = saved_step(self.strategy.step, config, wd, "search_step",
                            compiler_options=self.xla_options)
+    self.steps_per_call = steps_per_call(sc)
+    if self.steps_per_call != 1:
+      self.multi_step = scanned_steps(self.strategy.step, compiler_options=self.xla_options)
     log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
              count_params(split.params), total_steps, sc.epochs, sc.pool_size)
 
