@@ -242,6 +242,7 @@ def test_steps_per_call_gives_the_same_search_and_resumes_bit_identical(tmp_path
       for k in pa:
         np.testing.assert_allclose(pa[k], pb[k], rtol=1e-4, atol=1e-6, err_msg=f"{name} {k}")
   assert [r["step"] for r in read_metrics(str(whole))] == [7, 14, 21]
+  assert (whole / "traced" / "search_scan.jaxexport").exists()  # a resume loads, not traces
   if per_call == "0":
     return
   wd = tmp_path / "run"

@@ -58,13 +58,16 @@ def saved_step(fn: Callable[..., Any], config, wd: Path, name: str, *,
                     donate_argnums=(0,), compiler_options=compiler_options)
 
 
-def scanned_steps(fn: Callable[..., Any], *, compiler_options: dict[str, Any] | None
-                  ) -> Callable[..., Any]:
+def scanned_steps(fn: Callable[..., Any], *, compiler_options: dict[str, Any] | None,
+                  config=None, wd: Path | None = None) -> Callable[..., Any]:
   """``(carry, *stacked_batches) -> (carry, summed metrics)``: ``fn`` over a batch axis, jitted.
 
   The steps run in one ``lax.scan`` over the leading axis of every batch
   argument; the step metrics come back summed over the steps, as the loop
-  sums them (:func:`jnas.search.loop.run_unit`).
+  sums them (:func:`jnas.search.loop.run_unit`). Given the run's ``config``
+  and work directory ``wd``, the traced program is kept there as
+  :func:`saved_step` keeps a single step (``traced/search_scan.jaxexport``),
+  so a resumed search does not trace it again.
 
   Example:
     >>> step = lambda c, b: (c + b.sum(), {"train_loss": b.mean()})
@@ -75,6 +78,8 @@ def scanned_steps(fn: Callable[..., Any], *, compiler_options: dict[str, Any] | 
   def run(carry, *batches):
     carry, metrics = jax.lax.scan(lambda c, b: fn(c, *b), carry, batches)
     return carry, jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
+  if wd is not None:
+    return saved_step(run, config, wd, "search_scan", compiler_options=compiler_options)
   return jax.jit(run, donate_argnums=(0,), compiler_options=compiler_options)
 
 

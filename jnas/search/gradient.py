@@ -76,9 +76,9 @@ class GradientPlan(Plan):
                self.steps_per_call)
       self.steps_per_call = 1
     if self.steps_per_call != 1:
-      self.multi_step = scanned_steps(self.strategy.step,
-                                      compiler_options=config_compiler_options(config,
-                                                                               data_ndim(ds)))
+      self.multi_step = scanned_steps(
+          self.strategy.step, compiler_options=config_compiler_options(config, data_ndim(ds)),
+          config=config, wd=wd)
     self.early_stop = build_early_stop(sc, space)
     self.early_stopped = False
     self.history: dict[str, list] = {"epoch": [], **{k: [] for k in alpha}}

@@ -224,7 +224,8 @@ class SposPlan(Plan):
                            compiler_options=self.xla_options)
     self.steps_per_call = steps_per_call(sc)
     if self.steps_per_call != 1:
-      self.multi_step = scanned_steps(self.strategy.step, compiler_options=self.xla_options)
+      self.multi_step = scanned_steps(self.strategy.step, compiler_options=self.xla_options,
+                                      config=config, wd=wd)
     log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
              count_params(split.params), total_steps, sc.epochs, sc.pool_size)
 
