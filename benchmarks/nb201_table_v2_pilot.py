@@ -96,8 +96,26 @@ def _report(out: Path) -> dict:
       x = [float(a[c]["test_acc"]) for c in common]
       y = [float(b[c]["test_acc"]) for c in common]
       res[name]["tau_vs_next"] = {"cells": len(common), "kendall_tau": float(stats.kendalltau(x, y)[0]),
-                                "vs": double, "median_gain_points": 100 * float(np.median(np.subtract(y, x)))}
+                                "vs": double, "median_gain_points": 100 * float(np.median(np.subtract(y, x))),
+                                "other_seed_tau": _other_seed_tau(a, b, common)}
   return res
+
+
+def _other_seed_tau(a: dict, b: dict, common: list[str]) -> float | None:
+  """Mean Kendall tau between one seed of protocol ``a`` and another seed of ``b`` (6 pairs).
+
+  Set beside the seed-to-seed tau within a protocol: if twice the epochs changes the ranking no
+  more than another seed does, the two are about equal, and the ranking has settled."""
+  import numpy as np  # noqa: PLC0415
+  from scipy import stats  # noqa: PLC0415
+
+  pairs = [(s, t) for s in range(3) for t in range(3) if s != t]
+  if not all(f"test_acc_s{s}" in a[common[0]] and f"test_acc_s{s}" in b[common[0]]
+             for s in range(3)):
+    return None
+  return float(np.mean([stats.kendalltau([float(a[c][f"test_acc_s{s}"]) for c in common],
+                                         [float(b[c][f"test_acc_s{t}"]) for c in common])[0]
+                        for s, t in pairs]))
 
 
 def _table(folder: Path) -> list[dict]:
@@ -116,6 +134,8 @@ def _markdown(res: dict) -> str:
             f"{p['epochs']} ep x batch {p['batch_size']}")
     t2 = r.get("tau_vs_next")
     t2_text = "" if t2 is None else f"{t2['kendall_tau']:.3f} ({t2['cells']} cells)"
+    if t2 is not None and t2.get("other_seed_tau") is not None:
+      t2_text += f"; one seed vs another seed of {t2['vs']}: {t2['other_seed_tau']:.3f}"
     lines.append(f"| {name} | {desc} | {r['unique_cells']} | "
                  f"{r['seed_tau_mean'] if r['seed_tau_mean'] is None else round(r['seed_tau_mean'], 3)} | "
                  f"{r['iqr_points']:.1f} | {r['median_unique']:.1f} % | {r['best']:.1f} % | "
