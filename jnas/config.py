@@ -55,8 +55,8 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "prune_epochs": (),  # epochs after which each edge loses its weakest op; () = 1/3 and 2/3
     "early_stop_skips": 0,  # DARTS+: stop once the normal cell has this many skips (0: off)
     "partial_channels": 1,  # PC-DARTS's K: each edge's mixed op sees C/K channels (nb201 space)
-    "checkpoint_every_s": 60.0,  # seconds between search checkpoints at epoch ends (0: every epoch)
-    "steps_per_call": 1,  # SPOS and gradient: training steps per compiled lax.scan (0: an epoch)
+    # Seconds between checkpoints at epoch ends (0: every epoch); steps per lax.scan (0: an epoch)
+    "checkpoint_every_s": 60.0, "steps_per_call": 1,
     # Sample-based strategies (random, rea, topk, nsga2, reinforce, pnas, dpp_net; jnas/search/ask_tell.py)
     "estimator": "",  # what scores their candidates: table, scratch, supernet or predictor
     "predictor_base": "table",  # the predictor's measuring estimator (table or scratch),
@@ -89,9 +89,7 @@ class ConfigError(ValueError):
     """
 
 
-# ---------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------
+# ---- Loading. ----
 
 
 def _split_config_arg(path: str) -> tuple[str, str | None]:
@@ -195,9 +193,7 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     return config
 
 
-# ---------------------------------------------------------------------------
-# Overrides
-# ---------------------------------------------------------------------------
+# ---- Overrides. ----
 
 
 def _one_line(text: str) -> str:
@@ -437,9 +433,7 @@ def apply_overrides(
     return new
 
 
-# ---------------------------------------------------------------------------
-# Serialisation
-# ---------------------------------------------------------------------------
+# ---- Serialisation. ----
 
 
 def _jsonable(obj: Any) -> Any:

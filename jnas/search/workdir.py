@@ -282,7 +282,7 @@ def steps_per_call(search_config) -> int:
 
   More than 1 runs that many training steps in one compiled ``lax.scan``, and
   0 a whole epoch: less time per step outside the step itself (dispatch,
-  metric sums; SPOS on the NB201 MNIST-1D task ran its epochs 2.8x faster),
+  metric sums; SPOS on the NB201 MNIST-1D task ran its epochs 1.8-2.8x faster),
   with the same results up to float rounding (XLA compiles the scan's body on
   its own), but a stop request then takes effect only after the call in
   flight. A resumed run is bit-identical to an uninterrupted one with the same
