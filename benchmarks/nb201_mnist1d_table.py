@@ -86,7 +86,8 @@ def single_seed_cost(out: str, n: int, order_seed: int = 0) -> dict:
   from jnas import nb201_table as T  # noqa: PLC0415
   from jnas.spaces.nb201 import NB201Space  # noqa: PLC0415
 
-  proto = T.Protocol.from_json(json.loads(open(os.path.join(out, "protocol.json")).read()))
+  with open(os.path.join(out, "protocol.json")) as f:
+    proto = T.Protocol.from_json(json.load(f))
   single = dataclasses.replace(proto, seeds=(0,), vmap_seeds=False)
   rows = {(r["canonical"], int(r["seed"])): r for r in T.read_raw(out)}
   space = NB201Space()

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for s in args.strategies.split(","):
-      one, whole = run(s, 1, args.epochs, args.core, Path(tmp) / f"{s}_1"), None
+      one = run(s, 1, args.epochs, args.core, Path(tmp) / f"{s}_1")
       whole = run(s, 0, args.epochs, args.core, Path(tmp) / f"{s}_0")
       row = {"strategy": s, "one_step": one, "whole_epoch": whole,
              "speedup_cpu": round(one["epoch_cpu_s"] / whole["epoch_cpu_s"], 2),

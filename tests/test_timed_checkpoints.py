@@ -245,30 +245,11 @@ def test_steps_per_call_gives_the_same_search_and_resumes_bit_identical(tmp_path
   assert (whole / "traced" / "search_scan.jaxexport").exists()  # a resume loads, not traces
   if per_call == "0":
     return
+  from tiny_search import sigterm_after_steps
+
   wd = tmp_path / "run"
-  seen: list = []
-
-  def counting(real):
-    # sigterm_after_steps counts one-step updates; count each call's steps instead.
-    def make(*args, **kwargs):
-      bar = real(*args, **kwargs)
-      update = bar.update
-
-      def each(n=1):
-        for _ in range(n if kwargs.get("unit") == "step" else 0):
-          seen.append(1)
-        update(n)
-        if len(seen) >= 16 and not getattr(bar, "_sent", False) and kwargs.get("unit") == "step":
-          bar._sent = True
-          import os
-          import signal
-          os.kill(os.getpid(), signal.SIGTERM)
-      bar.update = each
-      return bar
-    return make
-
   mp = pytest.MonkeyPatch()
-  mp.setattr(loop, "progress", counting(loop.progress))
+  mp.setattr(loop, "progress", sigterm_after_steps(loop.progress, 16, []))
   try:
     assert _search(wd, "--config.search.steps_per_call=3") == 130
   finally:

@@ -45,8 +45,9 @@ def reference_run() -> Path:
 def sigterm_after_steps(real_progress, steps: int, seen: list):
   """A stand-in for ``jnas.search.loop.progress``: SIGTERM to this process after ``steps`` steps.
 
-  Counts the per-step updates of step-unit bars in ``seen``; the search's
-  signal handler then lets that step finish, checkpoints and stops.
+  Counts the steps of step-unit bars' updates in ``seen`` (a call of several
+  steps counts each); the search's signal handler then lets the call in
+  flight finish, checkpoints and stops.
   """
   import os
   import signal
@@ -57,9 +58,9 @@ def sigterm_after_steps(real_progress, steps: int, seen: list):
 
     def update(n=1):
       real_update(n)
-      if n == 1 and kwargs.get("unit") == "step":
-        seen.append(1)
-        if len(seen) == steps:
+      if kwargs.get("unit") == "step" and n > 0 and len(seen) < steps:
+        seen.extend([1] * n)
+        if len(seen) >= steps:
           os.kill(os.getpid(), signal.SIGTERM)
 
     bar.update = update
