@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.batch_size = 64
   c.search.channels = 16
   c.search.layers = 8
+  # One step per call (not the MNIST-1D base's whole epoch): an epoch here takes minutes, and a
+  # stop request waits for the call in flight.
+  c.search.steps_per_call = 1
   c.retrain.epochs = 600
   c.retrain.batch_size = 96
   c.retrain.channels = 36
@@ -37,4 +40,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.retrain.augment.crop_padding = 4
   c.retrain.augment.flip = True
   c.retrain.augment.cutout = 16
+  c.retrain.steps_per_call = 1  # an epoch's batches are not stacked on the device at once
   return c

@@ -37,6 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.search.channels = 16
   c.search.cells_per_stage = 5
   c.search.weight_decay = 5e-4
+  # One step per call (not the MNIST-1D base's whole epoch): a stop waits for the call in flight.
+  c.search.steps_per_call = 1
   c.retrain.epochs = 200
   c.retrain.batch_size = 256
   c.retrain.channels = 16
@@ -49,4 +51,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.retrain.augment.crop_padding = 4
   c.retrain.augment.flip = True
   c.retrain.augment.cutout = 0
+  c.retrain.steps_per_call = 1  # an epoch's batches are not stacked on the device at once
   return c

@@ -75,6 +75,8 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split
     "finalists": 0, "finalist_estimator": "table",  # SPOS: measure the K best by shared weights
 }
+# Optional keys by group, the same way (retrain.steps_per_call: the retraining's steps per scan).
+_OPTIONAL_DEFAULTS = {"search": SEARCH_OPTIONAL_DEFAULTS, "retrain": {"steps_per_call": 1}}
 
 
 class ConfigError(ValueError):
@@ -356,9 +358,10 @@ def _resolve(config: ml_collections.ConfigDict, key: str):
             )
         group = child
     leaf = parts[-1]
-    if leaf not in group and parts[:-1] == ["search"] and leaf in SEARCH_OPTIONAL_DEFAULTS:
+    optional = _OPTIONAL_DEFAULTS.get(".".join(parts[:-1]), {})
+    if leaf not in group and leaf in optional:
         with group.unlocked():
-            group[leaf] = SEARCH_OPTIONAL_DEFAULTS[leaf]
+            group[leaf] = optional[leaf]
     if leaf not in group:
         raise _unknown_key_error(key, ".".join(parts[:-1]), leaf, group)
     return group, leaf

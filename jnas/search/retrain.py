@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +24,9 @@ from flax import nnx
 from jnas.data import epoch_batches, eval_batches, load_dataset
 from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
 from jnas.search.common import (build_space, config_compiler_options, data_ndim,
-                                resolve_architecture, space_kit_of)
+                                resolve_architecture, scanned_steps, space_kit_of)
 from jnas.search.plan import Plan, UnitEnd
-from jnas.search.workdir import RETRAIN_CKPT_DIR
+from jnas.search.workdir import RETRAIN_CKPT_DIR, steps_per_call
 from jnas.spaces.base import SearchSpace
 from jnas.supernet.functional import count_params, split_model
 
@@ -126,7 +125,6 @@ class RetrainPlan(Plan):
 
     self.apply_fn = apply_fn
 
-    @functools.partial(jax.jit, compiler_options=config_compiler_options(config, data_ndim(ds)))
     def train_step(carry, x, y, key):
       params, state, opt_state = carry["params"], carry["state"], carry["opt_state"]
       ka, kd = jax.random.split(key)
@@ -143,7 +141,11 @@ class RetrainPlan(Plan):
                "opt_state": opt_state, "key": carry["key"]}
       return carry, {"train_loss": loss, "train_acc": jnp.mean(jnp.argmax(logits, -1) == y)}
 
-    self.step = train_step
+    xla_options = config_compiler_options(config, data_ndim(ds))
+    self.step = jax.jit(train_step, compiler_options=xla_options)
+    self.steps_per_call = steps_per_call(rc, "retrain")
+    if self.steps_per_call != 1:
+      self.multi_step = scanned_steps(train_step, compiler_options=xla_options)
     log.info("retrain: %d parameters, %d epochs of %d steps", self.num_params, rc.epochs,
              self.steps_per_epoch)
 
@@ -185,7 +187,15 @@ class RetrainPlan(Plan):
     xb, yb = epoch_batches(ds.x_train, ds.y_train, self.rc.batch_size, seed=self.config.seed,
                            epoch=10_000 + unit)
     key = jax.random.key(self.config.seed + 1000)
-    return lambda i: (xb[i], yb[i], jax.random.fold_in(key, unit * 100_003 + i))
+
+    def batch_at(i: int | slice) -> tuple:
+      if isinstance(i, slice):  # steps i.start..i.stop-1 stacked, for multi_step
+        keys = jax.vmap(lambda d: jax.random.fold_in(key, d))(
+            unit * 100_003 + jnp.arange(i.start, i.stop))
+        return xb[i], yb[i], keys
+      return xb[i], yb[i], jax.random.fold_in(key, unit * 100_003 + i)
+
+    return batch_at
 
   def end_unit(self, carry: Any, unit: int, means: dict[str, float]) -> UnitEnd:
     return UnitEnd({"retrain_loss": means["train_loss"], "retrain_acc": means["train_acc"]},

@@ -277,8 +277,11 @@ def checkpoint_every_s(search_config) -> float:
   return value
 
 
-def steps_per_call(search_config) -> int:
+def steps_per_call(search_config, group: str = "search") -> int:
   """``search.steps_per_call`` of a config (1 where the config lacks the key).
+
+  ``group`` names the config group in the error (``retrain.steps_per_call``
+  works the same way for the retraining).
 
   More than 1 runs that many training steps in one compiled ``lax.scan``, and
   0 a whole epoch: less time per step outside the step itself (dispatch,
@@ -298,7 +301,7 @@ def steps_per_call(search_config) -> int:
   if value is None:
     return 1
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-    raise ValueError(f"search.steps_per_call={value!r} must be an integer >= 0 "
+    raise ValueError(f"{group}.steps_per_call={value!r} must be an integer >= 0 "
                      f"(0: a whole epoch per call)")
   return int(value)
 
