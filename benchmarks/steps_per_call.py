@@ -2,6 +2,7 @@
 
   python benchmarks/steps_per_call.py --json                 # spos, darts, gdas; 10 epochs each
   python benchmarks/steps_per_call.py --strategies spos --epochs 6
+  python benchmarks/steps_per_call.py --strategies retrain --epochs 6 --out ..../retrain.json
 
 Runs ``jnas search`` on the NB201 MNIST-1D table task (``experiments/nb201_table_search.py`` on
 the v2 table's dataset, learning rate 0.1, 20 architectures evolved for SPOS) once with
@@ -9,7 +10,9 @@ the v2 table's dataset, learning rate 0.1, 20 architectures evolved for SPOS) on
 to one core (``--core``). From each run's ``metrics.jsonl`` it takes the median epoch time after
 the first epoch (which compiles) in process CPU seconds (``cpu_s``, steady on a shared machine)
 and in wall seconds, and says whether the two runs' weights and architecture parameters are bit
-for bit the same. Writes ``--out`` (JSON) with the command.
+for bit the same. ``retrain`` (a strategy name here) times ``jnas train`` of DARTS_V2 with the
+README main job's config (``experiments/darts_mnist1d.py``) and ``retrain.steps_per_call``; its
+runs are compared by their test accuracy. Writes ``--out`` (JSON) with the command.
 """
 
 from __future__ import annotations
@@ -31,11 +34,18 @@ def run(strategy: str, per_call: int, epochs: int, core: int, wd: Path) -> dict:
   import numpy as np
 
   shutil.rmtree(wd, ignore_errors=True)
-  cmd = [sys.executable, "-m", "jnas", "search", "--config",
-         str(ROOT / "experiments" / "nb201_table_search.py"), "--workdir", str(wd),
-         f"--config.search.strategy={strategy}", f"--config.search.epochs={epochs}",
-         "--config.evolution.evals=20", "--config.data.name=mnist1d_40k_noisy",
-         "--config.search.w_lr=0.1", f"--config.search.steps_per_call={per_call}"]
+  phase = "retrain" if strategy == "retrain" else "search"
+  if phase == "retrain":
+    cmd = [sys.executable, "-m", "jnas", "train", "--config",
+           str(ROOT / "experiments" / "darts_mnist1d.py"), "--workdir", str(wd), "--genotype",
+           "DARTS_V2", f"--config.retrain.epochs={epochs}",
+           f"--config.retrain.steps_per_call={per_call}"]
+  else:
+    cmd = [sys.executable, "-m", "jnas", "search", "--config",
+           str(ROOT / "experiments" / "nb201_table_search.py"), "--workdir", str(wd),
+           f"--config.search.strategy={strategy}", f"--config.search.epochs={epochs}",
+           "--config.evolution.evals=20", "--config.data.name=mnist1d_40k_noisy",
+           "--config.search.w_lr=0.1", f"--config.search.steps_per_call={per_call}"]
   if core >= 0:
     cmd = ["taskset", "-c", str(core), *cmd]
   proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -43,13 +53,15 @@ def run(strategy: str, per_call: int, epochs: int, core: int, wd: Path) -> dict:
     tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
     raise SystemExit(f"{strategy} steps_per_call={per_call} failed: {tail}")
   lines = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
-  lines = [r for r in lines if r.get("phase") == "search"]
+  lines = [r for r in lines if r.get("phase") == phase]
   cpu = np.diff([r["cpu_s"] for r in lines])
   wall = np.diff([r["elapsed_s"] for r in lines])
   return {"epoch_cpu_s": round(float(np.median(cpu)), 4),
           "epoch_wall_s": round(float(np.median(wall)), 4),
           "first_epoch_cpu_s": round(float(lines[0]["cpu_s"]), 2),
-          "train_loss": lines[-1]["train_loss"]}
+          "train_loss": lines[-1][f"{'retrain' if phase == 'retrain' else 'train'}_loss"],
+          **({"test_accuracy": json.loads((wd / "report.json").read_text())["test_accuracy"]}
+             if phase == "retrain" else {})}
 
 
 def same_files(a: Path, b: Path) -> bool:
@@ -82,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
       whole = run(s, 0, args.epochs, args.core, Path(tmp) / f"{s}_0")
       row = {"strategy": s, "one_step": one, "whole_epoch": whole,
              "speedup_cpu": round(one["epoch_cpu_s"] / whole["epoch_cpu_s"], 2),
-             "bit_identical": same_files(Path(tmp) / f"{s}_1", Path(tmp) / f"{s}_0")}
+             "bit_identical": (one.get("test_accuracy") == whole.get("test_accuracy")
+                               and same_files(Path(tmp) / f"{s}_1", Path(tmp) / f"{s}_0"))}
       rows.append(row)
       if not args.json:
         print(f"{s:6s} epoch {one['epoch_cpu_s']:.3f} -> {whole['epoch_cpu_s']:.3f} CPU s "

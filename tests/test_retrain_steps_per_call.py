@@ -86,3 +86,22 @@ def test_retrain_steps_per_call_override_needs_no_config_key(value):
   assert "steps_per_call" not in base.retrain
   cfg = apply_overrides(base, [f"retrain.steps_per_call={value}"])
   assert cfg.retrain.steps_per_call == int(value)
+
+
+def test_a_unit_run_as_one_call_gets_one_bar_over_the_units():
+  """A scanned epoch's own step bar would jump from empty to full; the phase's bar counts
+  epochs instead (search.steps_per_call=0), and step bars stay where calls are shorter."""
+  from jnas.search.plan import Plan
+
+  class Units(Plan):
+    def total_units(self):
+      return 5
+
+  plan = Units()
+  assert plan.bar_unit() is None  # one step per call: a step bar per epoch
+  plan.multi_step, plan.steps_per_call = (lambda c, *b: (c, {})), 3
+  assert plan.bar_unit() is None
+  plan.steps_per_call = 0
+  assert plan.bar_unit() == "epoch"
+  plan.unit_bar = "round"
+  assert plan.bar_unit() == "round"

@@ -123,6 +123,9 @@ class GradientPlan(Plan):
   def done(self, unit: int) -> bool:
     return unit >= self.sc.epochs or self.early_stopped
 
+  def total_units(self) -> int:
+    return int(self.sc.epochs)  # DARTS+ may stop earlier
+
   def steps(self, unit: int) -> int:
     return self.steps_per_epoch
 

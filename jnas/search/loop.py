@@ -107,7 +107,7 @@ def run_unit(plan: Plan, carry: Any, unit: int, *, first: int, sums: dict | None
   keys = plan.metric_keys
   # A one-step unit (a round, a scanned epoch) shows no bar of its own, nor does a unit of a
   # plan with one bar over its units.
-  bar = (progress(total=n, desc=desc, unit="step") if n > 1 and plan.unit_bar is None else
+  bar = (progress(total=n, desc=desc, unit="step") if n > 1 and plan.bar_unit() is None else
          Progress(None, total=n, desc=desc, unit="step", mode="off"))
   k = (plan.steps_per_call or n) if plan.multi_step is not None else 1
   with bar:
@@ -190,8 +190,8 @@ def run_phase(plan: Plan, wd: Path, run_id: str) -> tuple[Any, float]:
     ckpt.save(plan.checkpoint_step(ticks, unit), tree, meta)
     clock.saved()
 
-  units_bar = (progress(total=plan.total_units(), desc=plan.phase, unit=plan.unit_bar)
-               if plan.unit_bar is not None else
+  units_bar = (progress(total=plan.total_units(), desc=plan.phase, unit=plan.bar_unit())
+               if plan.bar_unit() is not None else
                Progress(None, total=None, desc=plan.phase, unit="unit", mode="off"))
   with ckpt, MetricWriter(str(wd), tensorboard=plan.phase) as writer, StopOnSignal() as stop, \
       units_bar:

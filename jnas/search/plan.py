@@ -98,6 +98,15 @@ class Plan:
     """How many units the phase has, when known in advance (for :attr:`unit_bar`)."""
     return None
 
+  def bar_unit(self) -> str | None:
+    """The unit of one progress bar over the phase: :attr:`unit_bar`, or ``"epoch"`` where
+    each unit runs as one compiled call (``steps_per_call`` 0), whose step bar would jump
+    from empty to full."""
+    if self.unit_bar is not None:
+      return self.unit_bar
+    whole = self.multi_step is not None and self.steps_per_call == 0
+    return "epoch" if whole and self.total_units() is not None else None
+
   def steps(self, unit: int) -> int:
     """Steps in unit ``unit``."""
     del unit

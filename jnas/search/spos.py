@@ -235,6 +235,9 @@ class SposPlan(Plan):
   def done(self, unit: int) -> bool:
     return unit >= self.sc.epochs
 
+  def total_units(self) -> int:
+    return int(self.sc.epochs)
+
   def steps(self, unit: int) -> int:
     return self.steps_per_epoch
 
