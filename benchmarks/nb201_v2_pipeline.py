@@ -24,6 +24,9 @@ compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
 pilot-report        ``pilot.md`` with D40                           d40-0, d40-1
 compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, compare-b
 tau-report          item 3's curve from the comparison's SPOS runs  compare-report
+publish             the reports and every run's small files (not    tau-report
+                    checkpoints or weights) copied to
+                    ``benchmarks/results/nb201_compare_v2/``
 ==================  ==============================================  ==================
 
 The jobs run a frozen copy of the code (``runs/v2_pipeline/src``: ``jnas``, ``benchmarks`` and
@@ -132,7 +135,34 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
       Job("tau-report", [live("spos_tau_curve.py", "report", "--table", TABLE, "--compare",
                               COMPARE, "--out", "benchmarks/results/spos_tau_curve/v2")],
           after=("compare-report",), live=True),
+      Job("publish", [[python, str(ROOT / "benchmarks" / "nb201_v2_pipeline.py"), "--publish"]],
+          after=("tau-report",), live=True),
   ]
+
+
+#: What ``--publish`` copies of each run: what the reports read, not checkpoints or weights.
+RUN_FILES = ("alpha_history.npz", "arch_params.npz", "bench.json", "config.json", "genotype.json",
+             "metrics.jsonl", "summary.json", "evolution.json")
+PUBLISHED = "benchmarks/results/nb201_compare_v2"
+
+
+def publish(compare: Path = ROOT / COMPARE, dest: Path = ROOT / PUBLISHED) -> int:
+  """Copies the comparison's reports, plans and every run's :data:`RUN_FILES` to ``dest``
+  (the layout of ``compare``); returns the number of files copied."""
+  import shutil
+
+  n = 0
+  for src in sorted(compare.rglob("*")):
+    rel = src.relative_to(compare)
+    in_run = len(rel.parts) == 5 and rel.parts[1] == "runs"  # bB/runs/METHOD/seed_S/FILE
+    top = len(rel.parts) <= 2 and (src.name.startswith(("budgets.", "compare.")) or
+                                   src.name == "plan.json")
+    if src.is_file() and ((in_run and src.name in RUN_FILES) or top):
+      (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(src, dest / rel)
+      n += 1
+  print(f"copied {n} files from {compare} to {dest}")
+  return n
 
 
 class Pipeline:
@@ -255,10 +285,14 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--cores", default="0,1", help="one worker per core (0,1)")
   p.add_argument("--state", default=str(ROOT / "runs" / "v2_pipeline"))
   p.add_argument("--status", action="store_true", help="print each job's state and exit")
+  p.add_argument("--publish", action="store_true",
+                 help=f"copy the comparison's reports and runs' small files to {PUBLISHED}")
   p.add_argument("--refreeze", action="store_true",
                  help="export git's HEAD again as the code the jobs run")
   args = p.parse_args(argv)
   state = Path(args.state)
+  if args.publish:
+    return 0 if publish() else 1
   if args.status:
     src = state / "src"
     frozen = (src / "COMMIT").read_text().strip()[:10] if (src / "COMMIT").exists() else "none"

@@ -389,7 +389,7 @@ def test_v2_pipeline_runs_jobs_after_their_dependencies_and_resumes(tmp_path):
     held.wait()
   assert pipe.Pipeline(state, jobs, [core], poll_s=0.05).run() == 0  # free again
   names = [j.name for j in pipe.jobs("python")]
-  assert names[:2] == ["build-0of2", "build-1of16"] and names[-1] == "tau-report"
+  assert names[:2] == ["build-0of2", "build-1of16"] and names[-1] == "publish"
 
 
 def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
@@ -414,12 +414,28 @@ def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
   assert where.read_text() == str(src / "jnas" / "__init__.py")
   # The reports run the working tree's scripts and package.
   reports = [j for j in pipe.jobs("python", src) if j.live]
-  assert [j.name for j in reports] == ["pilot-report", "compare-report", "tau-report"]
+  assert [j.name for j in reports] == ["pilot-report", "compare-report", "tau-report", "publish"]
   assert all(str(src) not in " ".join(c) for j in reports for c in j.commands)
   live = pipe.Job("where", [[sys.executable, str(script)]], live=True)
   (tmp_path / "state" / "done" / "where").unlink()
   assert pipe.Pipeline(tmp_path / "state", [live], [core], poll_s=0.05, src=src).run() == 0
   assert where.read_text() == str(ROOT / "jnas" / "__init__.py")
+
+
+def test_v2_pipeline_publishes_reports_and_small_run_files(tmp_path):
+  """--publish copies the reports, plans and each run's small files, not checkpoints or weights."""
+  pipe = _script("nb201_v2_pipeline")
+  cmp, dest = tmp_path / "compare", tmp_path / "published"
+  run = cmp / "b600" / "runs" / "spos" / "seed_0"
+  for rel in ("budgets.md", "plan.json", "b600/compare.json", "b600/plan.json", "calib/x/y.json",
+              "b600/runs/spos/seed_0/supernet.npz", "b600/runs/spos/seed_0/checkpoints/1/a",
+              *(f"b600/runs/spos/seed_0/{f}" for f in pipe.RUN_FILES)):
+    (cmp / rel).parent.mkdir(parents=True, exist_ok=True)
+    (cmp / rel).write_text(rel)
+  assert pipe.publish(cmp, dest) == 4 + len(pipe.RUN_FILES)
+  assert (dest / "b600" / "compare.json").read_text() == "b600/compare.json"
+  assert sorted(p.name for p in (dest / run.relative_to(cmp)).iterdir()) == sorted(pipe.RUN_FILES)
+  assert not (dest / "calib").exists()
 
 
 def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
