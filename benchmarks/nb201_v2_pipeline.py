@@ -23,10 +23,14 @@ compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
                     the methods split in two halves of equal time
 pilot-report        ``pilot.md`` with D40                           d40-0, d40-1
 compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, compare-b
-tau-report          item 3's curve from the comparison's SPOS runs  compare-report
-publish             the reports and every run's small files (not    tau-report
+tau30-spos,         the comparison's SPOS and few-shot SPOS at      table
+tau30-spos_few_shot 1800 s, 3 seeds (item 3's curve to 30 min)
+publish-compare     the reports and every run's small files (not    compare-report
                     checkpoints or weights) copied to
                     ``benchmarks/results/nb201_compare_v2/``
+tau-report          item 3's curve from the comparison's SPOS runs  compare-report,
+                                                                    tau30-*
+publish             the same copy again, with the 30 min runs       tau-report
 ==================  ==============================================  ==================
 
 The jobs run a frozen copy of the code (``runs/v2_pipeline/src``: ``jnas``, ``benchmarks`` and
@@ -105,6 +109,7 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
   builds += [Job(f"build-{k}of16", [py("nb201_mnist1d_table.py", "build", "--preset", "v2",
                                        "--out", V2, "--shard", f"{k}/16")])
              for k in range(1, 16, 2)]
+  publish_cmd = [python, str(ROOT / "benchmarks" / "nb201_v2_pipeline.py"), "--publish"]
   compare = [Job(f"compare-{half}", [py("nb201_compare.py", "run", "--table", TABLE, "--budgets",
                                         BUDGETS, "--anytime", "--out", COMPARE, "--methods",
                                         methods)], after=("table",))
@@ -132,11 +137,17 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
       Job("compare-report", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
                                   BUDGETS, "--out", COMPARE)],
           after=tuple(c.name for c in compare), live=True),
+      # Before the 30 min runs in the list: a worker done with the report publishes it first.
+      Job("publish-compare", [publish_cmd], after=("compare-report",), live=True),
+      # Item 3's curve to 30 min (the comparison stops at 10): the comparison's SPOS and few-shot
+      # SPOS at 1800 s, 3 seeds, in COMPARE/b1800 where the tau report finds them.
+      *[Job(f"tau30-{m}", [py("nb201_compare.py", "run", "--table", TABLE, "--budget", "1800",
+                              "--seeds", "3", "--methods", m, "--out", f"{COMPARE}/b1800")],
+            after=("table",)) for m in ("spos", "spos_few_shot")],
       Job("tau-report", [live("spos_tau_curve.py", "report", "--table", TABLE, "--compare",
                               COMPARE, "--out", "benchmarks/results/spos_tau_curve/v2")],
-          after=("compare-report",), live=True),
-      Job("publish", [[python, str(ROOT / "benchmarks" / "nb201_v2_pipeline.py"), "--publish"]],
-          after=("tau-report",), live=True),
+          after=("compare-report", "tau30-spos", "tau30-spos_few_shot"), live=True),
+      Job("publish", [publish_cmd], after=("tau-report",), live=True),
   ]
 
 

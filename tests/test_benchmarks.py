@@ -414,7 +414,8 @@ def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
   assert where.read_text() == str(src / "jnas" / "__init__.py")
   # The reports run the working tree's scripts and package.
   reports = [j for j in pipe.jobs("python", src) if j.live]
-  assert [j.name for j in reports] == ["pilot-report", "compare-report", "tau-report", "publish"]
+  assert [j.name for j in reports] == ["pilot-report", "compare-report", "publish-compare",
+                                       "tau-report", "publish"]
   assert all(str(src) not in " ".join(c) for j in reports for c in j.commands)
   live = pipe.Job("where", [[sys.executable, str(script)]], live=True)
   (tmp_path / "state" / "done" / "where").unlink()
