@@ -73,6 +73,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "prefilter_keep": 0.5, "prefilter_pool": 1000,  # fraction of prefilter_pool random cells run
     "few_shot": "",  # SPOS: split the supernet on encoding edge KEY:EDGE (e.g. cell:0); "" = one-shot
     "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split
+    "pool_sampling": "uniform",  # SPOS's paths: uniform encodings, or unique (nb201: per function)
     "finalists": 0, "finalist_estimator": "table",  # SPOS: measure the K best by shared weights
 }
 # Optional keys by group, the same way (retrain.steps_per_call: the retraining's steps per scan).

@@ -254,6 +254,9 @@ def _check_search(config: Any, space: Any) -> None:
   if strategy == "spos" and _MISSING not in (top_k, population) and top_k > population:
     raise ConfigError(f"evolution.top_k={top_k} is larger than evolution.population="
                       f"{population}")
+  if _get(config, "search.pool_sampling") == "unique" and space != "nb201":
+    raise ConfigError(f"search.pool_sampling=unique draws NAS-Bench-201 cells per function: it "
+                      f"needs space.name=nb201, not {space!r}")
   table = _get(config, "latency.table")
   if _is_chain(space) and isinstance(table, str) and table and not os.path.isfile(table):
     raise ConfigError(f"latency.table={table!r}: there is no such file")

@@ -139,6 +139,8 @@ SEARCH_PROBES = [
     (SPOS, ["evolution.top_k=100"], "evolution.top_k=100"),
     (SPOS, ["evolution.crossover_fraction=1.5"], "evolution.crossover_fraction"),
     (SPOS, ["search.pool_size=0"], "search.pool_size=0"),
+    (SPOS, ["search.pool_sampling=unique"], "needs space.name=nb201, not 'darts'"),
+    (SPOS, ["search.pool_sampling=fair"], "search.pool_sampling='fair'"),
     (DARTS, ["search.strategy=spos", "search.epochs=0"], "search.epochs=0"),
     (NB201, ["search.partial_channels=3"], "must divide search.channels=16"),
     (NB201, ["space.num_nodes=1"], "num_nodes"),

@@ -283,3 +283,32 @@ def test_pad_population_repeats_the_first_row_and_refuses_overflow():
   np.testing.assert_array_equal(padded[3:], [[0.0, 1.0], [0.0, 1.0]])
   with pytest.raises(ValueError, match="3 encodings do not fit a population of 2"):
     pad_population(encs, 2)
+
+
+def test_unique_cell_pool_draws_functions_not_encodings():
+  """search.pool_sampling=unique: every function a NAS-Bench-201 cell computes is equally likely,
+  so the zero cell and the one-op cells, which own many encodings, no longer dominate the pool."""
+  import collections
+
+  from jnas.nb201_table.canonical import ZERO, canonical_form, unique_cells
+  from jnas.spaces.nb201 import NB201Space
+  from jnas.strategies.spos import unique_cell_sampler
+
+  space = NB201Space()
+  forms = {}
+  for name, sampler in (("uniform", None), ("unique", unique_cell_sampler(space))):
+    pool = encoding_pool(space, 2000, seed=0, sampler=sampler)
+    assert pool["cell"].shape == (2000, 6, 5) and np.all(pool["cell"].sum(-1) == 1)
+    forms[name] = collections.Counter(
+        canonical_form(space.decode_indices(row), space) for row in pool["cell"].argmax(-1))
+  # 4,660 functions: a function's expected count is 2000 / 4660 < 1 under unique sampling.
+  assert forms["uniform"][ZERO] > 20 and forms["unique"][ZERO] <= 3
+  assert forms["uniform"]["conv3(x)"] > 30 and forms["unique"]["conv3(x)"] <= 5
+  assert len(forms["unique"]) > 1.5 * len(forms["uniform"])
+  assert set(forms["unique"]) <= set(unique_cells(space))
+  # Reproducible from the seed.
+  again = encoding_pool(space, 2000, seed=0, sampler=unique_cell_sampler(space))
+  np.testing.assert_array_equal(again["cell"], encoding_pool(
+      space, 2000, seed=0, sampler=unique_cell_sampler(space))["cell"])
+  with pytest.raises(ValueError, match="pool_sampling=unique needs the nb201 space"):
+    unique_cell_sampler(DartsSpace())

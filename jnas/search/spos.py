@@ -58,7 +58,7 @@ from jnas.strategies.darts import weight_optimizer
 from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import topk_evolution
 from jnas.strategies.spos import (encoding_pool, few_shot_apply, make_population_evaluator,
-                                  pad_population, parse_few_shot, spos)
+                                  pad_population, parse_few_shot, spos, unique_cell_sampler)
 from jnas.supernet.functional import count_params, make_apply, make_prefix, split_model
 from jnas.utils.metrics import MetricWriter, write_json_atomic
 
@@ -207,7 +207,9 @@ class SposPlan(Plan):
     total_steps = sc.epochs * self.steps_per_epoch
     w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
                              total_steps)
-    pool = encoding_pool(space, int(sc.pool_size), seed=config.seed)
+    sampling = sc.get("pool_sampling", "uniform")
+    pool = encoding_pool(space, int(sc.pool_size), seed=config.seed,
+                         sampler=unique_cell_sampler(space) if sampling == "unique" else None)
     few_shot = parse_few_shot(sc.get("few_shot", ""), pool,
                               int(round(float(sc.get("few_shot_warmup", 0.5)) * total_steps)))
     self.strategy = spos(single, split.params, split.state, pool, w_opt=w_opt,

@@ -40,9 +40,14 @@ class SposState(NamedTuple):
 
 
 def encoding_pool(space: SearchSpace, size: int, *, seed: int = 0,
-                  constraints: Constraints | Callable[[Any], bool] | None = None
+                  constraints: Constraints | Callable[[Any], bool] | None = None,
+                  sampler: Callable[[np.random.Generator], Any] | None = None
                   ) -> dict[str, np.ndarray]:
-  """``size`` uniformly sampled encodings (stacked) that satisfy ``constraints``.
+  """``size`` sampled encodings (stacked) that satisfy ``constraints``.
+
+  ``sampler(rng)`` draws one genotype; by default ``space.random_genotype``
+  (every encoding equally likely). :func:`unique_cell_sampler` draws every
+  function a NAS-Bench-201 cell can compute equally likely instead.
 
   Raises ``jnas.strategies.sampling.ConstraintError`` (a one-line message
   naming the limits) when the constraints reject every candidate.
@@ -56,12 +61,40 @@ def encoding_pool(space: SearchSpace, size: int, *, seed: int = 0,
     raise ValueError(f"pool size must be >= 1, got {size}")
   rng = np.random.default_rng(seed)
   cons = as_constraints(constraints)
+  draw = sampler or space.random_genotype
   genotypes = []
   for _ in range(size):
-    genotypes.append(cons.sample(lambda: space.random_genotype(rng)) if cons.active
-                     else space.random_genotype(rng))
+    genotypes.append(cons.sample(lambda: draw(rng)) if cons.active else draw(rng))
   encs = [space.genotype_to_encoding(g) for g in genotypes]
   return {k: np.stack([e[k] for e in encs]).astype(np.float32) for k in encs[0]}
+
+
+def unique_cell_sampler(space: SearchSpace) -> Callable[[np.random.Generator], Any]:
+  """``sampler(rng)`` for :func:`encoding_pool`: a NAS-Bench-201 cell drawn *de-isomorphically*.
+
+  Uniform sampling of encodings trains each function a cell can compute as
+  often as it has encodings: of the 15,625 cells, 4,660 functions, and the
+  simple ones (few live edges, or none reaching the output) have the most
+  encodings. This sampler draws a function uniformly, then one of its cells
+  uniformly (Ning et al., NeurIPS 2021, call this de-isomorphic sampling).
+  ``ValueError`` for a space other than the benchmark's 5-op cell.
+
+  Example:
+    >>> pool = encoding_pool(space, 64, sampler=unique_cell_sampler(space))  # doctest: +SKIP
+  """
+  from jnas.nb201_table.canonical import genotype_at, unique_cells  # noqa: PLC0415
+  from jnas.spaces.nb201 import NB201Space  # noqa: PLC0415
+
+  if not isinstance(space, NB201Space):
+    raise ValueError(f"search.pool_sampling=unique needs the nb201 space, not "
+                     f"{type(space).__name__}")
+  groups = list(unique_cells(space).values())
+
+  def sample(rng: np.random.Generator) -> Any:
+    members = groups[int(rng.integers(len(groups)))]
+    return genotype_at(int(members[int(rng.integers(len(members)))]), space)
+
+  return sample
 
 
 class FewShot(NamedTuple):
