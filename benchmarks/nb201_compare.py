@@ -91,6 +91,11 @@ METHODS: dict[str, dict[str, object]] = {
     # seeds 0 and 1, 0.1 gave Kendall tau 0.404 / 0.456 against 0.397 / 0.447 and found cells of
     # 91.6 / 91.9 % against 90.8 / 90.1 % (benchmarks/results/README.md, stop 43).
     "spos": {"search.strategy": "spos", "search.w_lr": 0.1},
+    # Paths drawn per function a cell computes, not per encoding (de-isomorphic sampling, Ning et
+    # al. 2021): added after the comparison started, from a later frozen copy (stop 44); on the v2
+    # task at 400 epochs it ranked better than uniform sampling (benchmarks/results/README.md).
+    "spos_unique": {"search.strategy": "spos", "search.w_lr": 0.1,
+                    "search.pool_sampling": "unique"},
     # Few-shot (Zhao et al. 2021): split on the cell's edge 0 after half the steps.
     "spos_few_shot": {"search.strategy": "spos", "search.few_shot": "cell:0",
                       "search.few_shot_warmup": 0.5, "search.w_lr": 0.1},
@@ -399,8 +404,8 @@ def _trained_top_run(wd: Path, budget: float, table, signal: dict[str, float],
 #: Method -> (the single-path method whose runs it reuses, the share of the budget those runs
 #: had; see _trained_top_run). The quarter splits are read from the same runs as the halves (the
 #: 600 s quarter is the 150 s run): how the budget is best split is reported, not chosen.
-TRAINED_TOP = {"spos+top": ("spos", 0.5), "spos_few_shot+top": ("spos_few_shot", 0.5),
-               "spos+top(1/4)": ("spos", 0.25), "spos_few_shot+top(1/4)": ("spos_few_shot", 0.25)}
+TRAINED_TOP = {f"{m}+top{part}": (m, share) for part, share in (("", 0.5), ("(1/4)", 0.25))
+               for m in ("spos", "spos_few_shot", "spos_unique")}
 
 
 def _stats(values) -> dict[str, float]:

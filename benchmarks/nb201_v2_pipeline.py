@@ -21,15 +21,19 @@ d40-0, d40-1        the pilot at twice the epochs (item 1: has      --
                     the ranking settled at 20 epochs?)
 compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
                     the methods split in two halves of equal time
+compare-unique      the same for SPOS with paths drawn per          table
+                    function (``spos_unique``), from ``src2``
 pilot-report        ``pilot.md`` with D40                           d40-0, d40-1
 compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, compare-b
-tau30-spos,         the comparison's SPOS and few-shot SPOS at      table
-tau30-spos_few_shot 1800 s, 3 seeds (item 3's curve to 30 min)
+tau30-spos          the comparison's SPOS at 1800 s, 3 seeds        table
+                    (item 3's curve to 30 min)
 publish-compare     the reports and every run's small files (not    compare-report
                     checkpoints or weights) copied to
                     ``benchmarks/results/nb201_compare_v2/``
-tau-report          item 3's curve from the comparison's SPOS runs  compare-report,
-                                                                    tau30-*
+compare-report-2    the report again, with ``spos_unique``           compare-report,
+                                                                    compare-unique
+tau-report          item 3's curve from the comparison's SPOS runs  compare-report-2,
+                                                                    tau30-spos
 publish             the same copy again, with the 30 min runs       tau-report
 ==================  ==============================================  ==================
 
@@ -37,7 +41,8 @@ The jobs run a frozen copy of the code (``runs/v2_pipeline/src``: ``jnas``, ``be
 ``experiments`` exported from git's HEAD when the pipeline first starts, its commit in
 ``src/COMMIT``), so that work on the library while the comparison runs across sessions cannot make
 its later seeds differ from its earlier ones. The reports run the working tree. ``--refreeze`` exports HEAD again (only between
-jobs that do not need to match each other).
+jobs that do not need to match each other). Jobs added after the comparison started run a second
+copy, ``src2``, frozen when it was first needed (its commit in ``src2/COMMIT``).
 
 About 8 CPU hours of build were left at the start of stop 41, then 2.7 for D40 and 13 for the
 comparison: several sessions on two cores.
@@ -74,13 +79,17 @@ class Job(NamedTuple):
   #: Runs the working tree instead of the frozen copy: the reports, which only read what the
   #: frozen runs wrote, so that a report improved since the freeze is the one that runs.
   live: bool = False
+  #: A frozen copy of its own (``src2``): a job added after the first freeze, whose code the
+  #: first copy lacks, without changing what the other jobs run.
+  src: Path | None = None
 
 
-def freeze(state: Path, again: bool = False) -> Path:
-  """The frozen copy of the code the jobs run (exported from git's HEAD if missing or ``again``)."""
+def freeze(state: Path, again: bool = False, name: str = "src") -> Path:
+  """The frozen copy of the code the jobs run (exported from git's HEAD if missing or ``again``);
+  ``name="src2"``: the second copy, for the jobs added later (:attr:`Job.src`)."""
   import shutil
 
-  src = state / "src"
+  src = state / name
   if (src / "COMMIT").exists() and not again:
     return src
   commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, text=True,
@@ -94,8 +103,9 @@ def freeze(state: Path, again: bool = False) -> Path:
   return src
 
 
-def jobs(python: str, src: Path | None = None) -> list[Job]:
-  """The pipeline, in the order workers take jobs (scripts from ``src``, the frozen copy)."""
+def jobs(python: str, src: Path | None = None, src2: Path | None = None) -> list[Job]:
+  """The pipeline, in the order workers take jobs (scripts from ``src``, the frozen copy, or
+  ``src2``, the second one)."""
   scripts = (src or ROOT) / "benchmarks"
 
   def py(script: str, *args: str) -> list[str]:
@@ -110,6 +120,12 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
                                        "--out", V2, "--shard", f"{k}/16")])
              for k in range(1, 16, 2)]
   publish_cmd = [python, str(ROOT / "benchmarks" / "nb201_v2_pipeline.py"), "--publish"]
+  # SPOS with paths drawn per function, added in stop 44 from the second frozen copy, at every
+  # budget and seed; reported by compare-report-2 (compare-report does not wait for it).
+  unique = Job("compare-unique", [[python, str((src2 or ROOT) / "benchmarks" / "nb201_compare.py"),
+                                   "run", "--table", TABLE, "--budgets", BUDGETS, "--anytime",
+                                   "--out", COMPARE, "--methods", "spos_unique"]],
+               after=("table",), src=src2)
   compare = [Job(f"compare-{half}", [py("nb201_compare.py", "run", "--table", TABLE, "--budgets",
                                         BUDGETS, "--anytime", "--out", COMPARE, "--methods",
                                         methods)], after=("table",))
@@ -132,6 +148,7 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
       Job("d40-0", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "0/2")]),
       Job("d40-1", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "1/2")]),
       *compare,
+      unique,
       Job("pilot-report", [live("nb201_table_v2_pilot.py", "report")], after=("d40-0", "d40-1"),
           live=True),
       Job("compare-report", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
@@ -139,14 +156,17 @@ def jobs(python: str, src: Path | None = None) -> list[Job]:
           after=tuple(c.name for c in compare), live=True),
       # Before the 30 min runs in the list: a worker done with the report publishes it first.
       Job("publish-compare", [publish_cmd], after=("compare-report",), live=True),
-      # Item 3's curve to 30 min (the comparison stops at 10): the comparison's SPOS and few-shot
-      # SPOS at 1800 s, 3 seeds, in COMPARE/b1800 where the tau report finds them.
-      *[Job(f"tau30-{m}", [py("nb201_compare.py", "run", "--table", TABLE, "--budget", "1800",
-                              "--seeds", "3", "--methods", m, "--out", f"{COMPARE}/b1800")],
-            after=("table",)) for m in ("spos", "spos_few_shot")],
+      # Item 3's curve to 30 min (the comparison stops at 10): the comparison's SPOS at 1800 s,
+      # 3 seeds, in COMPARE/b1800 where the tau report finds it.
+      Job("tau30-spos", [py("nb201_compare.py", "run", "--table", TABLE, "--budget", "1800",
+                            "--seeds", "3", "--methods", "spos", "--out", f"{COMPARE}/b1800")],
+          after=("table",)),
+      Job("compare-report-2", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
+                                    BUDGETS, "--out", COMPARE)],
+          after=("compare-report", "compare-unique"), live=True),
       Job("tau-report", [live("spos_tau_curve.py", "report", "--table", TABLE, "--compare",
                               COMPARE, "--out", "benchmarks/results/spos_tau_curve/v2")],
-          after=("compare-report", "tau30-spos", "tau30-spos_few_shot"), live=True),
+          after=("compare-report-2", "tau30-spos"), live=True),
       Job("publish", [publish_cmd], after=("tau-report",), live=True),
   ]
 
@@ -184,6 +204,7 @@ class Pipeline:
     self.state, self.jobs, self.cores, self.poll_s = state, job_list, cores, poll_s
     # The frozen package first on the path: the editable install would import the working tree.
     self.env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
+    self.job_env = {j.name: {**os.environ, "PYTHONPATH": str(j.src)} for j in job_list if j.src}
     (state / "done").mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(parents=True, exist_ok=True)
     self.lock = threading.Lock()
@@ -221,7 +242,7 @@ class Pipeline:
         # the next one from starting the same job twice.
         proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env=None if job.live else self.env,
+                                env=None if job.live else self.job_env.get(job.name, self.env),
                                 pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         self.children[core] = proc
         rc = proc.wait()
@@ -308,10 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     src = state / "src"
     frozen = (src / "COMMIT").read_text().strip()[:10] if (src / "COMMIT").exists() else "none"
     print(f"code: {src} (commit {frozen})")
-    print(status(state, jobs(sys.executable, src)))
+    print(status(state, jobs(sys.executable, src, state / "src2")))
     return 0
   src = freeze(state, again=args.refreeze)
-  job_list = jobs(sys.executable, src)
+  job_list = jobs(sys.executable, src, freeze(state, name="src2"))
   try:
     cores = [int(c) for c in args.cores.split(",")]
   except ValueError:

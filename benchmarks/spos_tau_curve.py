@@ -6,9 +6,10 @@
 
 ``run`` trains SPOS supernets on the table's task (``experiments/nb201_table_search.py`` with the
 table protocol's dataset and skeleton) for each budget of supernet training, for ``--seeds``
-seeds, one-shot and few-shot (split on ``--split``, default edge 0 of the cell, after half the
+seeds, one-shot, few-shot (split on ``--split``, default edge 0 of the cell, after half the
 steps: both variants take the same steps, so the same time up to the few-shot step's extra
-optimizer updates, which the calibration measures). Epochs per budget come from a two-epoch
+optimizer updates, which the calibration measures) and one-shot with paths drawn per function
+(``unique``: ``search.pool_sampling=unique``). Epochs per budget come from a two-epoch
 calibration run of each variant (``OUT/calib``). Work directories ``OUT/runs/VARIANT/Mmin/seed_I``
 are kept, so a killed run resumes.
 
@@ -37,7 +38,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CONFIG = ROOT / "experiments" / "nb201_table_search.py"
-VARIANTS = {"one_shot": {}, "few_shot": {"search.few_shot": "cell:0", "search.few_shot_warmup": 0.5}}
+VARIANTS = {"one_shot": {}, "few_shot": {"search.few_shot": "cell:0", "search.few_shot_warmup": 0.5},
+            "unique": {"search.pool_sampling": "unique"}}
 
 
 def variant_config(table: Path, variant: str, seed: int, epochs: int, split: str):
@@ -85,7 +87,7 @@ def cmd_run(args) -> None:
 
 
 #: nb201_compare.py's single-path methods, by this curve's variant names (same few-shot split).
-COMPARE_METHODS = {"spos": "one_shot", "spos_few_shot": "few_shot"}
+COMPARE_METHODS = {"spos": "one_shot", "spos_few_shot": "few_shot", "spos_unique": "unique"}
 
 
 def _runs(out: Path, compare: str | None) -> list[tuple[str, str, Path]]:

@@ -415,12 +415,21 @@ def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
   # The reports run the working tree's scripts and package.
   reports = [j for j in pipe.jobs("python", src) if j.live]
   assert [j.name for j in reports] == ["pilot-report", "compare-report", "publish-compare",
-                                       "tau-report", "publish"]
+                                       "compare-report-2", "tau-report", "publish"]
   assert all(str(src) not in " ".join(c) for j in reports for c in j.commands)
   live = pipe.Job("where", [[sys.executable, str(script)]], live=True)
   (tmp_path / "state" / "done" / "where").unlink()
   assert pipe.Pipeline(tmp_path / "state", [live], [core], poll_s=0.05, src=src).run() == 0
   assert where.read_text() == str(ROOT / "jnas" / "__init__.py")
+  # A job added later runs the second copy, frozen apart; the others keep the first.
+  src2 = pipe.freeze(tmp_path / "state", name="src2")
+  assert src2 != src and (src2 / "COMMIT").exists()
+  (tmp_path / "state" / "done" / "where").unlink()
+  later = pipe.Job("where", [[sys.executable, str(script)]], src=src2)
+  assert pipe.Pipeline(tmp_path / "state", [later], [core], poll_s=0.05, src=src).run() == 0
+  assert where.read_text() == str(src2 / "jnas" / "__init__.py")
+  unique = [j for j in pipe.jobs("python", src, src2) if j.name == "compare-unique"]
+  assert unique[0].src == src2 and str(src2) in unique[0].commands[0][1]
 
 
 def test_v2_pipeline_publishes_reports_and_small_run_files(tmp_path):
