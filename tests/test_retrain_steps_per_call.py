@@ -31,8 +31,10 @@ def _record(wd) -> tuple[list, float]:
 
 
 def test_retrain_epoch_per_call_trains_and_resumes_bit_identical(tmp_path, monkeypatch):
+  from jnas.search import common
+
   calls = []
-  real = retrain.scanned_steps
+  real = common.scanned_steps
 
   def counting(fn, **kw):
     scanned = real(fn, **kw)
@@ -42,7 +44,7 @@ def test_retrain_epoch_per_call_trains_and_resumes_bit_identical(tmp_path, monke
       return scanned(carry, *batches)
     return run
 
-  monkeypatch.setattr(retrain, "scanned_steps", counting)
+  monkeypatch.setattr(common, "scanned_steps", counting)
   whole = tmp_path / "whole"
   assert _train(whole, "0") == 0
   assert calls == [7, 7, 7]  # one call per epoch, of the epoch's 7 steps

@@ -24,7 +24,7 @@ import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import (build_space, build_supernet, config_compiler_options,
-                                data_ndim, saved_step, scanned_steps)
+                                data_ndim, saved_step)
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import (checkpoint_every_s, save_supernet, steps_per_call,
                                  write_alpha_history)
@@ -70,15 +70,13 @@ class GradientPlan(Plan):
         steps_per_epoch=self.steps_per_epoch, key=jax.random.fold_in(key, 2))
     self._key = jax.random.fold_in(key, 3)
     self.place, self.step = self._placement(sc, data_ndim(ds))
-    self.steps_per_call = steps_per_call(sc)
-    if self.steps_per_call != 1 and self.n_dev:
+    per_call = steps_per_call(sc)
+    if per_call != 1 and self.n_dev:
       log.info("search.data_parallel runs one step per call (search.steps_per_call=%d unused)",
-               self.steps_per_call)
-      self.steps_per_call = 1
-    if self.steps_per_call != 1:
-      self.multi_step = scanned_steps(
-          self.strategy.step, compiler_options=config_compiler_options(config, data_ndim(ds)),
-          config=config, wd=wd)
+               per_call)
+      per_call = 1
+    self.use_scan(per_call, self.strategy.step, config=config, wd=wd,
+                  compiler_options=config_compiler_options(config, data_ndim(ds)))
     self.early_stop = build_early_stop(sc, space)
     self.early_stopped = False
     self.history: dict[str, list] = {"epoch": [], **{k: [] for k in alpha}}

@@ -98,6 +98,15 @@ class Plan:
     """How many units the phase has, when known in advance (for :attr:`unit_bar`)."""
     return None
 
+  def use_scan(self, per_call: int, step: Callable[..., tuple[Any, dict]], **scan_kw) -> None:
+    """Sets :attr:`steps_per_call` to ``per_call`` and, other than 1, :attr:`multi_step` to
+    ``step`` scanned (:func:`jnas.search.common.scanned_steps`, given ``scan_kw``)."""
+    from jnas.search.common import scanned_steps  # noqa: PLC0415 (common imports the spaces)
+
+    self.steps_per_call = per_call
+    if per_call != 1:
+      self.multi_step = scanned_steps(step, **scan_kw)
+
   def bar_unit(self) -> str | None:
     """The unit of one progress bar over the phase: :attr:`unit_bar`, or ``"epoch"`` where
     each unit runs as one compiled call (``steps_per_call`` 0), whose step bar would jump

@@ -24,7 +24,7 @@ from flax import nnx
 from jnas.data import epoch_batches, eval_batches, load_dataset
 from jnas.data.augment import cutout, random_crop_2d, random_flip_2d, random_shift_1d
 from jnas.search.common import (build_space, config_compiler_options, data_ndim,
-                                resolve_architecture, scanned_steps, space_kit_of)
+                                resolve_architecture, space_kit_of)
 from jnas.search.plan import Plan, UnitEnd
 from jnas.search.workdir import RETRAIN_CKPT_DIR, steps_per_call
 from jnas.spaces.base import SearchSpace
@@ -143,9 +143,7 @@ class RetrainPlan(Plan):
 
     xla_options = config_compiler_options(config, data_ndim(ds))
     self.step = jax.jit(train_step, compiler_options=xla_options)
-    self.steps_per_call = steps_per_call(rc, "retrain")
-    if self.steps_per_call != 1:
-      self.multi_step = scanned_steps(train_step, compiler_options=xla_options)
+    self.use_scan(steps_per_call(rc, "retrain"), train_step, compiler_options=xla_options)
     log.info("retrain: %d parameters, %d epochs of %d steps", self.num_params, rc.epochs,
              self.steps_per_epoch)
 

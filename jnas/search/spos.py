@@ -49,7 +49,7 @@ import numpy as np
 
 from jnas.data import epoch_batches, load_dataset, split_train_val
 from jnas.search.common import (build_space, build_supernet, config_compiler_options,
-                                data_ndim, saved_step, scanned_steps)
+                                data_ndim, saved_step)
 from jnas.search.estimators import scratch_estimator, search_option, table_estimator
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s, save_supernet, steps_per_call
@@ -207,11 +207,11 @@ class SposPlan(Plan):
     total_steps = sc.epochs * self.steps_per_epoch
     w_opt = weight_optimizer(sc.w_lr, sc.w_lr_min, sc.momentum, sc.weight_decay, sc.grad_clip,
                              total_steps)
-    sampling = sc.get("pool_sampling", "uniform")
+    unique = search_option(sc, "pool_sampling") == "unique"
     pool = encoding_pool(space, int(sc.pool_size), seed=config.seed,
-                         sampler=unique_cell_sampler(space) if sampling == "unique" else None)
-    few_shot = parse_few_shot(sc.get("few_shot", ""), pool,
-                              int(round(float(sc.get("few_shot_warmup", 0.5)) * total_steps)))
+                         sampler=unique_cell_sampler(space) if unique else None)
+    few_shot = parse_few_shot(search_option(sc, "few_shot"), pool, int(round(
+        float(search_option(sc, "few_shot_warmup")) * total_steps)))
     self.strategy = spos(single, split.params, split.state, pool, w_opt=w_opt,
                          few_shot=few_shot)
     # The part no architecture changes (the stem and every candidate on the edges it feeds) is
@@ -224,10 +224,8 @@ class SposPlan(Plan):
     self.xla_options = config_compiler_options(config, data_ndim(ds))
     self.step = saved_step(self.strategy.step, config, wd, "search_step",
                            compiler_options=self.xla_options)
-    self.steps_per_call = steps_per_call(sc)
-    if self.steps_per_call != 1:
-      self.multi_step = scanned_steps(self.strategy.step, compiler_options=self.xla_options,
-                                      config=config, wd=wd)
+    self.use_scan(steps_per_call(sc), self.strategy.step, compiler_options=self.xla_options,
+                  config=config, wd=wd)
     log.info("spos: %d supernet weights, %d steps (%d epochs), pool of %d paths",
              count_params(split.params), total_steps, sc.epochs, sc.pool_size)
 
