@@ -84,7 +84,10 @@ def test_flipped_bytes_are_caught_and_the_previous_step_used(tmp_path, caplog):
   assert step == 1 and meta == {"epoch": 1}  # the checksum is not handed to the caller
   assert np.array_equal(got["w"], _tree()["w"])
   msgs = [r.getMessage() for r in caplog.records]
-  assert any(str(d / "2") in m and "checksum" in m for m in msgs), msgs
+  # The checksum catches the change, unless the flipped bytes sit in a compressed chunk whose
+  # decompression fails first (which bytes a chunk holds varies between runs): caught either way.
+  assert any(str(d / "2") in m and ("checksum" in m or "cannot be restored" in m)
+             for m in msgs), msgs
   assert checkpoint.all_steps(d) == [1]
   assert len(list((tmp_path / "c-corrupt").iterdir())) == 1
 

@@ -82,7 +82,7 @@ def unique_cell_sampler(space: SearchSpace) -> Callable[[np.random.Generator], A
   Example:
     >>> pool = encoding_pool(space, 64, sampler=unique_cell_sampler(space))  # doctest: +SKIP
   """
-  from jnas.nb201_table.canonical import genotype_at, unique_cells  # noqa: PLC0415
+  from jnas.spaces.nb201_canonical import genotype_at, unique_cells  # noqa: PLC0415
   from jnas.spaces.nb201 import NB201Space  # noqa: PLC0415
 
   if not isinstance(space, NB201Space):
