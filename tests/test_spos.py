@@ -290,9 +290,8 @@ def test_unique_cell_pool_draws_functions_not_encodings():
   so the zero cell and the one-op cells, which own many encodings, no longer dominate the pool."""
   import collections
 
-  from jnas.nb201_table.canonical import ZERO, canonical_form, unique_cells
   from jnas.spaces.nb201 import NB201Space
-  from jnas.strategies.spos import unique_cell_sampler
+  from jnas.spaces.nb201_canonical import ZERO, canonical_form, unique_cell_sampler, unique_cells
 
   space = NB201Space()
   forms = {}

@@ -54,11 +54,12 @@ from jnas.search.estimators import scratch_estimator, search_option, table_estim
 from jnas.search.plan import Found, Plan, UnitEnd
 from jnas.search.workdir import checkpoint_every_s, save_supernet, steps_per_call
 from jnas.spaces.base import SearchSpace
+from jnas.spaces.nb201_canonical import unique_cell_sampler
 from jnas.strategies.darts import weight_optimizer
 from jnas.strategies.driver import run_ask_tell
 from jnas.strategies.evolution import topk_evolution
 from jnas.strategies.spos import (encoding_pool, few_shot_apply, make_population_evaluator,
-                                  pad_population, parse_few_shot, spos, unique_cell_sampler)
+                                  pad_population, parse_few_shot, spos)
 from jnas.supernet.functional import count_params, make_apply, make_prefix, split_model
 from jnas.utils.metrics import MetricWriter, write_json_atomic
 

@@ -30,11 +30,13 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from jnas.spaces.nb201 import NB201_OPS, NB201Genotype, NB201Space
 
-__all__ = ["canonical_form", "unique_cells", "genotype_at", "ZERO"]
+__all__ = ["canonical_form", "unique_cells", "genotype_at", "unique_cell_sampler", "ZERO"]
 
 ZERO = "0"  # the form of a cell whose output is always zero
 _NAMES = {"nor_conv_1x1": "conv1", "nor_conv_3x3": "conv3", "avg_pool_3x3": "pool"}
@@ -128,3 +130,31 @@ def _digits(space: NB201Space) -> np.ndarray:
   n = np.arange(space.num_architectures)
   k = len(space.ops)
   return np.stack([(n // k**e) % k for e in range(space.num_edges - 1, -1, -1)], axis=1)
+
+
+def unique_cell_sampler(space: Any) -> Callable[[np.random.Generator], NB201Genotype]:
+  """``sampler(rng)``: a NAS-Bench-201 cell drawn *de-isomorphically*, for SPOS's path pool
+  (:func:`jnas.strategies.spos.encoding_pool`; ``search.pool_sampling=unique``).
+
+  Uniform sampling of encodings trains each function a cell can compute as
+  often as it has encodings: of the 15,625 cells, 4,660 functions, and the
+  simple ones (few live edges, or none reaching the output) have the most
+  encodings. This sampler draws a function uniformly, then one of its cells
+  uniformly (Ning et al., NeurIPS 2021, call this de-isomorphic sampling).
+  ``ValueError`` for a space other than the benchmark's 5-op cell.
+
+  Example:
+    >>> sample = unique_cell_sampler(NB201Space())
+    >>> str(sample(np.random.default_rng(0)))
+    '|avg_pool_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|nor_conv_1x1~0|nor_conv_1x1~1|skip_connect~2|'
+  """
+  if not isinstance(space, NB201Space):
+    raise ValueError(f"search.pool_sampling=unique needs the nb201 space, not "
+                     f"{type(space).__name__}")
+  groups = list(unique_cells(space).values())
+
+  def sample(rng: np.random.Generator) -> NB201Genotype:
+    members = groups[int(rng.integers(len(groups)))]
+    return genotype_at(int(members[int(rng.integers(len(members)))]), space)
+
+  return sample

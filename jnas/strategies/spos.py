@@ -46,7 +46,8 @@ def encoding_pool(space: SearchSpace, size: int, *, seed: int = 0,
   """``size`` sampled encodings (stacked) that satisfy ``constraints``.
 
   ``sampler(rng)`` draws one genotype; by default ``space.random_genotype``
-  (every encoding equally likely). :func:`unique_cell_sampler` draws every
+  (every encoding equally likely).
+  :func:`jnas.spaces.nb201_canonical.unique_cell_sampler` draws every
   function a NAS-Bench-201 cell can compute equally likely instead.
 
   Raises ``jnas.strategies.sampling.ConstraintError`` (a one-line message
@@ -67,34 +68,6 @@ def encoding_pool(space: SearchSpace, size: int, *, seed: int = 0,
     genotypes.append(cons.sample(lambda: draw(rng)) if cons.active else draw(rng))
   encs = [space.genotype_to_encoding(g) for g in genotypes]
   return {k: np.stack([e[k] for e in encs]).astype(np.float32) for k in encs[0]}
-
-
-def unique_cell_sampler(space: SearchSpace) -> Callable[[np.random.Generator], Any]:
-  """``sampler(rng)`` for :func:`encoding_pool`: a NAS-Bench-201 cell drawn *de-isomorphically*.
-
-  Uniform sampling of encodings trains each function a cell can compute as
-  often as it has encodings: of the 15,625 cells, 4,660 functions, and the
-  simple ones (few live edges, or none reaching the output) have the most
-  encodings. This sampler draws a function uniformly, then one of its cells
-  uniformly (Ning et al., NeurIPS 2021, call this de-isomorphic sampling).
-  ``ValueError`` for a space other than the benchmark's 5-op cell.
-
-  Example:
-    >>> pool = encoding_pool(space, 64, sampler=unique_cell_sampler(space))  # doctest: +SKIP
-  """
-  from jnas.spaces.nb201_canonical import genotype_at, unique_cells  # noqa: PLC0415
-  from jnas.spaces.nb201 import NB201Space  # noqa: PLC0415
-
-  if not isinstance(space, NB201Space):
-    raise ValueError(f"search.pool_sampling=unique needs the nb201 space, not "
-                     f"{type(space).__name__}")
-  groups = list(unique_cells(space).values())
-
-  def sample(rng: np.random.Generator) -> Any:
-    members = groups[int(rng.integers(len(groups)))]
-    return genotype_at(int(members[int(rng.integers(len(members)))]), space)
-
-  return sample
 
 
 class FewShot(NamedTuple):
