@@ -75,6 +75,7 @@ SEARCH_OPTIONAL_DEFAULTS: dict[str, Any] = {
     "few_shot_warmup": 0.5,  # fraction of SPOS steps trained one-shot before the split
     "pool_sampling": "uniform",  # SPOS's paths: uniform encodings, or unique (nb201: per function)
     "finalists": 0, "finalist_estimator": "table",  # SPOS: measure the K best by shared weights
+    "supernet_from": "",  # SPOS: search this finished run's supernet, training none (train once)
 }
 # Optional keys by group, the same way (retrain.steps_per_call: the retraining's steps per scan).
 _OPTIONAL_DEFAULTS = {"search": SEARCH_OPTIONAL_DEFAULTS, "retrain": {"steps_per_call": 1}}

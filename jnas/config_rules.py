@@ -210,6 +210,7 @@ _RULES: dict[str, Callable[[str, Any], None]] = {
     "search.few_shot": _is_str,           # SPOS's split edge KEY:EDGE, parsed by the strategy
     "search.few_shot_warmup": _PROB,      # a fraction of the SPOS steps
     "search.pool_sampling": _one_of("uniform", "unique"),
+    "search.supernet_from": _is_str,      # a finished SPOS run's work directory
     # evolution (SPOS)
     "evolution.population": _COUNT,
     "evolution.top_k": _COUNT,

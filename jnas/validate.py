@@ -254,6 +254,17 @@ def _check_search(config: Any, space: Any) -> None:
   if strategy == "spos" and _MISSING not in (top_k, population) and top_k > population:
     raise ConfigError(f"evolution.top_k={top_k} is larger than evolution.population="
                       f"{population}")
+  source = _get(config, "search.supernet_from")
+  if isinstance(source, str) and source:
+    if strategy != "spos":
+      raise ConfigError(f"search.supernet_from={source!r} searches a trained SPOS supernet: it "
+                        f"needs search.strategy=spos, not {strategy!r}")
+    from jnas.search.spos import supernet_source  # noqa: PLC0415 (jax: only when set)
+
+    try:
+      supernet_source(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   if _get(config, "search.pool_sampling") == "unique" and space != "nb201":
     raise ConfigError(f"search.pool_sampling=unique draws NAS-Bench-201 cells per function: it "
                       f"needs space.name=nb201, not {space!r}")

@@ -32,6 +32,11 @@ the first and the last epoch), and on SIGINT/SIGTERM after the step in flight;
 rerunning the command resumes it. Evolution is a
 pure function of the trained weights and the seed, so a run killed during
 evolution repeats it exactly.
+
+Train once, search many: with ``search.supernet_from = RUN`` nothing is trained;
+phases 2-4 run on the supernet a finished run ``RUN`` saved, with this config's
+evolution and finalist settings (:func:`supernet_source`). Its summary charges
+``RUN``'s supernet seconds beside this search's own.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ from jnas.search.common import (build_space, build_supernet, config_compiler_opt
                                 data_ndim, saved_step)
 from jnas.search.estimators import scratch_estimator, search_option, table_estimator
 from jnas.search.plan import Found, Plan, UnitEnd
-from jnas.search.workdir import checkpoint_every_s, save_supernet, steps_per_call
+from jnas.search.workdir import (checkpoint_every_s, finished, load_supernet, save_supernet,
+                                 steps_per_call)
 from jnas.spaces.base import SearchSpace
 from jnas.spaces.nb201_canonical import unique_cell_sampler
 from jnas.strategies.darts import weight_optimizer
@@ -162,6 +168,59 @@ def score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Arr
   return calib_x, val_x, val_y
 
 
+#: What a search of another run's supernet may set differently from that run: the after-search
+#: (``evolution.*``, finalists), the retraining and how often the loop saves. Everything else
+#: built or trained the supernet, so it must match.
+AFTER_SEARCH_KEYS = frozenset({"supernet_from", "finalists", "finalist_estimator", "table",
+                               "table_columns", "checkpoint_every_s", "steps_per_call"})
+
+
+def supernet_source(config) -> Path | None:
+  """The finished SPOS run whose supernet ``search.supernet_from`` names, checked; or ``None``.
+
+  The run must hold ``supernet.npz`` and ``config.json``, and its config must equal
+  ``config`` but for the after-search: the ``evolution`` and ``retrain`` sections and
+  :data:`AFTER_SEARCH_KEYS` (optional keys count at their defaults). Raises a one-line
+  ``ValueError`` naming the first key that differs, or the missing file.
+
+  Example:
+    >>> supernet_source(load_config("experiments/spos_mnist1d.py"))  # no supernet_from: None
+    ... # doctest: +SKIP
+  """
+  from jnas.config import SEARCH_OPTIONAL_DEFAULTS, config_to_dict  # noqa: PLC0415
+
+  source = str(search_option(config.search, "supernet_from") or "")
+  if not source:
+    return None
+  src = Path(source)
+  for name in ("config.json", "supernet.npz", "summary.json"):
+    if not (src / name).is_file():
+      raise ValueError(f"search.supernet_from={source!r}: {src / name} does not exist (the "
+                       f"run must be a finished SPOS search)")
+  try:
+    theirs = json.loads((src / "config.json").read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"search.supernet_from={source!r}: {src / 'config.json'} is not JSON "
+                     f"({e})") from None
+
+  def trained(d: dict) -> dict[str, Any]:
+    d = {k: v for k, v in d.items() if k not in ("evolution", "retrain")}
+    d["search"] = {k: v for k, v in {**SEARCH_OPTIONAL_DEFAULTS, **d.get("search", {})}.items()
+                   if k not in AFTER_SEARCH_KEYS}
+    return {f"{sec}.{k}" if isinstance(part, dict) else sec: v
+            for sec, part in d.items()
+            for k, v in (part.items() if isinstance(part, dict) else [(None, part)])}
+
+  ours, theirs = trained(config_to_dict(config)), trained(theirs)
+  for key in sorted(set(ours) | set(theirs)):
+    if ours.get(key, "<unset>") != theirs.get(key, "<unset>"):
+      raise ValueError(f"search.supernet_from={source!r}: that run's supernet was trained with "
+                       f"{key}={theirs.get(key, '<unset>')!r}, this config has "
+                       f"{ours.get(key, '<unset>')!r} (only evolution.*, retrain.* and the "
+                       f"finalist settings may differ)")
+  return src
+
+
 class SposPlan(Plan):
   """SPOS as the loop's plan: single-path supernet training, then evolution in :meth:`finish`.
 
@@ -186,6 +245,7 @@ class SposPlan(Plan):
                     "evolution")
     self.config, self.wd = config, wd
     self.every_s = checkpoint_every_s(sc)
+    self.source = supernet_source(config)
 
     # ---- Data: the training set split in halves (weights / scoring). ----
     ds = load_dataset(config.data.name, seed=config.data.seed)
@@ -234,10 +294,10 @@ class SposPlan(Plan):
     return self.strategy.init(jax.random.key(self.config.seed))
 
   def done(self, unit: int) -> bool:
-    return unit >= self.sc.epochs
+    return unit >= self.total_units()
 
   def total_units(self) -> int:
-    return int(self.sc.epochs)
+    return 0 if self.source is not None else int(self.sc.epochs)
 
   def steps(self, unit: int) -> int:
     return self.steps_per_epoch
@@ -257,6 +317,13 @@ class SposPlan(Plan):
 
   def finish(self, carry: Any, seconds: float) -> Found:
     ev, space = self.config.evolution, self.space
+    source: dict[str, Any] = {}
+    if self.source is not None:
+      params, stats = load_supernet(self.source, carry.params, carry.batch_stats)
+      carry = carry._replace(params=params, batch_stats=stats)
+      # The supernet's training is charged as its own run measured it.
+      seconds = float((finished(self.source, "summary.json") or {}).get("supernet_seconds", 0.0))
+      source = {"supernet_from": str(self.source)}
     save_supernet(self.wd, carry.params, carry.batch_stats)
     t1, c1 = time.time(), time.process_time()
     result = self._evolve(carry)
@@ -274,9 +341,10 @@ class SposPlan(Plan):
     log.info("evolution: %d architectures in %.0f s; best shared-weight val acc %.4f "
              "(first generation mean %.4f)", len(result.history), evolution_s,
              best.objectives["val_accuracy"], first_gen.mean())
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(source)
     if int(search_option(self.sc, "finalists")):
-      best, extra = self._finalists(result)
+      best, more = self._finalists(result)
+      extra.update(more)
     enc = space.genotype_to_encoding(best.genotype)
     return Found(space.genotype_to_json(best.genotype),
                  {k: np.asarray(v) for k, v in enc.items()}, {
