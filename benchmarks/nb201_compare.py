@@ -35,6 +35,14 @@ al. (2018) train the one-shot model's best candidates before choosing. Budgets `
 give them at 150, 300 and 600 s. ``spos+top(1/4)`` and ``spos_few_shot+top(1/4)`` split the
 budget a quarter to three quarters instead (the ``b{B/4}`` runs: at 300 and 600 s).
 
+``research`` (after ``run``; added in stop 45) searches each finished single-path run's trained
+supernet again with SPOS's own evolution size (:data:`RESEARCH`: 1,000 candidates scored on 2,048
+examples, against the runs' 100 on 512), nothing retrained, into ``runs/METHOD@e1000``. The report
+judges those as methods of their own, charged the run's supernet seconds plus the new evolution's
+CPU seconds, and adds their ``+top`` forms (the ``b{B/2}`` runs' candidates, as above):
+
+  python benchmarks/nb201_compare.py research --budgets 75,150,300,600 --out runs/compare_v2
+
 A table query (random search, REA, the proxy-filtered REA, ``+top``) reads one training run's
 validation accuracy (seed 0, ``SIGNAL``) and is charged that run's CPU time; every found cell is
 judged by its test accuracy averaged over the table's seeds.
@@ -384,7 +392,7 @@ def _trained_top_run(wd: Path, budget: float, table, signal: dict[str, float],
   space = NB201Space()
   hist = json.loads((wd / "evolution.json").read_text())["history"]
   ranked = sorted(hist, key=lambda r: (-r["val_accuracy"], r["index"]))
-  spent, seen, queried = budget * share, set(), []
+  spent, seen, queried = budget * share + _research_seconds(wd), set(), []
   for r in ranked:
     i = table.row[space.format(space.genotype_from_json(r["genotype"]))]
     if table.canonical[i] in seen:
@@ -401,11 +409,63 @@ def _trained_top_run(wd: Path, budget: float, table, signal: dict[str, float],
           "search_seconds": spent, "queries": len(queried)}
 
 
+#: The single-path methods: their cell comes from an evolution over the trained supernet.
+SINGLE_PATH = ("spos", "spos_few_shot", "spos_unique")
+
+#: ``research`` (added in stop 45, after the runs): each single-path run's trained supernet
+#: searched again (``search.supernet_from``; nothing is retrained) with SPOS's own evolution size,
+#: 1,000 candidates (Guo et al. 2019), each scored on 2,048 validation examples, instead of the
+#: comparison's 100 on 512. Variant -> overrides; its runs are ``METHOD@VARIANT``.
+RESEARCH: dict[str, dict[str, object]] = {"e1000": {"evolution.evals": 1000,
+                                                    "evolution.val_batches": 32}}
+RESEARCHED = tuple(f"{m}@{v}" for m in SINGLE_PATH for v in RESEARCH)
+
 #: Method -> (the single-path method whose runs it reuses, the share of the budget those runs
 #: had; see _trained_top_run). The quarter splits are read from the same runs as the halves (the
 #: 600 s quarter is the 150 s run): how the budget is best split is reported, not chosen.
 TRAINED_TOP = {f"{m}+top{part}": (m, share) for part, share in (("", 0.5), ("(1/4)", 0.25))
-               for m in ("spos", "spos_few_shot", "spos_unique")}
+               for m in SINGLE_PATH + RESEARCHED}
+
+
+def _research_seconds(wd: Path) -> float:
+  """What a ``research`` run adds to its source's time: its evolution's CPU seconds (its wall
+  time is not comparable: it ran beside other work on the same core). 0 for other runs."""
+  path = wd / "summary.json"
+  summary = json.loads(path.read_text()) if path.exists() else {}
+  return float(summary["evolution_cpu_seconds"]) if summary.get("supernet_from") else 0.0
+
+
+def research_config(source: Path, overrides: dict[str, object]):
+  """The config of ``source``'s run, searching its trained supernet with ``overrides``."""
+  import ml_collections
+
+  config = ml_collections.ConfigDict(json.loads((source / "config.json").read_text()))
+  with config.unlocked():
+    config.search.supernet_from = str(source)
+    for key, value in overrides.items():
+      section, name = key.split(".")
+      config[section][name] = value
+  return config
+
+
+def cmd_research(args) -> None:
+  """Searches every finished single-path run's supernet again with each :data:`RESEARCH`
+  variant, into ``runs/METHOD@VARIANT/seed_S`` beside it (resumable: finished ones are kept)."""
+  from jnas.run import search
+
+  budgets = parse_budgets(args.budgets) if args.budgets else None
+  dirs = budget_dirs(Path(args.out), budgets) if budgets else [(None, Path(args.out))]
+  for _, bdir in dirs:
+    for seed in range(args.seeds):
+      for m in SINGLE_PATH:
+        source = bdir / "runs" / m / f"seed_{seed}"
+        if not (source / "summary.json").exists():
+          continue
+        for variant, overrides in RESEARCH.items():
+          wd = bdir / "runs" / f"{m}@{variant}" / f"seed_{seed}"
+          s = search(research_config(source, overrides), str(wd))
+          log.info("%s@%s seed %d: %s (evolution %.1f CPU s)", m, variant, seed,
+                   s["genotype"]["arch"], s["evolution_cpu_seconds"])
 
 
 def _stats(values) -> dict[str, float]:
@@ -463,6 +523,19 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
           "rho_shared": r["correlation"].get("shared_weights", {}).get("spearman_rho"),
           "tau_alpha": r["correlation"].get("alpha", {}).get("kendall_tau")})
       log.info("%s seed %d: %.4f (%s)", m, seed, r["test_acc"], r["arch"])
+  for m in RESEARCHED:
+    for seed in range(seeds):
+      wd = out / "runs" / m / f"seed_{seed}"
+      if (wd / "summary.json").exists():
+        r = _bench_run(wd, table, table_id, sample)
+        summary = json.loads((wd / "summary.json").read_text())
+        runs.append({"method": m, **{k: r[k] for k in (
+            "seed", "arch", "test_acc", "val_acc", "rank", "percentile", "regret",
+            "search_epochs")},
+            "search_seconds": summary["supernet_seconds"] + _research_seconds(wd),
+            "tau_shared": r["correlation"].get("shared_weights", {}).get("kendall_tau"),
+            "rho_shared": r["correlation"].get("shared_weights", {}).get("spearman_rho"),
+            "tau_alpha": None})
   bench = load_table(str(table_path), arch_column="arch_str", signal_column=SIGNAL,
                      report_column="test_acc", cost_column="train_seconds")
   signal = dict(zip(bench.arch, bench.signal.tolist()))
@@ -470,9 +543,9 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
     part_dir = out.parent / f"b{budget * share:g}"
     part = json.loads((part_dir / "plan.json").read_text()) if (
         part_dir / "plan.json").exists() else {"methods": {}}
-    for seed in range(seeds if source in part["methods"] else 0):
+    for seed in range(seeds if source.split("@")[0] in part["methods"] else 0):
       wd = part_dir / "runs" / source / f"seed_{seed}"
-      if (wd / "evolution.json").exists():
+      if (wd / "summary.json").exists():
         runs.append({"method": m, "seed": seed,
                      **_trained_top_run(wd, budget, table, signal, share),
                      "tau_shared": None, "rho_shared": None, "tau_alpha": None})
@@ -695,6 +768,8 @@ def main() -> None:
   r.add_argument("--anytime", action="store_true",
                  help="gradient methods run once, at the largest budget, and are judged at the "
                       "smaller ones by their cell after those budgets' epochs")
+  rs = sub.add_parser("research", help="search the single-path runs' supernets again with "
+                                        "SPOS's own evolution size (RESEARCH)")
   rp = sub.add_parser("report", help="bench every finished run against the table")
   for q in (r, rp):
     q.add_argument("--table", default=None if q is r else str(TABLE),
@@ -704,7 +779,8 @@ def main() -> None:
                    help="comma-separated seconds: one comparison per budget in OUT/bB")
   rp.add_argument("--sample", type=int, default=200,
                   help="cells scored with the shared weights for the rank correlation (200)")
-  for q in (r, rp):
+  rs.add_argument("--budgets", default=None, help="as for run")
+  for q in (r, rp, rs):
     q.add_argument("--out", default=str(OUT))
     q.add_argument("--seeds", type=int, default=5)
     q.add_argument("--cores", type=int, default=1, help="pin to this many cores (0: no pinning)")
@@ -712,7 +788,7 @@ def main() -> None:
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
   _pin(args.cores)
-  {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+  {"run": cmd_run, "research": cmd_research, "report": cmd_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

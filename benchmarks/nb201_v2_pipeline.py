@@ -24,14 +24,17 @@ compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
 compare-unique      the same for SPOS with paths drawn per          table
                     function (``spos_unique``), from ``src2``
 pilot-report        ``pilot.md`` with D40                           d40-0, d40-1
+compare-research    the single-path runs' supernets searched again  compare-a, -b,
+                    with SPOS's own evolution size, from ``src3``   compare-unique
 compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, compare-b
 tau30-spos          the comparison's SPOS at 1800 s, 3 seeds        table
                     (item 3's curve to 30 min)
 publish-compare     the reports and every run's small files (not    compare-report
                     checkpoints or weights) copied to
                     ``benchmarks/results/nb201_compare_v2/``
-compare-report-2    the report again, with ``spos_unique``           compare-report,
-                                                                    compare-unique
+compare-report-2    the report again, with ``spos_unique`` and the   compare-report,
+                    re-searched supernets                           compare-unique,
+                                                                    compare-research
 tau-report          item 3's curve from the comparison's SPOS runs  compare-report-2,
                                                                     tau30-spos
 publish             the same copy again, with the 30 min runs       tau-report
@@ -42,7 +45,8 @@ The jobs run a frozen copy of the code (``runs/v2_pipeline/src``: ``jnas``, ``be
 ``src/COMMIT``), so that work on the library while the comparison runs across sessions cannot make
 its later seeds differ from its earlier ones. The reports run the working tree. ``--refreeze`` exports HEAD again (only between
 jobs that do not need to match each other). Jobs added after the comparison started run a second
-copy, ``src2``, frozen when it was first needed (its commit in ``src2/COMMIT``).
+copy, ``src2``, frozen when it was first needed (its commit in ``src2/COMMIT``), and those added in
+stop 45 a third, ``src3``.
 
 About 8 CPU hours of build were left at the start of stop 41, then 2.7 for D40 and 13 for the
 comparison: several sessions on two cores.
@@ -103,9 +107,10 @@ def freeze(state: Path, again: bool = False, name: str = "src") -> Path:
   return src
 
 
-def jobs(python: str, src: Path | None = None, src2: Path | None = None) -> list[Job]:
+def jobs(python: str, src: Path | None = None, src2: Path | None = None,
+         src3: Path | None = None) -> list[Job]:
   """The pipeline, in the order workers take jobs (scripts from ``src``, the frozen copy, or
-  ``src2``, the second one)."""
+  ``src2`` and ``src3``, the copies frozen for jobs added later)."""
   scripts = (src or ROOT) / "benchmarks"
 
   def py(script: str, *args: str) -> list[str]:
@@ -149,6 +154,11 @@ def jobs(python: str, src: Path | None = None, src2: Path | None = None) -> list
       Job("d40-1", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "1/2")]),
       *compare,
       unique,
+      # Added in stop 45 from a third frozen copy: every single-path run's trained supernet
+      # searched again with SPOS's own evolution size; compare-report-2 reports it.
+      Job("compare-research", [[python, str((src3 or ROOT) / "benchmarks" / "nb201_compare.py"),
+                                "research", "--budgets", BUDGETS, "--out", COMPARE]],
+          after=("compare-a", "compare-b", "compare-unique"), src=src3),
       Job("pilot-report", [live("nb201_table_v2_pilot.py", "report")], after=("d40-0", "d40-1"),
           live=True),
       Job("compare-report", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
@@ -163,7 +173,7 @@ def jobs(python: str, src: Path | None = None, src2: Path | None = None) -> list
           after=("table",)),
       Job("compare-report-2", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
                                     BUDGETS, "--out", COMPARE)],
-          after=("compare-report", "compare-unique"), live=True),
+          after=("compare-report", "compare-unique", "compare-research"), live=True),
       Job("tau-report", [live("spos_tau_curve.py", "report", "--table", TABLE, "--compare",
                               COMPARE, "--out", "benchmarks/results/spos_tau_curve/v2")],
           after=("compare-report-2", "tau30-spos"), live=True),
@@ -329,10 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     src = state / "src"
     frozen = (src / "COMMIT").read_text().strip()[:10] if (src / "COMMIT").exists() else "none"
     print(f"code: {src} (commit {frozen})")
-    print(status(state, jobs(sys.executable, src, state / "src2")))
+    print(status(state, jobs(sys.executable, src, state / "src2", state / "src3")))
     return 0
   src = freeze(state, again=args.refreeze)
-  job_list = jobs(sys.executable, src, freeze(state, name="src2"))
+  job_list = jobs(sys.executable, src, freeze(state, name="src2"), freeze(state, name="src3"))
   try:
     cores = [int(c) for c in args.cores.split(",")]
   except ValueError:

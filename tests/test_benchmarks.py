@@ -430,6 +430,10 @@ def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
   assert where.read_text() == str(src2 / "jnas" / "__init__.py")
   unique = [j for j in pipe.jobs("python", src, src2) if j.name == "compare-unique"]
   assert unique[0].src == src2 and str(src2) in unique[0].commands[0][1]
+  src3 = tmp_path / "state" / "src3"
+  by_name = {j.name: j for j in pipe.jobs("python", src, src2, src3)}
+  assert by_name["compare-research"].src == src3
+  assert "compare-research" in by_name["compare-report-2"].after
 
 
 def test_v2_pipeline_publishes_reports_and_small_run_files(tmp_path):
@@ -479,6 +483,25 @@ def test_compare_spos_then_top_queries_spend_the_second_half(tmp_path):
   r = cmp._trained_top_run(tmp_path, 4 / 3 * sum(cost) + 1e-6, table, signal, share=0.25)
   assert (r["queries"], r["arch"]) == (4, table.arch[rows[3]])
   assert all(cmp.TRAINED_TOP[m][1] in (0.5, 0.25) for m in cmp.TRAINED_TOP)
+  # A run that searched another run's supernet again starts with its evolution's CPU time spent.
+  (tmp_path / "summary.json").write_text(json.dumps({"supernet_from": "elsewhere",
+                                                     "evolution_cpu_seconds": 2.5}))
+  r = cmp._trained_top_run(tmp_path, budget + 5, table, signal)  # the second half less 2.5 s
+  assert r["queries"] == 3
+  assert r["search_seconds"] == pytest.approx((budget + 5) / 2 + 2.5 + sum(cost[:3]))
+  assert "spos@e1000+top" in cmp.TRAINED_TOP and cmp.TRAINED_TOP["spos@e1000+top"][0] == "spos@e1000"
+
+
+def test_compare_research_config_searches_the_source_supernet(tmp_path):
+  cmp = _script("nb201_compare")
+  src = tmp_path / "b600" / "runs" / "spos" / "seed_0"
+  src.mkdir(parents=True)
+  (src / "config.json").write_text(json.dumps({
+      "seed": 0, "search": {"strategy": "spos", "epochs": 9},
+      "evolution": {"evals": 100, "val_batches": 8}}))
+  c = cmp.research_config(src, cmp.RESEARCH["e1000"])
+  assert c.search.supernet_from == str(src) and c.search.epochs == 9
+  assert (c.evolution.evals, c.evolution.val_batches) == (1000, 32)
 
 
 def test_search_step_compile_only_reports_without_stepping():
