@@ -416,8 +416,12 @@ SINGLE_PATH = ("spos", "spos_few_shot", "spos_unique")
 #: searched again (``search.supernet_from``; nothing is retrained) with SPOS's own evolution size,
 #: 1,000 candidates (Guo et al. 2019), each scored on 2,048 validation examples, instead of the
 #: comparison's 100 on 512. Variant -> overrides; its runs are ``METHOD@VARIANT``.
-RESEARCH: dict[str, dict[str, object]] = {"e1000": {"evolution.evals": 1000,
-                                                    "evolution.val_batches": 32}}
+#: ``e1000`` is what the pipeline runs; the others were measured on the 600 s SPOS runs (stop 45,
+#: ``benchmarks/results/README.md``): the evolution's size and scoring examples one at a time.
+RESEARCH: dict[str, dict[str, object]] = {
+    "e1000": {"evolution.evals": 1000, "evolution.val_batches": 32},
+    "e1000v8": {"evolution.evals": 1000, "evolution.val_batches": 8},
+    "e4660": {"evolution.evals": 4660, "evolution.val_batches": 16}}
 RESEARCHED = tuple(f"{m}@{v}" for m in SINGLE_PATH for v in RESEARCH)
 
 #: Method -> (the single-path method whose runs it reuses, the share of the budget those runs
@@ -455,13 +459,22 @@ def cmd_research(args) -> None:
 
   budgets = parse_budgets(args.budgets) if args.budgets else None
   dirs = budget_dirs(Path(args.out), budgets) if budgets else [(None, Path(args.out))]
+  variants = [v for v in args.variants.split(",") if v]
+  for v in variants:
+    if v not in RESEARCH:
+      raise SystemExit(f"unknown variant {v!r} (known: {', '.join(RESEARCH)})")
+  methods = [m for m in args.methods.split(",") if m]
+  for m in methods:
+    if m not in SINGLE_PATH:
+      raise SystemExit(f"{m!r} is not a single-path method (those: {', '.join(SINGLE_PATH)})")
   for _, bdir in dirs:
     for seed in range(args.seeds):
-      for m in SINGLE_PATH:
+      for m in methods:
         source = bdir / "runs" / m / f"seed_{seed}"
         if not (source / "summary.json").exists():
           continue
-        for variant, overrides in RESEARCH.items():
+        for variant in variants:
+          overrides = RESEARCH[variant]
           wd = bdir / "runs" / f"{m}@{variant}" / f"seed_{seed}"
           s = search(research_config(source, overrides), str(wd))
           log.info("%s@%s seed %d: %s (evolution %.1f CPU s)", m, variant, seed,
@@ -780,6 +793,8 @@ def main() -> None:
   rp.add_argument("--sample", type=int, default=200,
                   help="cells scored with the shared weights for the rank correlation (200)")
   rs.add_argument("--budgets", default=None, help="as for run")
+  rs.add_argument("--variants", default="e1000", help="RESEARCH variants (e1000)")
+  rs.add_argument("--methods", default=",".join(SINGLE_PATH))
   for q in (r, rp, rs):
     q.add_argument("--out", default=str(OUT))
     q.add_argument("--seeds", type=int, default=5)
