@@ -256,9 +256,10 @@ def _check_search(config: Any, space: Any) -> None:
                       f"{population}")
   source = _get(config, "search.supernet_from")
   if isinstance(source, str) and source:
-    if strategy != "spos":
+    if strategy != "spos" and _get(config, "search.estimator") != "supernet":
       raise ConfigError(f"search.supernet_from={source!r} searches a trained SPOS supernet: it "
-                        f"needs search.strategy=spos, not {strategy!r}")
+                        f"needs search.strategy=spos or search.estimator=supernet, not "
+                        f"{strategy!r}")
     from jnas.search.spos import supernet_source  # noqa: PLC0415 (jax: only when set)
 
     try:

@@ -49,6 +49,17 @@ def test_the_same_settings_find_the_same_cell(source, tmp_path):
   assert [e["val_accuracy"] for e in ours] == [e["val_accuracy"] for e in theirs]
 
 
+def test_another_strategy_searches_the_same_supernet(source, tmp_path):
+  """Train once, search many: random search over the shared weights (search.estimator=supernet)
+  reads the SPOS run's supernet, charged its training time."""
+  wd = tmp_path / "random"
+  assert _spos(wd, f"--config.search.supernet_from={source}", "--config.search.strategy=random",
+               "--config.search.estimator=supernet", "--config.search.evals=10") == 0
+  ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (wd, source))
+  assert ours["evaluated"] == 10 and _epochs(wd) == 0
+  assert ours["supernet_seconds"] == theirs["supernet_seconds"]
+
+
 @pytest.mark.parametrize("extra, words", [
     (("--config.search.channels=8",), "trained with search.channels=4, this config has 8"),
     (("--config.seed=3",), "trained with seed=0, this config has 3"),
@@ -67,6 +78,19 @@ def test_a_directory_without_a_supernet_is_refused(tmp_path, capsys):
   assert "\n" not in err and "config.json does not exist" in err, err
 
 
+def test_a_gradient_search_is_not_a_source(source, tmp_path, capsys):
+  fake = tmp_path / "darts_run"
+  fake.mkdir()
+  config = json.loads((source / "config.json").read_text())
+  config["search"]["strategy"] = "darts"
+  (fake / "config.json").write_text(json.dumps(config))
+  for name in ("supernet.npz", "summary.json"):
+    (fake / name).write_bytes((source / name).read_bytes())
+  assert _spos(tmp_path / "run", f"--config.search.supernet_from={fake}") == 2
+  err = capsys.readouterr().err.strip()
+  assert "\n" not in err and "that run is a 'darts' search" in err, err
+
+
 def test_supernet_from_is_spos_only(source, tmp_path, capsys):
   from jnas import cli
   from test_spos_finalists import ROOT
@@ -75,7 +99,7 @@ def test_supernet_from_is_spos_only(source, tmp_path, capsys):
                    "--workdir", str(tmp_path / "run"), "--config.search.strategy=gdas",
                    f"--config.search.supernet_from={source}"]) == 2
   err = capsys.readouterr().err.strip()
-  assert "\n" not in err and "needs search.strategy=spos, not 'gdas'" in err, err
+  assert "\n" not in err and "needs search.strategy=spos or search.estimator=supernet, not 'gdas'" in err, err
 
 
 assert "--config.evolution.evals=12" in TINY_SPOS  # the source's evolution, which the tests read

@@ -169,10 +169,12 @@ def score_batches(config, xw, yw, xv, yv) -> tuple[jax.Array, jax.Array, jax.Arr
 
 
 #: What a search of another run's supernet may set differently from that run: the after-search
-#: (``evolution.*``, finalists), the retraining and how often the loop saves. Everything else
-#: built or trained the supernet, so it must match.
-AFTER_SEARCH_KEYS = frozenset({"supernet_from", "finalists", "finalist_estimator", "table",
-                               "table_columns", "checkpoint_every_s", "steps_per_call"})
+#: (the strategy that searches the supernet, ``evolution.*``, finalists), the retraining and how
+#: often the loop saves. Everything else built or trained the supernet, so it must match.
+AFTER_SEARCH_KEYS = frozenset({
+    "supernet_from", "strategy", "estimator", "evals", "budget_s", "strategy_settings",
+    "objective", "prefilter", "prefilter_keep", "prefilter_pool", "finalists",
+    "finalist_estimator", "table", "table_columns", "checkpoint_every_s", "steps_per_call"})
 
 
 def supernet_source(config) -> Path | None:
@@ -183,9 +185,12 @@ def supernet_source(config) -> Path | None:
   :data:`AFTER_SEARCH_KEYS` (optional keys count at their defaults). Raises a one-line
   ``ValueError`` naming the first key that differs, or the missing file.
 
+  The search that reads it may be SPOS's evolution or another strategy over the supernet
+  (``search.estimator=supernet``), whichever trained it.
+
   Example:
-    >>> supernet_source(load_config("experiments/spos_mnist1d.py"))  # no supernet_from: None
-    ... # doctest: +SKIP
+    >>> supernet_source(load_config("experiments/spos_mnist1d.py")) is None  # doctest: +SKIP
+    True
   """
   from jnas.config import SEARCH_OPTIONAL_DEFAULTS, config_to_dict  # noqa: PLC0415
 
@@ -203,6 +208,12 @@ def supernet_source(config) -> Path | None:
     raise ValueError(f"search.supernet_from={source!r}: {src / 'config.json'} is not JSON "
                      f"({e})") from None
 
+  sc = theirs.get("search", {}) if isinstance(theirs, dict) else {}
+  if sc.get("strategy") != "spos" and sc.get("estimator") != "supernet":
+    raise ValueError(f"search.supernet_from={source!r}: that run is a {sc.get('strategy')!r} "
+                     f"search; only a single-path supernet (search.strategy=spos, or "
+                     f"search.estimator=supernet) is searched again")
+
   def trained(d: dict) -> dict[str, Any]:
     d = {k: v for k, v in d.items() if k not in ("evolution", "retrain")}
     d["search"] = {k: v for k, v in {**SEARCH_OPTIONAL_DEFAULTS, **d.get("search", {})}.items()
@@ -216,8 +227,8 @@ def supernet_source(config) -> Path | None:
     if ours.get(key, "<unset>") != theirs.get(key, "<unset>"):
       raise ValueError(f"search.supernet_from={source!r}: that run's supernet was trained with "
                        f"{key}={theirs.get(key, '<unset>')!r}, this config has "
-                       f"{ours.get(key, '<unset>')!r} (only evolution.*, retrain.* and the "
-                       f"finalist settings may differ)")
+                       f"{ours.get(key, '<unset>')!r} (only the search of the supernet, evolution.*"
+                       f" and retrain.* may differ)")
   return src
 
 
