@@ -336,6 +336,17 @@ def _bench_run(wd: Path, table, table_id: str, sample: int) -> dict:
   return r
 
 
+def _benched(method: str, r: dict) -> dict:
+  """One run's entry in a report from its :func:`_bench_run` result ``r``."""
+  corr = r["correlation"]
+  return {"method": method, **{k: r[k] for k in (
+      "seed", "arch", "test_acc", "val_acc", "rank", "percentile", "regret", "search_seconds",
+      "search_epochs")},
+      "tau_shared": corr.get("shared_weights", {}).get("kendall_tau"),
+      "rho_shared": corr.get("shared_weights", {}).get("spearman_rho"),
+      "tau_alpha": corr.get("alpha", {}).get("kendall_tau")}
+
+
 def _found(table, arch: str) -> dict:
   """What a comparison keeps of a found cell's :func:`cell_figures`."""
   from jnas.nb201_table import cell_figures
@@ -528,27 +539,15 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
         runs.append({"method": m, "seed": seed, **_anytime_run(wd, int(entry["epochs"]), table),
                      "tau_shared": None, "rho_shared": None, "tau_alpha": None})
         continue
-      r = _bench_run(wd, table, table_id, sample)
-      runs.append({"method": m, **{k: r[k] for k in (
-          "seed", "arch", "test_acc", "val_acc", "rank", "percentile", "regret",
-          "search_seconds", "search_epochs")},
-          "tau_shared": r["correlation"].get("shared_weights", {}).get("kendall_tau"),
-          "rho_shared": r["correlation"].get("shared_weights", {}).get("spearman_rho"),
-          "tau_alpha": r["correlation"].get("alpha", {}).get("kendall_tau")})
-      log.info("%s seed %d: %.4f (%s)", m, seed, r["test_acc"], r["arch"])
+      runs.append(_benched(m, _bench_run(wd, table, table_id, sample)))
+      log.info("%s seed %d: %.4f (%s)", m, seed, runs[-1]["test_acc"], runs[-1]["arch"])
   for m in RESEARCHED:
     for seed in range(seeds):
       wd = out / "runs" / m / f"seed_{seed}"
       if (wd / "summary.json").exists():
-        r = _bench_run(wd, table, table_id, sample)
         summary = json.loads((wd / "summary.json").read_text())
-        runs.append({"method": m, **{k: r[k] for k in (
-            "seed", "arch", "test_acc", "val_acc", "rank", "percentile", "regret",
-            "search_epochs")},
-            "search_seconds": summary["supernet_seconds"] + _research_seconds(wd),
-            "tau_shared": r["correlation"].get("shared_weights", {}).get("kendall_tau"),
-            "rho_shared": r["correlation"].get("shared_weights", {}).get("spearman_rho"),
-            "tau_alpha": None})
+        runs.append({**_benched(m, _bench_run(wd, table, table_id, sample)),
+                     "search_seconds": summary["supernet_seconds"] + _research_seconds(wd)})
   bench = load_table(str(table_path), arch_column="arch_str", signal_column=SIGNAL,
                      report_column="test_acc", cost_column="train_seconds")
   signal = dict(zip(bench.arch, bench.signal.tolist()))
