@@ -21,20 +21,22 @@ d40-0, d40-1        the pilot at twice the epochs (item 1: has      --
                     the ranking settled at 20 epochs?)
 compare-a/-b        item 6's comparison at 75, 150, 300, 600 s,     table
                     the methods split in two halves of equal time
-compare-unique      the same for SPOS with paths drawn per          table
-                    function (``spos_unique``), from ``src2``
 pilot-report        ``pilot.md`` with D40                           d40-0, d40-1
-compare-research    the single-path runs' supernets searched again  compare-a, -b,
-                    with SPOS's own evolution size, from ``src3``   compare-unique
+compare-research    the SPOS and few-shot runs' supernets searched  compare-a, -b
+                    again with SPOS's own evolution size (``src3``)
+compare-research-2  the same for the ``spos_unique`` runs           compare-research,
+                                                                    compare-unique
 compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, compare-b
-tau30-spos          the comparison's SPOS at 1800 s, 3 seeds        table
-                    (item 3's curve to 30 min)
 publish-compare     the reports and every run's small files (not    compare-report
                     checkpoints or weights) copied to
                     ``benchmarks/results/nb201_compare_v2/``
+compare-unique      the comparison for SPOS with paths drawn per    table
+                    function (``spos_unique``), from ``src2``
+tau30-spos          the comparison's SPOS at 1800 s, 3 seeds        table
+                    (item 3's curve to 30 min)
 compare-report-2    the report again, with ``spos_unique`` and the   compare-report,
                     re-searched supernets                           compare-unique,
-                                                                    compare-research
+                                                                    compare-research-2
 tau-report          item 3's curve from the comparison's SPOS runs  compare-report-2,
                                                                     tau30-spos
 publish             the same copy again, with the 30 min runs       tau-report
@@ -153,12 +155,15 @@ def jobs(python: str, src: Path | None = None, src2: Path | None = None,
       Job("d40-0", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "0/2")]),
       Job("d40-1", [py("nb201_table_v2_pilot.py", "run", "--candidate", "D40", "--shard", "1/2")]),
       *compare,
-      unique,
       # Added in stop 45 from a third frozen copy: every single-path run's trained supernet
-      # searched again with SPOS's own evolution size; compare-report-2 reports it.
-      Job("compare-research", [[python, str((src3 or ROOT) / "benchmarks" / "nb201_compare.py"),
-                                "research", "--budgets", BUDGETS, "--out", COMPARE]],
-          after=("compare-a", "compare-b", "compare-unique"), src=src3),
+      # searched again with SPOS's own evolution size; compare-report-2 reports it. Stop 46 split
+      # it in two, ahead of compare-unique: the first searches the SPOS and few-shot runs as soon
+      # as compare-a and -b end (the 600 s ``+top`` figures need them); the second, the same
+      # resumable command, adds the ``spos_unique`` runs finished later.
+      *[Job(name, [[python, str((src3 or ROOT) / "benchmarks" / "nb201_compare.py"),
+                    "research", "--budgets", BUDGETS, "--out", COMPARE]], after=after, src=src3)
+        for name, after in (("compare-research", tuple(c.name for c in compare)),
+                            ("compare-research-2", ("compare-research", "compare-unique")))],
       Job("pilot-report", [live("nb201_table_v2_pilot.py", "report")], after=("d40-0", "d40-1"),
           live=True),
       Job("compare-report", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
@@ -166,6 +171,7 @@ def jobs(python: str, src: Path | None = None, src2: Path | None = None,
           after=tuple(c.name for c in compare), live=True),
       # Before the 30 min runs in the list: a worker done with the report publishes it first.
       Job("publish-compare", [publish_cmd], after=("compare-report",), live=True),
+      unique,
       # Item 3's curve to 30 min (the comparison stops at 10): the comparison's SPOS at 1800 s,
       # 3 seeds, in COMPARE/b1800 where the tau report finds it.
       Job("tau30-spos", [py("nb201_compare.py", "run", "--table", TABLE, "--budget", "1800",
@@ -173,7 +179,7 @@ def jobs(python: str, src: Path | None = None, src2: Path | None = None,
           after=("table",)),
       Job("compare-report-2", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
                                     BUDGETS, "--out", COMPARE)],
-          after=("compare-report", "compare-unique", "compare-research"), live=True),
+          after=("compare-report", "compare-unique", "compare-research-2"), live=True),
       Job("tau-report", [live("spos_tau_curve.py", "report", "--table", TABLE, "--compare",
                               COMPARE, "--out", "benchmarks/results/spos_tau_curve/v2")],
           after=("compare-report-2", "tau30-spos"), live=True),

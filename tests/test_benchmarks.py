@@ -432,8 +432,12 @@ def test_v2_pipeline_jobs_run_a_frozen_copy_of_the_code(tmp_path):
   assert unique[0].src == src2 and str(src2) in unique[0].commands[0][1]
   src3 = tmp_path / "state" / "src3"
   by_name = {j.name: j for j in pipe.jobs("python", src, src2, src3)}
-  assert by_name["compare-research"].src == src3
-  assert "compare-research" in by_name["compare-report-2"].after
+  assert by_name["compare-research"].src == src3 == by_name["compare-research-2"].src
+  assert "compare-research-2" in by_name["compare-report-2"].after
+  # The SPOS and few-shot supernets are searched again before compare-unique runs.
+  order = [j.name for j in pipe.jobs("python", src, src2, src3)]
+  assert order.index("compare-research") < order.index("compare-unique")
+  assert set(by_name["compare-research-2"].after) == {"compare-research", "compare-unique"}
 
 
 def test_v2_pipeline_publishes_reports_and_small_run_files(tmp_path):
