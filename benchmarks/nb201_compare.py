@@ -205,19 +205,39 @@ def calibrate(method: str, out: Path, task: dict | None = None) -> dict[str, flo
 
   The process's CPU seconds where the run recorded them (``cpu_s``): the table charges its
   queries CPU time, and a pinned run's CPU time does not grow when other work shares the core,
-  so a calibration made while the machine is busy gives the method the same epochs."""
-  from jnas.run import search
+  so a calibration made while the machine is busy gives the method the same epochs.
 
+  One calibration per method and config, shared by every budget: the result is kept in
+  ``calib/METHOD/calibration.json`` with the config's hash. A method whose config changed since
+  (stop 45: SPOS's learning rate) is calibrated again in ``calib/METHOD@HASH`` instead of being
+  refused by the old run's work directory."""
+  from jnas.config import config_hash
+  from jnas.run import search
+  from jnas.utils.metrics import write_json_atomic
+
+  config = method_config(method, seed=100, epochs=2, task=task)
+  chash = config_hash(config)
   wd = out / "calib" / method
-  summary = search(method_config(method, seed=100, epochs=2, task=task), str(wd))
+  for d in (wd, wd.with_name(f"{method}@{chash}")):
+    kept = json.loads((d / "calibration.json").read_text()) if (
+        d / "calibration.json").exists() else None
+    if kept is not None and kept.pop("config_hash", None) == chash:
+      return kept
+  try:
+    summary = search(config, str(wd))
+  except ValueError:  # calib/METHOD holds the run of an earlier config (search's refusal)
+    wd = wd.with_name(f"{method}@{chash}")
+    summary = search(config, str(wd))
   lines = [r for r in _records(wd) if r.get("phase") == "search"]
   clock = "cpu_s" if all("cpu_s" in r for r in lines) else "elapsed_s"
   spent = [r[clock] for r in lines]
   epoch_s = spent[1] - spent[0] if len(spent) >= 2 else spent[0]
   evolution = summary.get("evolution_cpu_seconds" if clock == "cpu_s" else "evolution_seconds",
                           0.0)
-  return {"epoch_seconds": round(epoch_s, 3), "evolution_seconds": float(evolution),
-          "first_epoch_seconds": round(spent[0], 3), "clock": clock}
+  cal = {"epoch_seconds": round(epoch_s, 3), "evolution_seconds": float(evolution),
+         "first_epoch_seconds": round(spent[0], 3), "clock": clock}
+  write_json_atomic(str(wd / "calibration.json"), {**cal, "config_hash": chash})
+  return cal
 
 
 def cmd_run(args) -> None:

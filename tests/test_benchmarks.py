@@ -241,6 +241,37 @@ def test_compare_anytime_runs_gradient_methods_once_and_judges_them_by_epoch(tmp
     cmp._anytime_run(wd, 0, table)
 
 
+def test_compare_calibrates_a_changed_config_beside_the_old_one(tmp_path, monkeypatch):
+  """A method whose config changed since its calibration (stop 45: SPOS's learning rate) is
+  calibrated again in calib/METHOD@HASH, not refused by the old run's work directory; the old
+  calibration is not reused for the new config."""
+  import jnas.run
+
+  cmp = _script("nb201_compare")
+  calls = []
+
+  def fake_search(config, wd):
+    wd = Path(wd)
+    lr = float(config.search.w_lr)
+    old = wd / "lr.txt"
+    if old.exists() and float(old.read_text()) != lr:
+      raise ValueError(f"work directory {wd} holds a run of another config")
+    wd.mkdir(parents=True, exist_ok=True)
+    old.write_text(str(lr))
+    calls.append(wd.name)
+    rows = [{"phase": "search", "epoch": e, "cpu_s": lr * 10 * e} for e in (1, 2)]
+    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"evolution_cpu_seconds": 0.0}
+
+  monkeypatch.setattr(jnas.run, "search", fake_search)
+  first = cmp.calibrate("spos", tmp_path)
+  monkeypatch.setitem(cmp.METHODS, "spos", {**cmp.METHODS["spos"], "search.w_lr": 0.5})
+  second = cmp.calibrate("spos", tmp_path)
+  assert calls[0] == "spos" and calls[1].startswith("spos@") and len(calls) == 2
+  assert second["epoch_seconds"] == 5.0 != first["epoch_seconds"]
+  assert cmp.calibrate("spos", tmp_path) == second and len(calls) == 2  # kept, not rerun
+
+
 def test_compare_calibrates_in_cpu_seconds_then_runs_seed_by_seed(tmp_path, monkeypatch):
   """Calibration charges the process's CPU seconds (the table's currency) where the run logged
   them, wall seconds otherwise; every method is calibrated first, then seed 0 of each, seed 1..."""
@@ -261,6 +292,9 @@ def test_compare_calibrates_in_cpu_seconds_then_runs_seed_by_seed(tmp_path, monk
   assert cmp.calibrate("spos", tmp_path / "a") == {
       "epoch_seconds": 2.0, "evolution_seconds": 5.0, "first_epoch_seconds": 9.0, "clock": "cpu_s"}
   assert cmp.calibrate("darts1", tmp_path / "b")["epoch_seconds"] == 30.0  # an older run's log
+  # Kept for the next budget: the same config is not calibrated again.
+  monkeypatch.setattr(jnas.run, "search", lambda *a: pytest.fail("calibrated twice"))
+  assert cmp.calibrate("spos", tmp_path / "a")["epoch_seconds"] == 2.0
 
   order = []
   monkeypatch.setattr(cmp, "calibrate", lambda m, out, task=None: order.append(("calib", m)) or {
