@@ -762,29 +762,66 @@ def combine_budgets(per_budget: dict[float, dict]) -> dict:
                      + ",".join(f"{b:g}" for b in budgets)}
 
 
+#: The panels of ``budgets.png`` (title, which methods): about forty lines do not read on one.
+BUDGET_PANELS = (
+    ("gradient supernets (cell from the alphas)", lambda m: True),
+    ("single-path supernets (cell from an evolution)", lambda m: m.split("@")[0] in SINGLE_PATH),
+    ("with table queries (+top: trained candidates; proxy-filtered REA)",
+     lambda m: "+top" in m or m in PROXY_REA))
+
+
+def _panel(method: str) -> int:
+  """Which of :data:`BUDGET_PANELS` draws ``method`` (the last whose test it passes)."""
+  return max(i for i, (_, test) in enumerate(BUDGET_PANELS) if test(method))
+
+
 def plot_budgets(res: dict, path: Path) -> None:
-  """The found cell's table accuracy against the budget, one line per method, sd as error bars."""
+  """The found cell's table accuracy against the budget, one line per method with the sd as
+  error bars, in three panels (:data:`BUDGET_PANELS`), each with random search and REA (500
+  replays) and the table's best cell as yardsticks."""
+  import matplotlib
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  fig = Figure(figsize=(8, 5), dpi=110)
+  fig = Figure(figsize=(15, 7.5), dpi=110)
   FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
-  for i, (m, by) in enumerate(res["methods"].items()):
-    pts = [(float(b), st) for b, st in by.items() if st.get("n")]
-    if not pts:
-      continue
-    xs = [b * (1 + 0.01 * (i - len(res["methods"]) / 2)) for b, _ in pts]  # dodge the bars
-    ax.errorbar(xs, [100 * st["mean"] for _, st in pts], yerr=[100 * st["std"] for _, st in pts],
-                marker="o", ms=3, capsize=2, lw=1, label=m,
-                ls="--" if "replay" in m else "-")
-  ax.axhline(100 * res["table_best_test_acc"], color="tab:green", ls=":", lw=1, label="table best")
-  ax.set_xscale("log")
-  ax.set_xticks(res["budgets"], [f"{b:g}" for b in res["budgets"]])
-  ax.minorticks_off()
-  ax.set_xlabel("search budget (s; table queries charged their training time)")
-  ax.set_ylabel("table test accuracy of the found cell (%)")
-  ax.legend(fontsize=6, ncol=2)
+  axes = fig.subplots(1, len(BUDGET_PANELS), sharey=True)
+  colors = [matplotlib.colormaps["tab20"](j) for j in range(20)]
+  # The y range where the methods differ: a collapsed method (fairdarts at 40 %) would squash
+  # every other line into one; points below it are drawn on the axis as downward triangles.
+  low = 100 * res["table_median_test_acc"] - 1.0
+  high = 100 * res["table_best_test_acc"] + 0.4
+  yardsticks = {m: by for m, by in res["methods"].items() if m.endswith("(500 replays)")}
+  for k, (title, _) in enumerate(BUDGET_PANELS):
+    ax = axes[k]
+    lines = {m: by for m, by in res["methods"].items()
+             if "replay" not in m and _panel(m) == k}
+    for i, (m, by) in enumerate({**lines, **yardsticks}.items()):
+      pts = [(float(b), st) for b, st in by.items() if st.get("n")]
+      if not pts:
+        continue
+      xs = [b * (1 + 0.012 * (i - len(lines) / 2)) for b, _ in pts]  # dodge the error bars
+      ys = [100 * st["mean"] for _, st in pts]
+      below = [y < low for y in ys]
+      line = ax.errorbar(xs, [max(y, low + 0.05) for y in ys],
+                         yerr=[0.0 if b else 100 * st["std"] for b, (_, st) in zip(below, pts)],
+                         marker="o", ms=3, capsize=2, lw=1.6 if m in yardsticks else 1,
+                         label=m + (" (v: below the axis)" if any(below) else ""),
+                         ls="--" if m in yardsticks else "-",
+                         color="black" if m.startswith("random") else
+                         "dimgray" if m in yardsticks else colors[i % 20])
+      ax.scatter([x for x, b in zip(xs, below) if b], [low + 0.05] * sum(below), marker="v",
+                 s=40, color=line[0].get_color(), zorder=3)
+    ax.axhline(100 * res["table_best_test_acc"], color="tab:green", ls=":", lw=1,
+               label="table best")
+    ax.set_ylim(low, high)
+    ax.set_xscale("log")
+    ax.set_xticks(res["budgets"], [f"{b:g}" for b in res["budgets"]])
+    ax.minorticks_off()
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("search budget (CPU s; table queries charged their training time)")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+  axes[0].set_ylabel("table test accuracy of the found cell (%)")
   fig.tight_layout()
   tmp = path.with_name(f".{path.stem}.tmp.png")
   fig.savefig(tmp)

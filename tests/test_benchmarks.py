@@ -195,6 +195,9 @@ def test_compare_budgets_task_and_figure(tmp_path):
   assert "| spos | 90.00 ± 1.00 (n=2) | 92.00 ± 1.00 (n=2) |" in res["markdown"]
   cmp.plot_budgets(res, tmp_path / "budgets.png")
   assert (tmp_path / "budgets.png").read_bytes()[:4] == b"\x89PNG"
+  # Three panels: gradient, single-path (re-searched ones too), and those that query the table.
+  assert [cmp._panel(m) for m in ("drnas", "spos", "spos_few_shot@e1000", "spos@e1000+top",
+                                  "spos+top(1/4)", "rea_synflow")] == [0, 1, 1, 2, 2, 2]
 
 
 def test_compare_anytime_runs_gradient_methods_once_and_judges_them_by_epoch(tmp_path,
