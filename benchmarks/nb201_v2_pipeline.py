@@ -30,16 +30,17 @@ compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, 
 publish-compare     the reports and every run's small files (not    compare-report
                     checkpoints or weights) copied to
                     ``benchmarks/results/nb201_compare_v2/``
-compare-unique      the comparison for SPOS with paths drawn per    table
-                    function (``spos_unique``), from ``src2``
 tau30-spos          the comparison's SPOS at 1800 s, 3 seeds        table
                     (item 3's curve to 30 min)
+compare-unique      the comparison for SPOS with paths drawn per    table
+                    function (``spos_unique``), from ``src2``
 compare-report-2    the report again, with ``spos_unique`` and the   compare-report,
                     re-searched supernets                           compare-unique,
                                                                     compare-research-2
-tau-report          item 3's curve from the comparison's SPOS runs  compare-report-2,
+tau-report          item 3's curve from the comparison's SPOS runs  compare-report,
                                                                     tau30-spos
-publish             the same copy again, with the 30 min runs       tau-report
+publish             the same copy again, with the 30 min runs       tau-report,
+                                                                    compare-report-2
 ==================  ==============================================  ==================
 
 The jobs run a frozen copy of the code (``runs/v2_pipeline/src``: ``jnas``, ``benchmarks`` and
@@ -171,19 +172,20 @@ def jobs(python: str, src: Path | None = None, src2: Path | None = None,
           after=tuple(c.name for c in compare), live=True),
       # Before the 30 min runs in the list: a worker done with the report publishes it first.
       Job("publish-compare", [publish_cmd], after=("compare-report",), live=True),
-      unique,
       # Item 3's curve to 30 min (the comparison stops at 10): the comparison's SPOS at 1800 s,
-      # 3 seeds, in COMPARE/b1800 where the tau report finds it.
+      # 3 seeds, in COMPARE/b1800 where the tau report finds it. Before compare-unique, an
+      # extra, since stop 46.
       Job("tau30-spos", [py("nb201_compare.py", "run", "--table", TABLE, "--budget", "1800",
                             "--seeds", "3", "--methods", "spos", "--out", f"{COMPARE}/b1800")],
           after=("table",)),
+      unique,
       Job("compare-report-2", [live("nb201_compare.py", "report", "--table", TABLE, "--budgets",
                                     BUDGETS, "--out", COMPARE)],
           after=("compare-report", "compare-unique", "compare-research-2"), live=True),
       Job("tau-report", [live("spos_tau_curve.py", "report", "--table", TABLE, "--compare",
                               COMPARE, "--out", "benchmarks/results/spos_tau_curve/v2")],
-          after=("compare-report-2", "tau30-spos"), live=True),
-      Job("publish", [publish_cmd], after=("tau-report",), live=True),
+          after=("compare-report", "tau30-spos"), live=True),
+      Job("publish", [publish_cmd], after=("tau-report", "compare-report-2"), live=True),
   ]
 
 
