@@ -30,6 +30,9 @@ compare-report      ``runs/compare_v2/budgets.{md,json,png}``        compare-a, 
 publish-compare     the reports and every run's small files (not    compare-report
                     checkpoints or weights) copied to
                     ``benchmarks/results/nb201_compare_v2/``
+holdout-spos,       the 150 s SPOS runs and their search again for  compare-research
+holdout-research    seeds 5-14: a held-out test of the best method
+                    at 600 s (``nb201_holdout.py``)
 tau30-spos          the comparison's SPOS at 1800 s, 3 seeds        table
                     (item 3's curve to 30 min)
 compare-unique      the comparison for SPOS with paths drawn per    table
@@ -172,6 +175,16 @@ def jobs(python: str, src: Path | None = None, src2: Path | None = None,
           after=tuple(c.name for c in compare), live=True),
       # Before the 30 min runs in the list: a worker done with the report publishes it first.
       Job("publish-compare", [publish_cmd], after=("compare-report",), live=True),
+      # Stop 46: the best weight-sharing method at 600 s on seeds 0-4, spos@e1000+top(1/4) (the
+      # 150 s SPOS runs searched again, their best candidates queried in the other 450 s), was
+      # chosen among about a dozen variants, so it is tested again on seeds it was not chosen
+      # on: the same frozen code and plan, seeds 5-14 (``nb201_holdout.py`` reports them).
+      Job("holdout-spos", [py("nb201_compare.py", "run", "--table", TABLE, "--budget", "150",
+                              "--seeds", "15", "--methods", "spos", "--out", f"{COMPARE}/b150")],
+          after=("compare-research",)),
+      Job("holdout-research", [[python, str((src3 or ROOT) / "benchmarks" / "nb201_compare.py"),
+                                "research", "--budgets", "150", "--seeds", "15", "--out",
+                                f"{COMPARE}/b150"]], after=("holdout-spos",), src=src3),
       # Item 3's curve to 30 min (the comparison stops at 10): the comparison's SPOS at 1800 s,
       # 3 seeds, in COMPARE/b1800 where the tau report finds it. Before compare-unique, an
       # extra, since stop 46.
