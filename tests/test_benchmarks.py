@@ -560,3 +560,21 @@ def test_search_step_compile_only_reports_without_stepping():
   assert r["compile_s"] >= r["trace_s"] > 0 and r["xla_temp_mb"] > 0
   with pytest.raises(SystemExit):
     search_step.main(["--compile-only", "--saved-step", "/tmp/x"])
+
+
+def test_holdout_compares_held_out_seeds_with_random_search(tmp_path):
+  """nb201_holdout.py: the difference from random search's mean with a bootstrap interval, how
+  often one run beats one random run, and one-line refusals of bad seeds and unknown methods."""
+  hold = _script("nb201_holdout")
+  r = hold.compare_with_random([0.95, 0.96, 0.97], [0.90, 0.91, 0.92, 0.93])
+  assert r["diff"] == pytest.approx(0.96 - 0.915)
+  assert 0 < r["diff_low"] <= r["diff"] <= r["diff_high"] and r["p_diff_above_0"] == 1.0
+  assert r["p_run_beats_random"] == 1.0
+  tie = hold.compare_with_random([0.9, 0.9], [0.9, 0.9, 0.9])
+  assert tie["p_run_beats_random"] == 0.5 and tie["diff"] == 0.0
+  assert hold.parse_seeds("5-7") == [5, 6, 7] and hold.parse_seeds("1,3") == [1, 3]
+  for bad in ("x", "7-", ""):
+    with pytest.raises(SystemExit, match="seeds"):
+      hold.parse_seeds(bad)
+  with pytest.raises(SystemExit, match="unknown method 'drnas'"):
+    hold.found(tmp_path, 600.0, "drnas", [0], None, {})
