@@ -37,7 +37,8 @@ budget a quarter to three quarters instead (the ``b{B/4}`` runs: at 300 and 600 
 
 ``research`` (after ``run``; added in stop 45) searches each finished single-path run's trained
 supernet again with SPOS's own evolution size (:data:`RESEARCH`: 1,000 candidates scored on 2,048
-examples, against the runs' 100 on 512), nothing retrained, into ``runs/METHOD@e1000``. The report
+examples, against the v2 comparison's 100 on 512; ``experiments/nb201_table_search.py`` has had
+1,000 on 1,984 since stop 46), nothing retrained, into ``runs/METHOD@e1000``. The report
 judges those as methods of their own, charged the run's supernet seconds plus the new evolution's
 CPU seconds, and adds their ``+top`` forms (the ``b{B/2}`` runs' candidates, as above):
 
