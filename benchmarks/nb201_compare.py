@@ -529,13 +529,31 @@ def _file_id(path: Path) -> str:
   return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
+def query_table(table_path: Path):
+  """The table as its queries see it (:data:`SIGNAL` for one training run's cost), and the
+  signal by arch string: what random search, REA and ``+top`` read."""
+  from jnas.search.tabular import load_table
+
+  bench = load_table(str(table_path), arch_column="arch_str", signal_column=SIGNAL,
+                     report_column="test_acc", cost_column="train_seconds")
+  return bench, dict(zip(bench.arch, bench.signal.tolist()))
+
+
+def bootstrap_means(values, rng, resamples: int):
+  """``resamples`` means of ``values`` resampled with replacement."""
+  import numpy as np
+
+  v = np.asarray(values, np.float64)
+  return v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
+
+
 def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs: int = 500
            ) -> dict:
   """Benches every finished run and replays random search and REA; writes compare.{json,md,png}."""
   import numpy as np
 
   from jnas.nb201_table import load_nb201_table
-  from jnas.search.tabular import load_table, replay_many
+  from jnas.search.tabular import replay_many
   from jnas.search.common import enable_compilation_cache
   from jnas.utils.metrics import write_json_atomic
 
@@ -569,9 +587,7 @@ def report(out: Path, table_path: Path, *, seeds: int, sample: int, replay_runs:
         summary = json.loads((wd / "summary.json").read_text())
         runs.append({**_benched(m, _bench_run(wd, table, table_id, sample)),
                      "search_seconds": summary["supernet_seconds"] + _research_seconds(wd)})
-  bench = load_table(str(table_path), arch_column="arch_str", signal_column=SIGNAL,
-                     report_column="test_acc", cost_column="train_seconds")
-  signal = dict(zip(bench.arch, bench.signal.tolist()))
+  bench, signal = query_table(table_path)
   for m, (source, share) in TRAINED_TOP.items():
     part_dir = out.parent / f"b{budget * share:g}"
     part = json.loads((part_dir / "plan.json").read_text()) if (
@@ -708,7 +724,7 @@ def order_with_uncertainty(per_seed: dict[str, list[float]], reference: float, *
     v = np.asarray(vals, np.float64)
     if len(v) < 2:
       continue
-    means = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
+    means = bootstrap_means(v, rng, resamples)
     out.append({"method": m, "n": int(len(v)), "mean": float(v.mean()),
                 "low": float(np.quantile(means, 0.05)), "high": float(np.quantile(means, 0.95)),
                 "p_above": float(np.mean(means > reference))})

@@ -81,10 +81,12 @@ def compare_with_random(values: list[float], random_runs: list[float], *,
   """
   import numpy as np
 
+  from nb201_compare import bootstrap_means
+
   rng = np.random.default_rng(seed)
   v, r = np.asarray(values, np.float64), np.asarray(random_runs, np.float64)
-  means = v[rng.integers(0, len(v), (resamples, len(v)))].mean(1)
-  diffs = means - r[rng.integers(0, len(r), (resamples, len(r)))].mean(1)
+  means = bootstrap_means(v, rng, resamples)
+  diffs = means - bootstrap_means(r, rng, resamples)
   beats = (v[:, None] > r[None, :]).mean() + 0.5 * (v[:, None] == r[None, :]).mean()
   return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1
           else 0.0, "low": float(np.quantile(means, 0.05)),
@@ -107,16 +109,14 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
 
   from jnas.nb201_table import load_nb201_table
-  from jnas.search.tabular import load_table, replay_many
-  from nb201_compare import SIGNAL
+  from jnas.search.tabular import replay_many
+  from nb201_compare import query_table
 
   compare = Path(args.compare)
   if not (compare / f"b{args.budget:g}").is_dir():
     raise SystemExit(f"{compare}: no b{args.budget:g} budget directory (give --compare, --budget)")
   table = load_nb201_table(args.table)
-  bench = load_table(args.table, arch_column="arch_str", signal_column=SIGNAL,
-                     report_column="test_acc", cost_column="train_seconds")
-  signal = dict(zip(bench.arch, bench.signal.tolist()))
+  bench, signal = query_table(Path(args.table))
   # The same replays as the comparison's report (seed 1): its "random (500 replays)" row.
   random_runs = replay_many("random", bench, budget=args.budget, runs=args.replays,
                             seed=1)["best_report"]
